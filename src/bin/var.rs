@@ -1,0 +1,328 @@
+//! `var`: convert official checkpoints, verify parity, generate images, benchmark.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use var_web::config::{ModelConfig, OFFICIAL_PATCH_NUMS, parse_patch_nums};
+use var_web::error::{Result, VarError};
+use var_web::generate::{generate, read_f32};
+use var_web::model::Model;
+use var_web::sampler::SamplingParams;
+use var_web::verify::{GoldenMeta, verify};
+use var_web::weights::format::{convert_pth, load_model_dir};
+
+#[derive(Parser)]
+#[command(
+    name = "var",
+    version,
+    about = "VAR: next-scale prediction image generation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert official PyTorch checkpoints (vae_*.pth + var_d*.pth) into a model directory.
+    Convert {
+        /// The VQ-VAE checkpoint, e.g. vae_ch160v4096z32.pth.
+        #[arg(long)]
+        vae: PathBuf,
+        /// The transformer checkpoint, e.g. var_d16.pth.
+        #[arg(long)]
+        var: PathBuf,
+        /// Side of each scale's token map, coarse to fine (checked against pos_1LC).
+        #[arg(long, default_value = "1,2,3,4,5,6,8,10,13,16")]
+        patch_nums: String,
+        /// Output model directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the reference parity checks of a golden fixture against a model directory.
+    Verify {
+        #[arg(long)]
+        model: PathBuf,
+        /// Golden tensors (golden_*.safetensors).
+        #[arg(long)]
+        golden: PathBuf,
+        /// Golden metadata (golden_*.json).
+        #[arg(long)]
+        meta: PathBuf,
+    },
+    /// Generate images of one class and write them as PNG files.
+    Generate(GenerateArgs),
+    /// Time one generation at the official d16 + 256 px VQ-VAE shapes (random weights) on the CPU.
+    Bench {
+        /// Transformer depth of the official preset (16, 20, 24, 30).
+        #[arg(long, default_value_t = 16)]
+        depth: usize,
+        /// Timed runs after one warm-up run; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Top-k of the timed runs (the reference's FID setting samples from 900).
+        #[arg(long, default_value_t = 900)]
+        top_k: usize,
+    },
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Model directory (config.json + safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// Class index (see the model's config.json for names).
+    #[arg(long)]
+    class: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images to generate (seeds seed, seed+1, ...).
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    /// Classifier-free guidance (default: the model's recommendation).
+    #[arg(long)]
+    cfg: Option<f32>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Gumbel-softmax code blending (the reference's more_smooth).
+    #[arg(long)]
+    smooth: bool,
+    /// Output directory; one PNG per image.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    pb.set_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+fn scale_bar(len: usize, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} scales {elapsed}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    let device = Device::flex();
+    match command {
+        Command::Convert {
+            vae,
+            var,
+            patch_nums,
+            out,
+        } => {
+            let patch_nums = parse_patch_nums(&patch_nums)?;
+            let pb = spinner("converting");
+            let cfg = convert_pth(&vae, &var, &patch_nums, &out, |m| {
+                pb.set_message(m.to_string())
+            });
+            pb.finish_and_clear();
+            let cfg = cfg?;
+            println!(
+                "wrote {} (VAR-d{}, {} classes, {} scales, {} px)",
+                out.display(),
+                cfg.var.depth,
+                cfg.var.num_classes,
+                cfg.patch_nums.len(),
+                cfg.image_size
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            model,
+            golden,
+            meta,
+        } => {
+            let model = load_model_dir(&model, &device)?;
+            let meta_text = std::fs::read_to_string(&meta).map_err(|e| VarError::io(&meta, e))?;
+            let meta: GoldenMeta =
+                serde_json::from_str(&meta_text).map_err(|e| VarError::Json {
+                    path: meta.display().to_string(),
+                    message: e.to_string(),
+                })?;
+            let bytes = std::fs::read(&golden).map_err(|e| VarError::io(&golden, e))?;
+            let pb = spinner("running the parity checks");
+            let checks = verify(&model, &bytes, &meta);
+            pb.finish_and_clear();
+            let checks = checks?;
+            for c in &checks {
+                println!("{c}");
+            }
+            Ok(if checks.iter().all(|c| c.passed()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Generate(args) => generate_cmd(args, &device),
+        Command::Bench { depth, runs, top_k } => bench(depth, runs, top_k, &device),
+    }
+}
+
+fn generate_cmd(a: GenerateArgs, device: &Device) -> Result<ExitCode> {
+    let model = load_model_dir(&a.model, device)?;
+    let d = &model.config.sampling;
+    let params = SamplingParams {
+        cfg: a.cfg.unwrap_or(d.cfg),
+        top_k: a.top_k.unwrap_or(d.top_k),
+        top_p: a.top_p.unwrap_or(d.top_p),
+        temperature: a.temperature,
+        more_smooth: a.smooth || d.more_smooth,
+        seed: a.seed,
+    };
+    params.validate()?;
+    if a.class >= model.config.var.num_classes {
+        return Err(VarError::InvalidArgument(format!(
+            "class {} does not exist: this model has classes 0..{}",
+            a.class,
+            model.config.var.num_classes - 1
+        )));
+    }
+    if a.count == 0 {
+        return Err(VarError::InvalidArgument(
+            "--count must be at least 1".into(),
+        ));
+    }
+    std::fs::create_dir_all(&a.out).map_err(|e| VarError::io(&a.out, e))?;
+    let size = model.config.image_size;
+    let k = model.config.num_scales();
+    for i in 0..a.count {
+        let seed = a.seed.wrapping_add(i as u64);
+        let pb = scale_bar(k, &format!("image {}/{} (seed {seed})", i + 1, a.count));
+        let p = SamplingParams {
+            seed,
+            ..params.clone()
+        };
+        let img = pollster::block_on(generate(&model, &[a.class], &p, None, |_| {
+            pb.inc(1);
+            ControlFlow::Continue(())
+        }))?;
+        pb.finish_and_clear();
+        let pixels = pollster::block_on(read_f32(img))?;
+        let rgb = Model::to_rgb8(&pixels, 1, size).remove(0);
+        let path = a.out.join(format!("class{}_seed{seed}.png", a.class));
+        write_png(&path, &rgb, size)?;
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes an RGB8 PNG atomically (temporary file, then rename).
+fn write_png(path: &Path, rgb: &[u8], size: usize) -> Result<()> {
+    let tmp = path.with_extension("png.partial");
+    let write = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut enc = png::Encoder::new(file, size as u32, size as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header()?.write_image_data(rgb)?;
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        VarError::io(path, std::io::Error::other(e.to_string()))
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| VarError::io(path, e))
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench(depth: usize, runs: usize, top_k: usize, device: &Device) -> Result<ExitCode> {
+    let mut config = ModelConfig::official(depth);
+    config.patch_nums = OFFICIAL_PATCH_NUMS.to_vec();
+    let pb = spinner(&format!("building random VAR-d{depth} + VQ-VAE"));
+    let model = Model::random(config, 0, device)?;
+    pb.finish_and_clear();
+    let params = SamplingParams {
+        cfg: 1.5,
+        top_k,
+        top_p: 0.96,
+        ..SamplingParams::default()
+    };
+    let k = model.config.num_scales();
+    let mut per_scale: Vec<Vec<f64>> = vec![Vec::new(); k];
+    let (mut totals, mut decodes) = (Vec::new(), Vec::new());
+    for run in 0..=runs.max(1) {
+        let pb = scale_bar(k, if run == 0 { "warm-up" } else { "timed run" });
+        let start = Instant::now();
+        let mut last = start;
+        let mut times = Vec::with_capacity(k);
+        let img = pollster::block_on(generate(&model, &[0], &params, None, |_| {
+            times.push(last.elapsed().as_secs_f64());
+            last = Instant::now();
+            pb.inc(1);
+            ControlFlow::Continue(())
+        }))?;
+        let decode_start = Instant::now();
+        let _ = pollster::block_on(read_f32(img))?; // the decode runs lazily until read back
+        let decode = decode_start.elapsed().as_secs_f64();
+        let total = start.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        if run > 0 {
+            times
+                .iter()
+                .enumerate()
+                .for_each(|(si, t)| per_scale[si].push(*t));
+            totals.push(total);
+            decodes.push(decode);
+        }
+    }
+    println!(
+        "VAR-d{depth} + 256 px VQ-VAE, random weights, burn-flex CPU, batch 1 with CFG, top-k {top_k}; median of {runs} runs"
+    );
+    println!("{:<6} {:>6} {:>10}", "scale", "tokens", "seconds");
+    for (si, pn) in model.config.patch_nums.iter().enumerate() {
+        println!(
+            "{:<6} {:>6} {:>10.3}",
+            si,
+            pn * pn,
+            median(per_scale[si].clone())
+        );
+    }
+    println!("{:<13} {:>10.3}", "decode", median(decodes));
+    println!("{:<13} {:>10.3}", "total", median(totals));
+    if let Some(mib) = peak_rss_mib() {
+        println!("peak RSS {mib:.0} MiB (weights, KV cache and activations)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

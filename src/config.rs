@@ -1,0 +1,350 @@
+//! Model configuration: what a set of weights is, serialised as `config.json` next to them.
+//!
+//! The web layer and the CLI never hard-code a hyperparameter: everything they need (sizes,
+//! scale schedule, class names, recommended sampling settings) is read from here.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, VarError};
+
+/// The official 10-scale schedule of the 256 px models (L = 680 tokens).
+pub const OFFICIAL_PATCH_NUMS: [usize; 10] = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16];
+
+/// The multi-scale VQ-VAE (paper §3.2, reference `models/vqvae.py`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VqvaeConfig {
+    /// Codebook size V.
+    pub vocab_size: usize,
+    /// Latent channels Cvae (the reference's `z_channels`; also the code vector width).
+    pub z_channels: usize,
+    /// Base channel count of the encoder/decoder CNN.
+    pub ch: usize,
+    /// Channel multiplier per resolution level; the downsampling factor is `2^(levels-1)`.
+    pub ch_mult: Vec<usize>,
+    /// ResnetBlocks per encoder level (the decoder uses one more).
+    pub num_res_blocks: usize,
+    /// Self-attention after each block of the deepest level (the reference's `using_sa`).
+    pub attn_in_last_level: bool,
+    /// Self-attention in the middle block (the reference's `using_mid_sa`).
+    pub attn_in_mid: bool,
+    /// Image channels (3 for RGB).
+    pub in_channels: usize,
+    /// φ residual ratio: `phi(h) = (1 - r) h + r conv(h)`.
+    pub quant_resi: f32,
+    /// Number of φ convolutions shared across the scales (K in the reference; at least 2).
+    pub share_quant_resi: usize,
+}
+
+impl VqvaeConfig {
+    /// The official `vae_ch160v4096z32` (256 px images, factor 16, 108,948,355 parameters).
+    pub fn official() -> Self {
+        Self {
+            vocab_size: 4096,
+            z_channels: 32,
+            ch: 160,
+            ch_mult: vec![1, 1, 2, 2, 4],
+            num_res_blocks: 2,
+            attn_in_last_level: true,
+            attn_in_mid: true,
+            in_channels: 3,
+            quant_resi: 0.5,
+            share_quant_resi: 4,
+        }
+    }
+
+    /// Spatial downsampling factor from image to latent grid.
+    pub fn downsample_factor(&self) -> usize {
+        1 << (self.ch_mult.len() - 1)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(VarError::Config(m.to_string()));
+        if self.vocab_size == 0 || self.z_channels == 0 || self.ch == 0 {
+            return bad("vqvae vocab_size, z_channels and ch must be positive");
+        }
+        if self.ch_mult.is_empty() || self.ch_mult.contains(&0) {
+            return bad("vqvae ch_mult must be a non-empty list of positive multipliers");
+        }
+        if self.ch_mult.iter().any(|m| (self.ch * m) % 32 != 0) {
+            return bad(
+                "every vqvae level width (ch * ch_mult) must be a multiple of 32, the GroupNorm group count",
+            );
+        }
+        if self.share_quant_resi < 2 {
+            return bad("vqvae share_quant_resi must be at least 2 (partially shared φ)");
+        }
+        if !(0.0..=1.0).contains(&self.quant_resi) {
+            return bad("vqvae quant_resi must lie in [0, 1]");
+        }
+        Ok(())
+    }
+}
+
+/// The VAR transformer (paper §3.1/§4, reference `models/var.py`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VarConfig {
+    /// Number of AdaLN blocks.
+    pub depth: usize,
+    /// Model width C (the reference uses 64 * depth).
+    pub embed_dim: usize,
+    /// Attention heads (the reference uses depth heads of width 64).
+    pub num_heads: usize,
+    /// Class count; the class embedding has one extra row, the null class used for CFG.
+    pub num_classes: usize,
+    /// FFN hidden width as a multiple of C.
+    pub mlp_ratio: f32,
+    /// l2-normalised q/k with a learned per-head scale (true for every official model).
+    pub attn_l2_norm: bool,
+    /// One AdaLN projection shared by all blocks plus a per-block offset (only the 512 px d36).
+    pub shared_aln: bool,
+}
+
+impl VarConfig {
+    /// The official VAR-d{depth}: C = 64 * depth, heads = depth, 1000 ImageNet classes.
+    pub fn official(depth: usize) -> Self {
+        Self {
+            depth,
+            embed_dim: 64 * depth,
+            num_heads: depth,
+            num_classes: 1000,
+            mlp_ratio: 4.0,
+            attn_l2_norm: true,
+            shared_aln: depth >= 36,
+        }
+    }
+    pub fn d16() -> Self {
+        Self::official(16)
+    }
+    pub fn d20() -> Self {
+        Self::official(20)
+    }
+    pub fn d24() -> Self {
+        Self::official(24)
+    }
+    pub fn d30() -> Self {
+        Self::official(30)
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.embed_dim / self.num_heads
+    }
+
+    /// FFN hidden width (rounded as the reference's `round(C * mlp_ratio)`).
+    pub fn mlp_hidden(&self) -> usize {
+        (self.embed_dim as f32 * self.mlp_ratio).round() as usize
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(VarError::Config(m.to_string()));
+        if self.depth == 0 || self.embed_dim == 0 || self.num_heads == 0 || self.num_classes == 0 {
+            return bad("var depth, embed_dim, num_heads and num_classes must be positive");
+        }
+        if self.embed_dim % self.num_heads != 0 {
+            return bad("var embed_dim must be divisible by num_heads");
+        }
+        if self.mlp_hidden() == 0 {
+            return bad("var mlp_ratio gives an empty FFN");
+        }
+        Ok(())
+    }
+}
+
+/// Recommended sampling settings, stored with the model so that the page starts from values
+/// that suit it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    pub cfg: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub more_smooth: bool,
+}
+
+impl Default for SamplingDefaults {
+    /// The reference demo's settings.
+    fn default() -> Self {
+        Self {
+            cfg: 4.0,
+            top_k: 900,
+            top_p: 0.95,
+            more_smooth: false,
+        }
+    }
+}
+
+/// How tensors are stored in the model directory. Only `f32` exists today; the quantization
+/// issue adds `f16` and `int8` here without a second model implementation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    #[default]
+    F32,
+}
+
+/// Everything that describes a model directory (`config.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// A short name shown in the UI.
+    pub name: String,
+    /// Side length of generated images in pixels (`patch_nums.last() * downsample_factor`).
+    pub image_size: usize,
+    /// Side length of each scale's token map, coarse to fine (the paper's h_k = w_k).
+    pub patch_nums: Vec<usize>,
+    pub vqvae: VqvaeConfig,
+    pub var: VarConfig,
+    /// One name per class, in label order.
+    pub class_names: Vec<String>,
+    #[serde(default)]
+    pub sampling: SamplingDefaults,
+    #[serde(default)]
+    pub storage: Storage,
+}
+
+impl ModelConfig {
+    /// The official 256 px ImageNet model of the given depth (16, 20, 24 or 30).
+    pub fn official(depth: usize) -> Self {
+        let var = VarConfig::official(depth);
+        let class_names = (0..var.num_classes).map(|i| format!("class {i}")).collect();
+        Self {
+            name: format!("var-d{depth}"),
+            image_size: 256,
+            patch_nums: OFFICIAL_PATCH_NUMS.to_vec(),
+            vqvae: VqvaeConfig::official(),
+            var,
+            class_names,
+            sampling: SamplingDefaults::default(),
+            storage: Storage::F32,
+        }
+    }
+
+    /// Total token count L = Σ pn².
+    pub fn seq_len(&self) -> usize {
+        seq_len(&self.patch_nums)
+    }
+
+    /// Number of scales (the paper's K).
+    pub fn num_scales(&self) -> usize {
+        self.patch_nums.len()
+    }
+
+    /// Side of the finest latent grid.
+    pub fn latent_size(&self) -> usize {
+        *self.patch_nums.last().unwrap_or(&0)
+    }
+
+    /// Checks every invariant the model code relies on, so later code may index freely.
+    pub fn validate(&self) -> Result<()> {
+        self.vqvae.validate()?;
+        self.var.validate()?;
+        validate_patch_nums(&self.patch_nums)?;
+        let expected = self.latent_size() * self.vqvae.downsample_factor();
+        if self.image_size != expected {
+            return Err(VarError::Config(format!(
+                "image_size {} does not match the finest scale {} times the VQ-VAE factor {} (= {expected})",
+                self.image_size,
+                self.latent_size(),
+                self.vqvae.downsample_factor()
+            )));
+        }
+        if self.class_names.len() != self.var.num_classes {
+            return Err(VarError::Config(format!(
+                "{} class names for {} classes",
+                self.class_names.len(),
+                self.var.num_classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Parses and validates a `config.json`.
+    pub fn from_json(text: &str, origin: &str) -> Result<Self> {
+        let cfg: Self = serde_json::from_str(text).map_err(|e| VarError::Json {
+            path: origin.to_string(),
+            message: format!("not a valid model config: {e}"),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a config always serialises")
+    }
+}
+
+/// L = Σ pn².
+pub fn seq_len(patch_nums: &[usize]) -> usize {
+    patch_nums.iter().map(|p| p * p).sum()
+}
+
+/// Scales must grow strictly from 1x1 (the class token) to the finest grid.
+pub fn validate_patch_nums(patch_nums: &[usize]) -> Result<()> {
+    let bad = |m: String| Err(VarError::Config(m));
+    if patch_nums.len() < 2 {
+        return bad(format!(
+            "patch_nums {patch_nums:?} needs at least two scales"
+        ));
+    }
+    if patch_nums[0] != 1 {
+        return bad(format!(
+            "patch_nums {patch_nums:?} must start with 1 (the first scale is the single class token)"
+        ));
+    }
+    if patch_nums.windows(2).any(|w| w[1] <= w[0]) {
+        return bad(format!("patch_nums {patch_nums:?} must increase strictly"));
+    }
+    Ok(())
+}
+
+/// Parses `1,2,3,4` into a validated scale list.
+pub fn parse_patch_nums(text: &str) -> Result<Vec<usize>> {
+    let nums = text
+        .split(',')
+        .map(|s| s.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            VarError::InvalidArgument(format!(
+                "patch nums '{text}' must be comma-separated positive integers, e.g. 1,2,3,4,5,6,8,10,13,16"
+            ))
+        })?;
+    validate_patch_nums(&nums)?;
+    Ok(nums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn official_sizes() {
+        let c = ModelConfig::official(16);
+        c.validate().unwrap();
+        assert_eq!(c.seq_len(), 680);
+        assert_eq!(c.vqvae.downsample_factor(), 16);
+        assert_eq!(c.var.head_dim(), 64);
+        assert_eq!(c.var.mlp_hidden(), 4096);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let c = ModelConfig::official(20);
+        let back = ModelConfig::from_json(&c.to_json(), "test").unwrap();
+        assert_eq!(c, back);
+    }
+
+    #[test]
+    fn bad_patch_nums_are_refused() {
+        assert!(parse_patch_nums("1,2,x").is_err());
+        assert!(parse_patch_nums("2,3").is_err());
+        assert!(parse_patch_nums("1,3,3").is_err());
+        assert!(parse_patch_nums("1").is_err());
+        assert_eq!(parse_patch_nums("1, 2,4").unwrap(), vec![1, 2, 4]);
+    }
+
+    #[test]
+    fn inconsistent_image_size_is_refused() {
+        let mut c = ModelConfig::official(16);
+        c.image_size = 128;
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("image_size 128"), "{msg}");
+    }
+}

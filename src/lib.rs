@@ -1,0 +1,28 @@
+//! VAR — *Visual Autoregressive Modeling: Scalable Image Generation via Next-Scale Prediction*
+//! (Tian et al., 2024) — in Rust on burn, built to run natively and in the browser.
+//!
+//! Module map (paper section → module):
+//! - §3.2 multi-scale VQ-VAE: [`vqvae`] (encoder, decoder, [`vqvae::quantizer`] with
+//!   Algorithms 1 and 2 and φ, [`vqvae::resample`] with the reference's area/bicubic resampling)
+//! - §3.1 next-scale prediction transformer: [`transformer`] (AdaLN blocks, l2-normalised
+//!   attention, KV cache, teacher-forced forward with the block-causal mask)
+//! - §4 sampling with CFG, top-k/top-p, Gumbel smoothing: [`sampler`]
+//! - the coarse-to-fine loop, with a per-scale callback and the editing seam: [`generate`]
+//! - configuration and presets: [`config`]; weights, the model directory and the official
+//!   checkpoint import: [`weights`]; parity checks against the reference: [`verify`]
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod sampler;
+pub mod transformer;
+pub mod verify;
+pub mod vqvae;
+pub mod weights;
+
+pub use config::ModelConfig;
+pub use error::{Result, VarError};
+pub use generate::{EditSource, ScaleStep, generate};
+pub use model::Model;
+pub use sampler::SamplingParams;

@@ -1,0 +1,84 @@
+//! A complete model: configuration, VQ-VAE and transformer on one device.
+
+use burn::tensor::{Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+use crate::transformer::Var;
+use crate::vqvae::VqVae;
+use crate::weights::{Loader, RandomSource, TensorSource};
+
+#[derive(Debug)]
+pub struct Model {
+    pub config: ModelConfig,
+    pub vqvae: VqVae,
+    pub var: Var,
+    device: Device,
+}
+
+impl Model {
+    /// Builds both networks from reference-named tensors, refusing missing, misshapen or
+    /// unused tensors.
+    pub fn from_sources(
+        config: ModelConfig,
+        vqvae: &mut dyn TensorSource,
+        var: &mut dyn TensorSource,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let mut w = Loader::new(vqvae, device);
+        let vq = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
+        w.finish()?;
+        let mut w = Loader::new(var, device);
+        let tr = Var::load(
+            &mut w,
+            &config.var,
+            &config.patch_nums,
+            config.vqvae.vocab_size,
+            config.vqvae.z_channels,
+        )?;
+        w.finish()?;
+        Ok(Self {
+            config,
+            vqvae: vq,
+            var: tr,
+            device: device.clone(),
+        })
+    }
+
+    /// Random weights (N(0, 0.02²)) at the given configuration: benchmarks at official shapes,
+    /// and the starting point of training.
+    pub fn random(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        let mut vq = RandomSource::new(seed, 0.02);
+        let mut tr = RandomSource::new(seed.wrapping_add(1), 0.02);
+        Self::from_sources(config, &mut vq, &mut tr, device)
+    }
+
+    pub fn device(&self) -> Device {
+        self.device.clone()
+    }
+
+    /// `[B, 3, H, W]` in [0, 1] → 8-bit RGB images, one `Vec` of `H·W·3` bytes per row, rounded
+    /// as `(x·255).round()` like the reference's saving code.
+    pub fn to_rgb8(images01: &[f32], batch: usize, size: usize) -> Vec<Vec<u8>> {
+        let plane = size * size;
+        (0..batch)
+            .map(|b| {
+                let img = &images01[b * 3 * plane..(b + 1) * 3 * plane];
+                (0..plane)
+                    .flat_map(|p| {
+                        (0..3).map(move |c| {
+                            (img[c * plane + p].clamp(0.0, 1.0) * 255.0).round() as u8
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// A cheap preview of f̂: the full decoder run on the current f̂. Callers choose when to
+    /// pay for it.
+    pub fn preview(&self, f_hat: &Tensor<4>) -> Tensor<4> {
+        (self.vqvae.fhat_to_img(f_hat.clone()) + 1.0) * 0.5
+    }
+}

@@ -1,0 +1,317 @@
+//! Token sampling: classifier-free guidance, temperature, top-k, top-p, multinomial draws and
+//! the "more smooth" Gumbel soft embedding of the reference (`models/helpers.py`).
+//!
+//! Sampling runs on the CPU over logits read back once per scale. It is plain f64 arithmetic
+//! with a pure-Rust `exp`/`ln` (`libm`) and a ChaCha8 stream, so the same seed gives the same
+//! tokens natively and in wasm (given the same logits).
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::error::{Result, VarError};
+
+/// The project's seeded PRNG: ChaCha8, identical on every platform.
+#[derive(Clone, Debug)]
+pub struct Rng(ChaCha8Rng);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    pub fn uniform(&mut self) -> f64 {
+        (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in (0, 1): safe to take logarithms of.
+    fn uniform_open(&mut self) -> f64 {
+        ((self.0.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f32 {
+        let (u1, u2) = (self.uniform_open(), self.uniform());
+        (libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(std::f64::consts::TAU * u2)) as f32
+    }
+
+    /// Standard Gumbel: `−ln(E)` with `E ~ Exp(1)`, as the reference draws it.
+    pub fn gumbel(&mut self) -> f64 {
+        -libm::log(-libm::log(self.uniform_open()))
+    }
+
+    /// A uniform integer in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        ((self.uniform() * n as f64) as usize).min(n.saturating_sub(1))
+    }
+}
+
+/// How tokens are drawn at every scale.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// Classifier-free guidance strength; the effective strength grows linearly from 0 at the
+    /// first scale to `cfg` at the last.
+    pub cfg: f32,
+    /// Keep only the k most likely tokens (ties kept); 0 keeps all.
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches `top_p`; in (0, 1].
+    pub top_p: f32,
+    /// Logits are divided by this before filtering (1 = the reference).
+    pub temperature: f32,
+    /// The reference's `more_smooth`: code vectors are a Gumbel-softmax blend of the codebook.
+    pub more_smooth: bool,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            cfg: 4.0,
+            top_k: 900,
+            top_p: 0.95,
+            temperature: 1.0,
+            more_smooth: false,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding (top-k = 1), deterministic whatever the seed.
+    pub fn greedy(cfg: f32) -> Self {
+        Self {
+            cfg,
+            top_k: 1,
+            top_p: 1.0,
+            ..Self::default()
+        }
+    }
+
+    /// One sentence per out-of-range value.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(VarError::InvalidArgument(m));
+        if !self.cfg.is_finite() || self.cfg < 0.0 {
+            return bad(format!(
+                "cfg must be a finite number >= 0 (got {})",
+                self.cfg
+            ));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad(format!("top-p must lie in (0, 1] (got {})", self.top_p));
+        }
+        if !self.temperature.is_finite() || self.temperature <= 0.0 {
+            return bad(format!(
+                "temperature must be a finite number > 0 (got {})",
+                self.temperature
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Guidance at scale `si`: `t = cfg · si / (K − 1)` (scale 0 is unguided).
+pub fn cfg_strength(cfg: f32, si: usize, num_scales: usize) -> f32 {
+    cfg * si as f32 / (num_scales - 1) as f32
+}
+
+/// `(1 + t)·cond − t·uncond`, in place over `cond`.
+pub fn cfg_mix(cond: &mut [f32], uncond: &[f32], t: f32) {
+    for (c, u) in cond.iter_mut().zip(uncond) {
+        *c = (1.0 + t) * *c - t * u;
+    }
+}
+
+/// Temperature of the Gumbel soft embedding at scale `si` (reference `more_smooth`).
+pub fn smooth_tau(si: usize, num_scales: usize) -> f64 {
+    let ratio = si as f64 / (num_scales - 1) as f64;
+    (0.27 * (1.0 - 0.95 * ratio)).max(0.005)
+}
+
+fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut p: Vec<f64> = logits
+        .iter()
+        .map(|&x| {
+            if x == f32::NEG_INFINITY {
+                0.0
+            } else {
+                libm::exp(x as f64 - max)
+            }
+        })
+        .collect();
+    let sum: f64 = p.iter().sum();
+    p.iter_mut().for_each(|x| *x /= sum);
+    p
+}
+
+/// Masks (to −∞) every logit outside the top-k (ties with the k-th value kept) and then
+/// outside the top-p nucleus, as `sample_with_top_k_top_p_` does.
+pub fn filter_top_k_top_p(logits: &mut [f32], top_k: usize, top_p: f32) {
+    let v = logits.len();
+    if top_k > 0 && top_k < v {
+        let mut sorted = logits.to_vec();
+        let (_, kth, _) = sorted.select_nth_unstable_by(top_k - 1, |a, b| b.total_cmp(a));
+        let threshold = *kth;
+        logits
+            .iter_mut()
+            .filter(|x| **x < threshold)
+            .for_each(|x| *x = f32::NEG_INFINITY);
+    }
+    if top_p < 1.0 {
+        let probs = softmax(logits);
+        let mut order: Vec<usize> = (0..v).collect();
+        order.sort_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(a.cmp(&b)));
+        // Ascending: drop the low tail whose cumulative mass stays within 1 − top_p, but never
+        // the most likely token.
+        let mut cum = 0.0;
+        for &i in &order[..v - 1] {
+            cum += probs[i];
+            if cum <= 1.0 - top_p as f64 {
+                logits[i] = f32::NEG_INFINITY;
+            } else {
+                break;
+            }
+        }
+    }
+}
+
+/// One multinomial draw from `softmax(logits)`.
+pub fn sample_index(logits: &[f32], rng: &mut Rng) -> usize {
+    let probs = softmax(logits);
+    let u = rng.uniform();
+    let mut cum = 0.0;
+    let mut last_nonzero = 0;
+    for (i, p) in probs.iter().enumerate() {
+        if *p > 0.0 {
+            cum += p;
+            last_nonzero = i;
+            if u < cum {
+                return i;
+            }
+        }
+    }
+    last_nonzero
+}
+
+/// Gumbel-softmax weights `softmax((logits·(1 + ratio) + g) / tau)` over the (filtered)
+/// logits; the code vector is these weights times the codebook.
+pub fn gumbel_soft_weights(logits: &[f32], ratio: f64, tau: f64, rng: &mut Rng) -> Vec<f32> {
+    let scaled: Vec<f32> = logits
+        .iter()
+        .map(|&x| {
+            let g = rng.gumbel();
+            ((x as f64 * (1.0 + ratio) + g) / tau) as f32
+        })
+        .collect();
+    softmax(&scaled).into_iter().map(|p| p as f32).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_keeps_ties() {
+        let mut l = vec![1.0, 3.0, 3.0, 2.0, 0.0];
+        filter_top_k_top_p(&mut l, 1, 1.0);
+        assert_eq!(
+            l,
+            vec![
+                f32::NEG_INFINITY,
+                3.0,
+                3.0,
+                f32::NEG_INFINITY,
+                f32::NEG_INFINITY
+            ]
+        );
+    }
+
+    #[test]
+    fn top_k_larger_than_vocab_keeps_all() {
+        let mut l = vec![1.0, 2.0];
+        filter_top_k_top_p(&mut l, 900, 1.0);
+        assert_eq!(l, vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus_and_always_the_best() {
+        // probabilities 0.1, 0.2, 0.7 (logits = ln p)
+        let mut l: Vec<f32> = [0.1f32, 0.2, 0.7].iter().map(|p| p.ln()).collect();
+        filter_top_k_top_p(&mut l, 0, 0.75);
+        // ascending cumsum: 0.1 (<= 0.25, drop), 0.3 (> 0.25, keep)
+        assert_eq!(l[0], f32::NEG_INFINITY);
+        assert!(l[1].is_finite() && l[2].is_finite());
+        let mut l: Vec<f32> = [0.1f32, 0.2, 0.7].iter().map(|p| p.ln()).collect();
+        filter_top_k_top_p(&mut l, 0, 1e-6);
+        assert_eq!(l.iter().filter(|x| x.is_finite()).count(), 1);
+        assert!(l[2].is_finite());
+    }
+
+    #[test]
+    fn greedy_sampling_is_deterministic() {
+        let mut rng = Rng::new(7);
+        let mut l = vec![0.5, 2.0, 1.0];
+        filter_top_k_top_p(&mut l, 1, 1.0);
+        for _ in 0..100 {
+            assert_eq!(sample_index(&l, &mut rng), 1);
+        }
+    }
+
+    #[test]
+    fn multinomial_follows_probabilities() {
+        let mut rng = Rng::new(1);
+        let l: Vec<f32> = [0.25f32, 0.75].iter().map(|p| p.ln()).collect();
+        let n = 20_000;
+        let ones = (0..n).filter(|_| sample_index(&l, &mut rng) == 1).count();
+        let share = ones as f64 / n as f64;
+        assert!((share - 0.75).abs() < 0.02, "{share}");
+    }
+
+    #[test]
+    fn same_seed_same_stream() {
+        let a: Vec<f64> = {
+            let mut r = Rng::new(42);
+            (0..5).map(|_| r.uniform()).collect()
+        };
+        let b: Vec<f64> = {
+            let mut r = Rng::new(42);
+            (0..5).map(|_| r.uniform()).collect()
+        };
+        assert_eq!(a, b);
+        assert_ne!(a, {
+            let mut r = Rng::new(43);
+            (0..5).map(|_| r.uniform()).collect::<Vec<_>>()
+        });
+    }
+
+    #[test]
+    fn gumbel_weights_sum_to_one_and_respect_masks() {
+        let mut rng = Rng::new(3);
+        let w = gumbel_soft_weights(&[0.0, f32::NEG_INFINITY, 1.0], 0.5, 0.1, &mut rng);
+        assert_eq!(w[1], 0.0);
+        assert!((w.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn cfg_schedule() {
+        assert_eq!(cfg_strength(4.0, 0, 10), 0.0);
+        assert_eq!(cfg_strength(4.0, 9, 10), 4.0);
+        let mut c = vec![1.0, 2.0];
+        cfg_mix(&mut c, &[0.0, 2.0], 1.5);
+        assert_eq!(c, vec![2.5, 2.0]);
+    }
+
+    #[test]
+    fn invalid_params_are_named() {
+        let p = SamplingParams {
+            top_p: 1.5,
+            ..SamplingParams::default()
+        };
+        assert!(p.validate().unwrap_err().to_string().contains("top-p"));
+        let p = SamplingParams {
+            cfg: -1.0,
+            ..SamplingParams::default()
+        };
+        assert!(p.validate().unwrap_err().to_string().contains("cfg"));
+    }
+}

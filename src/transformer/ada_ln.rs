@@ -1,0 +1,149 @@
+//! Adaptive LayerNorm: the class condition modulates every block and the head
+//! (reference `models/basic_var.py`: `AdaLNSelfAttn`, `AdaLNBeforeHead`, `FFN`).
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::activation::gelu_approximate;
+
+use super::attention::SelfAttention;
+use super::kv_cache::KvCache;
+use crate::config::VarConfig;
+use crate::error::Result;
+use crate::weights::Loader;
+
+/// LayerNorm over the last axis without affine parameters (eps 1e-6).
+pub fn layer_norm(x: Tensor<3>) -> Tensor<3> {
+    let (var, mean) = x.clone().var_mean_bias(2);
+    (x - mean) / (var + 1e-6).sqrt()
+}
+
+/// `ln(x)·(1 + scale) + shift`, with `scale`/`shift` `[B, 1, C]`.
+fn modulate(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>) -> Tensor<3> {
+    layer_norm(x) * (scale + 1.0) + shift
+}
+
+/// `fc2(gelu_tanh(fc1(x)))`.
+#[derive(Module, Debug)]
+pub struct Ffn {
+    fc1: Linear,
+    fc2: Linear,
+}
+
+impl Ffn {
+    fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
+        let (c, hidden) = (cfg.embed_dim, cfg.mlp_hidden());
+        Ok(Self {
+            fc1: w.linear(&format!("{key}.fc1"), c, hidden, true)?,
+            fc2: w.linear(&format!("{key}.fc2"), hidden, c, true)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+    }
+}
+
+/// The class condition as every block consumes it.
+#[derive(Clone, Debug)]
+pub enum Modulation {
+    /// `SiLU(cond)`, `[B, C]`: each block applies its own `ada_lin`.
+    PerBlock(Tensor<2>),
+    /// `shared_ada_lin(cond)`, `[B, 1, 6, C]`: each block adds its own `ada_gss` (d36 only).
+    Shared(Tensor<4>),
+}
+
+/// One transformer block:
+/// `x += attn(ln(x)·(1+s1) + b1)·g1;  x += ffn(ln(x)·(1+s2) + b2)·g2`
+/// with `(g1, g2, s1, s2, b1, b2)` from the class condition.
+#[derive(Module, Debug)]
+pub struct AdaLnBlock {
+    attn: SelfAttention,
+    ffn: Ffn,
+    /// `Linear(C, 6C)` on `SiLU(cond)` (the reference's `ada_lin.1`), when not shared.
+    ada_lin: Option<Linear>,
+    /// Per-block offset `[1, 1, 6, C]` added to the shared projection (d36).
+    ada_gss: Option<Param<Tensor<4>>>,
+    #[module(skip)]
+    embed_dim: usize,
+}
+
+impl AdaLnBlock {
+    pub fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
+        let c = cfg.embed_dim;
+        let (ada_lin, ada_gss) = if cfg.shared_aln {
+            (
+                None,
+                Some(w.param(&format!("{key}.ada_gss"), [1, 1, 6, c])?),
+            )
+        } else {
+            (
+                Some(w.linear(&format!("{key}.ada_lin.1"), c, 6 * c, true)?),
+                None,
+            )
+        };
+        Ok(Self {
+            attn: SelfAttention::load(w, &format!("{key}.attn"), cfg)?,
+            ffn: Ffn::load(w, &format!("{key}.ffn"), cfg)?,
+            ada_lin,
+            ada_gss,
+            embed_dim: c,
+        })
+    }
+
+    /// `x` `[B, l, C]` → `[B, l, C]`; see [`SelfAttention::forward`] for `attn_bias`/`cache`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        cond: &Modulation,
+        attn_bias: Option<&Tensor<4>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let c = self.embed_dim;
+        let gss = match (cond, &self.ada_lin, &self.ada_gss) {
+            (Modulation::PerBlock(silu_cond), Some(lin), _) => {
+                let b = silu_cond.dims()[0];
+                lin.forward(silu_cond.clone()).reshape([b, 1, 6, c])
+            }
+            (Modulation::Shared(shared), _, Some(gss)) => shared.clone() + gss.val(),
+            _ => unreachable!("the model builds blocks and modulation from one config"),
+        };
+        let b = gss.dims()[0];
+        // Order of the six chunks: gamma1, gamma2, scale1, scale2, shift1, shift2.
+        let chunk = |i: usize| gss.clone().narrow(2, i, 1).reshape([b, 1, c]);
+        let h = self
+            .attn
+            .forward(modulate(x.clone(), chunk(2), chunk(4)), attn_bias, cache);
+        let x = x + h * chunk(0);
+        let h = self.ffn.forward(modulate(x.clone(), chunk(3), chunk(5)));
+        x + h * chunk(1)
+    }
+}
+
+/// `AdaLNBeforeHead`: `ln(x)·(1 + scale) + shift` with `(scale, shift) = Linear(C, 2C)(SiLU(cond))`.
+#[derive(Module, Debug)]
+pub struct AdaLnHead {
+    ada_lin: Linear,
+    #[module(skip)]
+    embed_dim: usize,
+}
+
+impl AdaLnHead {
+    pub fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
+        let c = cfg.embed_dim;
+        Ok(Self {
+            ada_lin: w.linear(&format!("{key}.ada_lin.1"), c, 2 * c, true)?,
+            embed_dim: c,
+        })
+    }
+
+    /// `x` `[B, l, C]`, `silu_cond` `[B, C]` → `[B, l, C]`.
+    pub fn forward(&self, x: Tensor<3>, silu_cond: Tensor<2>) -> Tensor<3> {
+        let c = self.embed_dim;
+        let b = silu_cond.dims()[0];
+        let ss = self.ada_lin.forward(silu_cond).reshape([b, 1, 2, c]);
+        let scale = ss.clone().narrow(2, 0, 1).reshape([b, 1, c]);
+        let shift = ss.narrow(2, 1, 1).reshape([b, 1, c]);
+        modulate(x, scale, shift)
+    }
+}

@@ -1,0 +1,412 @@
+//! Our model directory and the official checkpoint import.
+//!
+//! A model directory holds `config.json` ([`ModelConfig`]), `vqvae.safetensors` and
+//! `var.safetensors`. Tensors keep the reference implementation's key names and layouts, so the
+//! one key table is the modules' `load` functions and a converted official checkpoint is
+//! byte-for-byte the same numbers. `config.storage` says how tensors are stored (f32 today).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::pth::PthFile;
+use super::{TensorSource, check_shape, is_recomputed_buffer};
+use crate::config::{ModelConfig, SamplingDefaults, Storage, VarConfig, VqvaeConfig, seq_len};
+use crate::error::{Result, VarError};
+use crate::model::Model;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const VQVAE_FILE: &str = "vqvae.safetensors";
+pub const VAR_FILE: &str = "var.safetensors";
+
+/// Tensors from a safetensors buffer (f32 only for now).
+pub struct SafetensorsSource<'a> {
+    name: String,
+    st: SafeTensors<'a>,
+    used: BTreeSet<String>,
+}
+
+impl<'a> SafetensorsSource<'a> {
+    pub fn new(bytes: &'a [u8], name: &str) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| VarError::Safetensors {
+            file: name.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            st,
+            used: BTreeSet::new(),
+        })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.st.names().into_iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Any tensor as f32 (f32 stored, i64 converted), with its shape; used for fixtures.
+    pub fn read_any(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let view = self.st.tensor(key).map_err(|_| VarError::MissingTensor {
+            key: key.to_string(),
+            shape: vec![],
+        })?;
+        let shape = view.shape().to_vec();
+        let data = view.data();
+        let values = match view.dtype() {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::I64 => data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
+                .collect(),
+            other => {
+                return Err(VarError::Safetensors {
+                    file: self.name.clone(),
+                    message: format!(
+                        "tensor '{key}' has dtype {other:?}; only F32 and I64 are read"
+                    ),
+                });
+            }
+        };
+        Ok((shape, values))
+    }
+}
+
+impl TensorSource for SafetensorsSource<'_> {
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let view = self.st.tensor(key).map_err(|_| VarError::MissingTensor {
+            key: key.to_string(),
+            shape: shape.to_vec(),
+        })?;
+        check_shape(key, shape, view.shape())?;
+        if view.dtype() != Dtype::F32 {
+            return Err(VarError::Safetensors {
+                file: self.name.clone(),
+                message: format!(
+                    "tensor '{key}' is {:?} but this model stores f32",
+                    view.dtype()
+                ),
+            });
+        }
+        self.used.insert(key.to_string());
+        Ok(view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    fn unused(&self) -> Vec<String> {
+        self.st
+            .names()
+            .into_iter()
+            .filter(|k| !self.used.contains(*k) && !is_recomputed_buffer(k))
+            .map(|k| k.to_string())
+            .collect()
+    }
+}
+
+/// Tensors straight from an official `.pth` checkpoint.
+pub struct PthSource<'a> {
+    file: &'a PthFile,
+    used: BTreeSet<String>,
+}
+
+impl<'a> PthSource<'a> {
+    pub fn new(file: &'a PthFile) -> Self {
+        Self {
+            file,
+            used: BTreeSet::new(),
+        }
+    }
+}
+
+impl TensorSource for PthSource<'_> {
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let t = self.file.get(key).ok_or_else(|| VarError::MissingTensor {
+            key: key.to_string(),
+            shape: shape.to_vec(),
+        })?;
+        check_shape(key, shape, &t.shape)?;
+        self.used.insert(key.to_string());
+        Ok(self.file.read_f32(key)?)
+    }
+
+    fn unused(&self) -> Vec<String> {
+        self.file
+            .keys()
+            .filter(|k| !self.used.contains(*k) && !is_recomputed_buffer(k))
+            .map(|k| k.to_string())
+            .collect()
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| VarError::io(path, e))
+}
+
+/// Loads a model from the three files' contents (the browser fetches them; the CLI reads them).
+pub fn load_model_bytes(
+    config_json: &str,
+    vqvae: &[u8],
+    var: &[u8],
+    device: &Device,
+) -> Result<Model> {
+    let config = ModelConfig::from_json(config_json, CONFIG_FILE)?;
+    let mut vq = SafetensorsSource::new(vqvae, VQVAE_FILE)?;
+    let mut tr = SafetensorsSource::new(var, VAR_FILE)?;
+    Model::from_sources(config, &mut vq, &mut tr, device)
+}
+
+/// Loads a model directory written by `var convert` or by training.
+pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Model> {
+    let config_path = dir.join(CONFIG_FILE);
+    let config =
+        std::fs::read_to_string(&config_path).map_err(|e| VarError::io(&config_path, e))?;
+    let vq = read_file(&dir.join(VQVAE_FILE))?;
+    let tr = read_file(&dir.join(VAR_FILE))?;
+    load_model_bytes(&config, &vq, &tr, device)
+}
+
+/// A tensor to be written: name, shape, values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+fn safetensors_bytes(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (name.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| VarError::Safetensors {
+            file: "output".into(),
+            message: e.to_string(),
+        })?;
+    safetensors::serialize(views, None).map_err(|e| VarError::Safetensors {
+        file: "output".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Writes a model directory atomically: everything goes to a sibling temporary directory
+/// that is renamed into place only when complete, so a failure never leaves half a model.
+/// An existing non-empty `dir` is refused rather than overwritten.
+pub fn write_model_dir(
+    dir: &Path,
+    config: &ModelConfig,
+    vqvae: &[NamedTensor],
+    var: &[NamedTensor],
+) -> Result<()> {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(VarError::InvalidArgument(format!(
+            "output directory {} already exists and is not empty; remove it or choose another",
+            dir.display()
+        )));
+    }
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let leaf = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp: PathBuf = parent.join(format!(".{leaf}.partial-{}", std::process::id()));
+    let result = (|| {
+        std::fs::create_dir_all(&tmp).map_err(|e| VarError::io(&tmp, e))?;
+        let write = |name: &str, bytes: &[u8]| {
+            let p = tmp.join(name);
+            std::fs::write(&p, bytes).map_err(|e| VarError::io(&p, e))
+        };
+        write(CONFIG_FILE, config.to_json().as_bytes())?;
+        write(VQVAE_FILE, &safetensors_bytes(vqvae)?)?;
+        write(VAR_FILE, &safetensors_bytes(var)?)?;
+        if dir.exists() {
+            std::fs::remove_dir(dir).map_err(|e| VarError::io(dir, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| VarError::io(dir, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
+/// Reads the configuration off the tensor shapes of an official VQ-VAE and VAR checkpoint
+/// (`shape(key)` answers `None` for a missing key). Only `patch_nums` cannot be read off the
+/// weights; it is checked against `pos_1LC` and `lvl_embed`.
+pub fn infer_config(
+    vae: &dyn Fn(&str) -> Option<Vec<usize>>,
+    var: &dyn Fn(&str) -> Option<Vec<usize>>,
+    patch_nums: &[usize],
+    name: &str,
+) -> Result<ModelConfig> {
+    let need = |f: &dyn Fn(&str) -> Option<Vec<usize>>, key: &str, rank: usize| {
+        f(key)
+            .filter(|s| s.len() == rank)
+            .ok_or_else(|| VarError::MissingTensor {
+                key: key.to_string(),
+                shape: vec![],
+            })
+    };
+    let conv_in = need(vae, "encoder.conv_in.weight", 4)?;
+    let (ch, in_channels) = (conv_in[0], conv_in[1]);
+    let z_channels = need(vae, "quant_conv.weight", 4)?[0];
+    let vocab_size = need(vae, "quantize.embedding.weight", 2)?[0];
+    let count = |f: &dyn Fn(&str) -> Option<Vec<usize>>, pattern: &dyn Fn(usize) -> String| {
+        (0..).take_while(|&i| f(&pattern(i)).is_some()).count()
+    };
+    let levels = count(vae, &|i| format!("encoder.down.{i}.block.0.conv1.weight"));
+    if levels == 0 {
+        return Err(VarError::MissingTensor {
+            key: "encoder.down.0.block.0.conv1.weight".into(),
+            shape: vec![],
+        });
+    }
+    let ch_mult = (0..levels)
+        .map(|i| Ok(need(vae, &format!("encoder.down.{i}.block.0.conv1.weight"), 4)?[0] / ch))
+        .collect::<Result<Vec<_>>>()?;
+    let last = levels - 1;
+    let vqvae = VqvaeConfig {
+        vocab_size,
+        z_channels,
+        ch,
+        ch_mult,
+        num_res_blocks: count(vae, &|j| format!("encoder.down.0.block.{j}.conv1.weight")),
+        attn_in_last_level: vae(&format!("encoder.down.{last}.attn.0.qkv.weight")).is_some(),
+        attn_in_mid: vae("encoder.mid.attn_1.qkv.weight").is_some(),
+        in_channels,
+        // Not stored in the weights; every released VQ-VAE uses 0.5.
+        quant_resi: 0.5,
+        share_quant_resi: count(vae, &|i| format!("quantize.quant_resi.qresi_ls.{i}.weight")),
+    };
+
+    let class_emb = need(var, "class_emb.weight", 2)?;
+    let embed_dim = class_emb[1];
+    let num_classes = class_emb[0].saturating_sub(1);
+    let depth = count(var, &|i| format!("blocks.{i}.ffn.fc1.weight"));
+    let fc1 = need(var, "blocks.0.ffn.fc1.weight", 2)?;
+    let heads_key = "blocks.0.attn.scale_mul_1H11";
+    let attn_l2_norm = var(heads_key).is_some();
+    let num_heads = match var(heads_key) {
+        Some(s) if s.len() == 4 => s[1],
+        // Without l2-norm attention the head count is not in the weights; the reference's
+        // width-64 heads are assumed.
+        _ => (embed_dim / 64).max(1),
+    };
+    let config = ModelConfig {
+        name: name.to_string(),
+        image_size: patch_nums.last().copied().unwrap_or(0) * (1 << (levels - 1)),
+        patch_nums: patch_nums.to_vec(),
+        var: VarConfig {
+            depth,
+            embed_dim,
+            num_heads,
+            num_classes,
+            mlp_ratio: fc1[0] as f32 / embed_dim as f32,
+            attn_l2_norm,
+            shared_aln: var("shared_ada_lin.1.weight").is_some(),
+        },
+        vqvae,
+        class_names: (0..num_classes).map(|i| format!("class {i}")).collect(),
+        sampling: SamplingDefaults::default(),
+        storage: Storage::F32,
+    };
+
+    // Cross-checks the shapes alone cannot make consistent.
+    let pos = need(var, "pos_1LC", 3)?;
+    let l = seq_len(patch_nums);
+    if pos[1] != l {
+        return Err(VarError::Config(format!(
+            "patch_nums {patch_nums:?} give L = {l} tokens but pos_1LC holds {}; pass the scales this model was trained with (--patch-nums)",
+            pos[1]
+        )));
+    }
+    let lvl = need(var, "lvl_embed.weight", 2)?;
+    if lvl[0] != patch_nums.len() {
+        return Err(VarError::Config(format!(
+            "patch_nums has {} scales but lvl_embed has {} rows",
+            patch_nums.len(),
+            lvl[0]
+        )));
+    }
+    let head = need(var, "head.weight", 2)?;
+    if head[0] != vocab_size {
+        return Err(VarError::Config(format!(
+            "the transformer predicts {} codes but the VQ-VAE codebook has {vocab_size}: these files do not belong together",
+            head[0]
+        )));
+    }
+    let word = need(var, "word_embed.weight", 2)?;
+    if word[1] != z_channels {
+        return Err(VarError::Config(format!(
+            "the transformer reads {}-channel codes but the VQ-VAE has {z_channels}: these files do not belong together",
+            word[1]
+        )));
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// `var convert`: reads official `.pth` files (never executing their pickles), infers and
+/// checks the configuration, builds the model once on the CPU to prove every tensor fits,
+/// and writes our model directory.
+pub fn convert_pth(
+    vae_path: &Path,
+    var_path: &Path,
+    patch_nums: &[usize],
+    out: &Path,
+    mut progress: impl FnMut(&str),
+) -> Result<ModelConfig> {
+    progress("reading checkpoints");
+    let vae = PthFile::open(vae_path).map_err(|e| annotate(vae_path, e))?;
+    let var = PthFile::open(var_path).map_err(|e| annotate(var_path, e))?;
+    let vae_shapes = |k: &str| vae.get(k).map(|t| t.shape.clone());
+    let var_shapes = |k: &str| var.get(k).map(|t| t.shape.clone());
+    let name = out
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let config = infer_config(&vae_shapes, &var_shapes, patch_nums, &name)?;
+
+    progress("checking every tensor against the model");
+    let device = Device::flex();
+    Model::from_sources(
+        config.clone(),
+        &mut PthSource::new(&vae),
+        &mut PthSource::new(&var),
+        &device,
+    )?;
+
+    progress("writing the model directory");
+    let collect = |f: &PthFile| -> Result<Vec<NamedTensor>> {
+        f.keys()
+            .filter(|k| !is_recomputed_buffer(k))
+            .map(|k| {
+                let shape = f.get(k).map(|t| t.shape.clone()).unwrap_or_default();
+                Ok((k.to_string(), shape, f.read_f32(k)?))
+            })
+            .collect()
+    };
+    write_model_dir(out, &config, &collect(&vae)?, &collect(&var)?)?;
+    Ok(config)
+}
+
+fn annotate(path: &Path, e: super::pth::PthError) -> VarError {
+    VarError::Checkpoint {
+        path: path.display().to_string(),
+        source: e,
+    }
+}

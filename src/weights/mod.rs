@@ -1,0 +1,234 @@
+//! Weights: where tensors come from and how they become modules.
+//!
+//! Every module is built by one `load` function that asks a [`TensorSource`] for its tensors
+//! by the reference implementation's key names (`blocks.3.attn.mat_qkv.weight`, ...), with the
+//! shape it expects. The same path serves an official `.pth` file, our safetensors model
+//! directory and random initialisation, so there is one loader and one key table, and every
+//! shape is checked at the single place a tensor enters the model.
+
+pub mod format;
+pub mod pth;
+
+use std::collections::BTreeMap;
+
+use burn::module::Param;
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::{Result, VarError};
+
+/// Something that hands out named f32 tensors.
+pub trait TensorSource {
+    /// The values of `key` in row-major order, after checking that its shape is `shape`.
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>>;
+    /// Keys that exist but were never taken (buffers the model recomputes are excluded).
+    fn unused(&self) -> Vec<String>;
+}
+
+/// Reference buffers that are derived from the config, never loaded.
+pub fn is_recomputed_buffer(key: &str) -> bool {
+    key == "lvl_1L"
+        || key == "attn_bias_for_masking"
+        || key.ends_with(".zero_k_bias")
+        || key == "quantize.ema_vocab_hit_SV"
+}
+
+pub(crate) fn check_shape(key: &str, expected: &[usize], found: &[usize]) -> Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(VarError::ShapeMismatch {
+            key: key.to_string(),
+            expected: expected.to_vec(),
+            found: found.to_vec(),
+        })
+    }
+}
+
+/// An in-memory name → (shape, values) table; used for tests, synthetic checkpoints and
+/// random initialisation snapshots.
+#[derive(Default, Debug, Clone)]
+pub struct TensorMap {
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl TensorMap {
+    pub fn insert(&mut self, key: impl Into<String>, shape: Vec<usize>, values: Vec<f32>) {
+        debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+        self.tensors.insert(key.into(), (shape, values));
+    }
+    pub fn get(&self, key: &str) -> Option<&(Vec<usize>, Vec<f32>)> {
+        self.tensors.get(key)
+    }
+    pub fn remove(&mut self, key: &str) -> Option<(Vec<usize>, Vec<f32>)> {
+        self.tensors.remove(key)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &(Vec<usize>, Vec<f32>))> {
+        self.tensors.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+}
+
+impl TensorSource for TensorMap {
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (found, values) = self
+            .tensors
+            .remove(key)
+            .ok_or_else(|| VarError::MissingTensor {
+                key: key.to_string(),
+                shape: shape.to_vec(),
+            })?;
+        check_shape(key, shape, &found)?;
+        Ok(values)
+    }
+    fn unused(&self) -> Vec<String> {
+        self.tensors
+            .keys()
+            .filter(|k| !is_recomputed_buffer(k))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A source of freshly initialised weights, deterministic in its seed: weights of linear and
+/// conv layers ~ N(0, 0.02²) (the reference's `init_std` for the transformer), biases 0,
+/// norm scales 1. Used for benchmarks at official shapes and as the start of training.
+pub struct RandomSource {
+    rng: crate::sampler::Rng,
+    std: f32,
+}
+
+impl RandomSource {
+    pub fn new(seed: u64, std: f32) -> Self {
+        Self {
+            rng: crate::sampler::Rng::new(seed),
+            std,
+        }
+    }
+}
+
+impl TensorSource for RandomSource {
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let n: usize = shape.iter().product();
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        let is_norm = key.contains("norm") && leaf == "weight";
+        Ok(match leaf {
+            "bias" | "q_bias" | "v_bias" if !is_norm => vec![0.0; n],
+            _ if is_norm => vec![1.0; n],
+            _ => (0..n).map(|_| self.rng.normal() * self.std).collect(),
+        })
+    }
+    fn unused(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Builds burn modules from a [`TensorSource`] on one device.
+pub struct Loader<'a> {
+    source: &'a mut dyn TensorSource,
+    device: Device,
+}
+
+impl<'a> Loader<'a> {
+    pub fn new(source: &'a mut dyn TensorSource, device: &Device) -> Self {
+        Self {
+            source,
+            device: device.clone(),
+        }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A tensor with exactly this shape.
+    pub fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let values = self.source.take(key, &shape)?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
+    }
+
+    pub fn param<const D: usize>(
+        &mut self,
+        key: &str,
+        shape: [usize; D],
+    ) -> Result<Param<Tensor<D>>> {
+        Ok(Param::from_tensor(self.tensor(key, shape)?))
+    }
+
+    /// `nn.Linear(d_in, d_out)`: PyTorch stores `[out, in]`, burn multiplies by `[in, out]`.
+    pub fn linear(&mut self, key: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
+        let weight = self
+            .tensor(&format!("{key}.weight"), [d_out, d_in])?
+            .transpose();
+        let bias = if bias {
+            Some(self.param(&format!("{key}.bias"), [d_out])?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// `nn.Conv2d(c_in, c_out, k, stride)` with bias; burn's weight layout equals PyTorch's.
+    pub fn conv2d(
+        &mut self,
+        key: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: PaddingConfig2d,
+    ) -> Result<Conv2d> {
+        Ok(Conv2d {
+            weight: self.param(&format!("{key}.weight"), [c_out, c_in, kernel, kernel])?,
+            bias: Some(self.param(&format!("{key}.bias"), [c_out])?),
+            stride: [stride, stride],
+            kernel_size: [kernel, kernel],
+            dilation: [1, 1],
+            groups: 1,
+            padding,
+        })
+    }
+
+    /// The reference's `Normalize`: GroupNorm(32 groups, eps 1e-6, affine).
+    pub fn group_norm(&mut self, key: &str, channels: usize) -> Result<GroupNorm> {
+        Ok(GroupNorm {
+            gamma: Some(self.param(&format!("{key}.weight"), [channels])?),
+            beta: Some(self.param(&format!("{key}.bias"), [channels])?),
+            num_groups: 32,
+            num_channels: channels,
+            epsilon: 1e-6,
+            affine: true,
+        })
+    }
+
+    /// Refuses a partial match: every tensor in the source must have been used.
+    pub fn finish(self) -> Result<()> {
+        let unused = self.source.unused();
+        if unused.is_empty() {
+            Ok(())
+        } else {
+            let shown: Vec<_> = unused.iter().take(8).cloned().collect();
+            let more = if unused.len() > 8 {
+                format!(" and {} more", unused.len() - 8)
+            } else {
+                String::new()
+            };
+            Err(VarError::UnexpectedTensors(format!(
+                "{}{more}",
+                shown.join(", ")
+            )))
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! Shared test helpers: fixture paths and fixture models converted once per test binary.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use var_web::config::parse_patch_nums;
+use var_web::model::Model;
+use var_web::weights::format::{convert_pth, load_model_dir};
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// A fresh, unique scratch directory under the system temp dir.
+pub fn scratch(tag: &str) -> PathBuf {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("var-web-{tag}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
+    dir
+}
+
+/// Converts `vae_tiny.pth` + `var_{name}.pth` with the fixture's scales into a model directory
+/// (once per test binary) and returns its path.
+pub fn fixture_model_dir(name: &str) -> PathBuf {
+    static DIRS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> =
+        OnceLock::new();
+    let map = DIRS.get_or_init(Default::default);
+    let mut map = map.lock().unwrap();
+    map.entry(name.to_string())
+        .or_insert_with(|| {
+            let meta: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(fixture(&format!("golden_{name}.json"))).unwrap(),
+            )
+            .unwrap();
+            let pn: Vec<String> = meta["patch_nums"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_string())
+                .collect();
+            let out = scratch(name).join("model");
+            convert_pth(
+                &fixture("vae_tiny.pth"),
+                &fixture(&format!("var_{name}.pth")),
+                &parse_patch_nums(&pn.join(",")).unwrap(),
+                &out,
+                |_| {},
+            )
+            .unwrap();
+            out
+        })
+        .clone()
+}
+
+pub fn fixture_model(name: &str) -> Model {
+    load_model_dir(&fixture_model_dir(name), &Device::flex()).unwrap()
+}

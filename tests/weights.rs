@@ -1,0 +1,223 @@
+//! Loading refuses anything but an exact match, with a message naming the tensor; the
+//! converter reads the configuration off official shapes.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+use var_web::config::{ModelConfig, OFFICIAL_PATCH_NUMS, VarConfig, VqvaeConfig};
+use var_web::error::VarError;
+use var_web::model::Model;
+use var_web::weights::TensorMap;
+use var_web::weights::format::{PthSource, convert_pth, infer_config};
+use var_web::weights::pth::PthFile;
+
+fn fixture_maps() -> (ModelConfig, TensorMap, TensorMap) {
+    let config = common::fixture_model("mini").config;
+    let to_map = |name: &str| {
+        let f = PthFile::open(&common::fixture(name)).unwrap();
+        let mut m = TensorMap::default();
+        for k in f.keys() {
+            if var_web::weights::is_recomputed_buffer(k) {
+                continue;
+            }
+            m.insert(k, f.get(k).unwrap().shape.clone(), f.read_f32(k).unwrap());
+        }
+        m
+    };
+    (config, to_map("vae_tiny.pth"), to_map("var_mini.pth"))
+}
+
+fn load(config: &ModelConfig, vae: &mut TensorMap, var: &mut TensorMap) -> Result<Model, VarError> {
+    Model::from_sources(config.clone(), vae, var, &Device::flex())
+}
+
+#[test]
+fn complete_weights_load() {
+    let (config, mut vae, mut var) = fixture_maps();
+    load(&config, &mut vae, &mut var).unwrap();
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let (config, mut vae, mut var) = fixture_maps();
+    var.remove("blocks.1.ffn.fc2.bias").unwrap();
+    let err = load(&config, &mut vae, &mut var).unwrap_err().to_string();
+    assert!(err.contains("blocks.1.ffn.fc2.bias"), "{err}");
+}
+
+#[test]
+fn unexpected_tensor_is_named() {
+    let (config, mut vae, mut var) = fixture_maps();
+    vae.insert("decoder.extra.weight", vec![2], vec![0.0, 1.0]);
+    let err = load(&config, &mut vae, &mut var).unwrap_err().to_string();
+    assert!(err.contains("decoder.extra.weight"), "{err}");
+}
+
+#[test]
+fn wrong_shape_is_named() {
+    let (config, mut vae, mut var) = fixture_maps();
+    let (_, v) = vae.remove("quantize.embedding.weight").unwrap();
+    vae.insert("quantize.embedding.weight", vec![32, 16], v);
+    let err = load(&config, &mut vae, &mut var).unwrap_err().to_string();
+    assert!(
+        err.contains("quantize.embedding.weight") && err.contains("[32, 16]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pth_source_reads_the_same_values_as_the_map() {
+    let f = PthFile::open(&common::fixture("var_mini.pth")).unwrap();
+    let mut src = PthSource::new(&f);
+    use var_web::weights::TensorSource;
+    let v = src.take("pos_start", &[1, 1, 128]).unwrap();
+    assert_eq!(v.len(), 128);
+    let err = src.take("pos_start", &[1, 128]).unwrap_err().to_string();
+    assert!(err.contains("pos_start"), "{err}");
+}
+
+#[test]
+fn convert_refuses_wrong_patch_nums_and_mismatched_files() {
+    let out = common::scratch("bad-pn").join("m");
+    let err = convert_pth(
+        &common::fixture("vae_tiny.pth"),
+        &common::fixture("var_mini.pth"),
+        &OFFICIAL_PATCH_NUMS,
+        &out,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("pos_1LC"), "{err}");
+    assert!(!out.exists(), "no output directory may be left behind");
+
+    // A VQ-VAE file where the transformer file should be.
+    let err = convert_pth(
+        &common::fixture("vae_tiny.pth"),
+        &common::fixture("vae_tiny.pth"),
+        &[1, 2, 3, 4],
+        &out,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("class_emb.weight"), "{err}");
+    assert!(!out.exists());
+}
+
+#[test]
+fn convert_refuses_truncated_and_non_zip_files() {
+    let dir = common::scratch("bad-files");
+    let bytes = std::fs::read(common::fixture("var_mini.pth")).unwrap();
+    let truncated = dir.join("truncated.pth");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let not_zip = dir.join("notzip.pth");
+    std::fs::write(&not_zip, b"this is not a checkpoint").unwrap();
+    for bad in [&truncated, &not_zip] {
+        let out = dir.join("out");
+        let err = convert_pth(
+            &common::fixture("vae_tiny.pth"),
+            bad,
+            &[1, 2, 3, 4],
+            &out,
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(bad.file_name().unwrap().to_str().unwrap()),
+            "{err}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+/// The official checkpoints' keys and shapes (from the reference, `official-shapes.json`).
+fn official_shapes() -> BTreeMap<String, BTreeMap<String, Vec<usize>>> {
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixture("official-shapes.json")).unwrap(),
+    )
+    .unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .filter_map(|(model, entry)| {
+            let keys = entry.get("keys")?.as_object()?;
+            Some((
+                model.clone(),
+                keys.iter()
+                    .map(|(k, s)| {
+                        let shape = s[0]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|d| d.as_u64().unwrap() as usize);
+                        (k.clone(), shape.collect())
+                    })
+                    .collect(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn official_configs_are_read_off_the_shapes() {
+    let shapes = official_shapes();
+    let vae = &shapes["vae_ch160v4096z32"];
+    let vae_shape = |k: &str| vae.get(k).cloned();
+    for depth in [16, 20, 24, 30] {
+        let var = &shapes[&format!("var_d{depth}")];
+        let var_shape = |k: &str| var.get(k).cloned();
+        let cfg = infer_config(&vae_shape, &var_shape, &OFFICIAL_PATCH_NUMS, "x").unwrap();
+        assert_eq!(cfg.vqvae, VqvaeConfig::official(), "d{depth}");
+        assert_eq!(cfg.var, VarConfig::official(depth), "d{depth}");
+        assert_eq!(cfg.image_size, 256);
+    }
+    // d36: 512 px, its own scales, shared AdaLN.
+    let var = &shapes["var_d36"];
+    let var_shape = |k: &str| var.get(k).cloned();
+    let pn = [1, 2, 3, 4, 6, 9, 13, 18, 24, 32];
+    let cfg = infer_config(&vae_shape, &var_shape, &pn, "x").unwrap();
+    assert!(cfg.var.shared_aln);
+    assert_eq!(cfg.image_size, 512);
+}
+
+/// Hands out zeros of whatever shape the model asks for, and records what was asked.
+struct Recorder(BTreeMap<String, Vec<usize>>);
+
+impl var_web::weights::TensorSource for Recorder {
+    fn take(&mut self, key: &str, shape: &[usize]) -> var_web::Result<Vec<f32>> {
+        self.0.insert(key.to_string(), shape.to_vec());
+        Ok(vec![0.0; shape.iter().product()])
+    }
+    fn unused(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Our loader asks for exactly the official d16 + VQ-VAE keys with the official shapes (the
+/// buffers the reference recomputes excepted), so a real checkpoint loads with nothing missing
+/// and nothing left over.
+#[test]
+fn key_table_covers_the_official_d16_checkpoints() {
+    let shapes = official_shapes();
+    let mut vae = Recorder(BTreeMap::new());
+    let mut var = Recorder(BTreeMap::new());
+    Model::from_sources(
+        ModelConfig::official(16),
+        &mut vae,
+        &mut var,
+        &Device::flex(),
+    )
+    .unwrap();
+    for (name, asked) in [("vae_ch160v4096z32", &vae.0), ("var_d16", &var.0)] {
+        let official: BTreeMap<_, _> = shapes[name]
+            .iter()
+            .filter(|(k, _)| !var_web::weights::is_recomputed_buffer(k))
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        assert_eq!(&official, asked, "{name}");
+    }
+}
