@@ -65,7 +65,11 @@ impl VqvaeConfig {
         if self.ch_mult.is_empty() || self.ch_mult.contains(&0) {
             return bad("vqvae ch_mult must be a non-empty list of positive multipliers");
         }
-        if self.ch_mult.iter().any(|m| (self.ch * m) % 32 != 0) {
+        if self
+            .ch_mult
+            .iter()
+            .any(|m| !(self.ch * m).is_multiple_of(32))
+        {
             return bad(
                 "every vqvae level width (ch * ch_mult) must be a multiple of 32, the GroupNorm group count",
             );
@@ -140,7 +144,7 @@ impl VarConfig {
         if self.depth == 0 || self.embed_dim == 0 || self.num_heads == 0 || self.num_classes == 0 {
             return bad("var depth, embed_dim, num_heads and num_classes must be positive");
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad("var embed_dim must be divisible by num_heads");
         }
         if self.mlp_hidden() == 0 {

@@ -188,21 +188,23 @@ mod tests {
     }
 
     #[test]
-    fn bicubic_matches_pytorch_values() {
+    fn bicubic_weights_follow_keys_kernel_with_border_clamping() {
         // 2 -> 4: src = -0.25, 0.25, 0.75, 1.25. Row 0 by hand: t = 0.75, taps at -2..=1 with
         // weights W(1.75) = -0.03515625, W(0.75) = 0.26171875, W(0.25) = 0.87890625,
         // W(1.25) = -0.10546875; the first three clamp onto index 0.
         let m = bicubic_matrix(4, 2);
-        let expect = [
-            [1.10546875, -0.10546875],
-            [0.7734375, 0.2265625],
-            [0.2265625, 0.7734375],
-            [-0.10546875, 1.10546875],
+        let expect: [f64; 8] = [
+            1.10546875,
+            -0.10546875,
+            0.7734375,
+            0.2265625,
+            0.2265625,
+            0.7734375,
+            -0.10546875,
+            1.10546875,
         ];
-        for r in 0..4 {
-            for c in 0..2 {
-                assert!((m.data[r * 2 + c] - expect[r][c]).abs() < 1e-6, "{r},{c}");
-            }
+        for (got, want) in m.data.iter().zip(expect) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{:?}", m.data);
         }
         // Upsampling a constant stays constant; 1 -> N copies.
         let m = bicubic_matrix(16, 1);

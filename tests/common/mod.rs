@@ -17,12 +17,11 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// A fresh, unique scratch directory under the system temp dir.
 pub fn scratch(tag: &str) -> PathBuf {
-    let dir = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(&format!("var-web-{tag}-"))
         .tempdir()
         .unwrap()
-        .keep();
-    dir
+        .keep()
 }
 
 /// Converts `vae_tiny.pth` + `var_{name}.pth` with the fixture's scales into a model directory
