@@ -1,13 +1,35 @@
 #!/usr/bin/env bash
-# Installs what the project needs on a fresh machine; safe to run again (each step checks first).
+# Installs what the project needs on a fresh machine; safe to run again (each step checks
+# first and does nothing when the tool is already there).
+#   ./scripts/setup.sh          native toolchain only (build, native tests, demo)
+#   ./scripts/setup.sh --web    also the wasm toolchain, Chromium and the page-test packages
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null; then
   echo "error: cargo is missing; install Rust with rustup (https://rustup.rs) first." >&2
   exit 1
 fi
 for component in rustfmt clippy; do
-  if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
-    rustup component add "${component}"
-  fi
+  rustup component list --installed 2>/dev/null | grep -q "^${component}" || rustup component add "${component}"
 done
+[ "${1:-}" = "--web" ] || exit 0
+
+rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
+
+# wasm-bindgen-cli must match the wasm-bindgen version in Cargo.lock exactly.
+wb_version=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+if ! wasm-bindgen --version 2>/dev/null | grep -q " ${wb_version}$"; then
+  cargo install wasm-bindgen-cli --version "${wb_version}"
+fi
+command -v wasm-pack >/dev/null || cargo install wasm-pack
+
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+[ -d tests/e2e/node_modules/playwright-core ] || (cd tests/e2e && npm ci --no-audit --no-fund)

@@ -3,7 +3,10 @@
 //! Each scale: the transformer predicts all pn² tokens at once (both CFG halves in one batch),
 //! the logits are read back once, guided and sampled on the CPU, the chosen code vectors are
 //! upsampled, refined by φ and added to f̂, and f̂ is downsampled into the next scale's input.
-//! In-painting and editing plug an [`EditSource`] into this same loop.
+//!
+//! [`Generation`] runs the loop one scale per [`Generation::step`], so async callers (the
+//! browser worker) can decode previews and yield between scales; [`generate`] drives it to the
+//! end with a per-scale callback. In-painting and editing plug an [`EditSource`] into it.
 
 use std::ops::ControlFlow;
 
@@ -15,6 +18,7 @@ use crate::sampler::{
     Rng, SamplingParams, cfg_mix, cfg_strength, filter_top_k_top_p, gumbel_soft_weights,
     sample_index, smooth_tau,
 };
+use crate::transformer::{Condition, KvCache};
 
 /// What the per-scale callback sees after scale `si` is sampled and added to f̂.
 pub struct ScaleStep<'a> {
@@ -37,86 +41,137 @@ pub struct EditSource {
     pub keep: Vec<Vec<bool>>,
 }
 
-/// Generates one image per label (`labels` < num_classes, or `num_classes` for the null class)
-/// and returns them as `[B, 3, H, W]` in [0, 1].
-///
-/// `on_scale` runs after every scale; returning `ControlFlow::Break` cancels the run
-/// (→ [`VarError::Cancelled`]) before the next scale starts.
-pub async fn generate(
-    model: &Model,
-    labels: &[usize],
-    params: &SamplingParams,
-    edit: Option<&EditSource>,
-    mut on_scale: impl FnMut(&ScaleStep) -> ControlFlow<()>,
-) -> Result<Tensor<4>> {
-    params.validate()?;
-    let cfg = &model.config;
-    let num_classes = cfg.var.num_classes;
-    if labels.is_empty() {
-        return Err(VarError::InvalidArgument(
-            "at least one class label is needed".into(),
+/// A generation in progress: everything that lives from one scale to the next.
+pub struct Generation<'m> {
+    model: &'m Model,
+    params: SamplingParams,
+    edit: Option<EditSource>,
+    batch: usize,
+    cond: Condition,
+    lvl_pos: Tensor<3>,
+    caches: Vec<KvCache>,
+    /// The next scale's embedded input `[2B, pn², C]`; `None` once every scale is done.
+    next_input: Option<Tensor<3>>,
+    f_hat: Tensor<4>,
+    rng: Rng,
+    /// The codebook on the CPU `[V, Cvae]`: sampled tokens become code vectors here.
+    codebook: Vec<f32>,
+    si: usize,
+}
+
+/// The outcome of one scale.
+#[derive(Clone, Debug)]
+pub struct StepOutput {
+    pub si: usize,
+    pub patch: usize,
+    /// `[B, pn²]` row-major.
+    pub tokens: Vec<u32>,
+}
+
+impl<'m> Generation<'m> {
+    /// Checks the request and prepares the class condition, caches and f̂ for one image per
+    /// label (`labels` < num_classes, or `num_classes` for the null class).
+    pub async fn new(
+        model: &'m Model,
+        labels: &[usize],
+        params: &SamplingParams,
+        edit: Option<EditSource>,
+    ) -> Result<Self> {
+        params.validate()?;
+        let cfg = &model.config;
+        let num_classes = cfg.var.num_classes;
+        if labels.is_empty() {
+            return Err(VarError::InvalidArgument(
+                "at least one class label is needed".into(),
+            ));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l > num_classes) {
+            return Err(VarError::InvalidArgument(format!(
+                "class {bad} does not exist: this model has classes 0..{} (and {num_classes} for unconditional)",
+                num_classes - 1
+            )));
+        }
+        if let Some(edit) = &edit {
+            edit.check(labels.len(), &cfg.patch_nums)?;
+        }
+        let device = model.device();
+        let b = labels.len();
+        let var = &model.var;
+        let quant = &model.vqvae.quantize;
+        // Rows [0, B) are conditional, rows [B, 2B) use the null class (classifier-free guidance).
+        let both: Vec<i64> = labels
+            .iter()
+            .map(|&l| l as i64)
+            .chain(std::iter::repeat_n(num_classes as i64, b))
+            .collect();
+        let cond = var.condition(Tensor::<1, Int>::from_data(
+            TensorData::new(both, [2 * b]),
+            &device,
         ));
-    }
-    if let Some(&bad) = labels.iter().find(|&&l| l > num_classes) {
-        return Err(VarError::InvalidArgument(format!(
-            "class {bad} does not exist: this model has classes 0..{} (and {num_classes} for unconditional)",
-            num_classes - 1
-        )));
-    }
-    let patch_nums = &cfg.patch_nums;
-    let k = patch_nums.len();
-    if let Some(edit) = edit {
-        edit.check(labels.len(), patch_nums)?;
+        let lvl_pos = var.level_positions();
+        let first = var.first_scale_input(&cond, &lvl_pos);
+        Ok(Self {
+            model,
+            params: params.clone(),
+            edit,
+            batch: b,
+            caches: var.new_caches(2 * b, &device),
+            next_input: Some(first),
+            cond,
+            lvl_pos,
+            f_hat: quant.zeros_fhat(b, &device),
+            rng: Rng::new(params.seed),
+            codebook: read_f32(quant.embedding.val()).await?,
+            si: 0,
+        })
     }
 
-    let device = model.device();
-    let b = labels.len();
-    let (vocab, cvae) = (cfg.vqvae.vocab_size, cfg.vqvae.z_channels);
-    let var = &model.var;
-    let quant = &model.vqvae.quantize;
+    /// f̂ so far, `[B, Cvae, N, N]`.
+    pub fn f_hat(&self) -> &Tensor<4> {
+        &self.f_hat
+    }
 
-    // Rows [0, B) are conditional, rows [B, 2B) use the null class (classifier-free guidance).
-    let both: Vec<i64> = labels
-        .iter()
-        .map(|&l| l as i64)
-        .chain(std::iter::repeat_n(num_classes as i64, b))
-        .collect();
-    let cond = var.condition(Tensor::<1, Int>::from_data(
-        TensorData::new(both, [2 * b]),
-        &device,
-    ));
-    let lvl_pos = var.level_positions();
-    let mut caches = var.new_caches(2 * b, &device);
-    let mut x = var.first_scale_input(&cond, &lvl_pos);
-    let mut f_hat = quant.zeros_fhat(b, &device);
-    let mut rng = Rng::new(params.seed);
-    // The codebook on the CPU, read once per run: sampled tokens become code vectors here.
-    let codebook = read_f32(quant.embedding.val()).await?; // [V, Cvae]
-    let code = |i: usize| &codebook[i * cvae..(i + 1) * cvae];
+    /// Number of scales done.
+    pub fn scales_done(&self) -> usize {
+        self.si
+    }
 
-    for (si, &pn) in patch_nums.iter().enumerate() {
+    /// Runs the next scale; `None` when all scales are done.
+    pub async fn step(&mut self) -> Result<Option<StepOutput>> {
+        let Some(x) = self.next_input.take() else {
+            return Ok(None);
+        };
+        let model = self.model;
+        let cfg = &model.config;
+        let (var, quant) = (&model.var, &model.vqvae.quantize);
+        let (si, k, b) = (self.si, cfg.patch_nums.len(), self.batch);
+        let pn = cfg.patch_nums[si];
         let l = pn * pn;
-        let logits = var.forward_scale(x, &cond, &mut caches); // [2B, l, V]
-        let logits = read_f32(logits).await?;
+        let (vocab, cvae) = (cfg.vqvae.vocab_size, cfg.vqvae.z_channels);
+        let p = &self.params;
 
-        let t = cfg_strength(params.cfg, si, k);
+        let logits = var.forward_scale(x, &self.cond, &mut self.caches); // [2B, l, V]
+        let logits = read_f32(logits).await?;
+        let t = cfg_strength(p.cfg, si, k);
         let ratio = si as f64 / (k - 1) as f64;
+        let codebook = &self.codebook;
+        let code = |i: usize| &codebook[i * cvae..(i + 1) * cvae];
+        let keep = self.edit.as_ref().map(|e| (&e.tokens[si], &e.keep[si]));
         let mut tokens = vec![0u32; b * l];
         let mut h = vec![0f32; b * cvae * l]; // [B, Cvae, pn, pn]
-        let keep = edit.map(|e| (&e.tokens[si], &e.keep[si]));
         for row in 0..b {
             for j in 0..l {
                 let at = |r: usize| (r * l + j) * vocab;
                 let mut lg = logits[at(row)..at(row) + vocab].to_vec();
                 cfg_mix(&mut lg, &logits[at(b + row)..at(b + row) + vocab], t);
-                if params.temperature != 1.0 {
-                    lg.iter_mut().for_each(|x| *x /= params.temperature);
+                if p.temperature != 1.0 {
+                    lg.iter_mut().for_each(|x| *x /= p.temperature);
                 }
-                filter_top_k_top_p(&mut lg, params.top_k, params.top_p);
-                let idx = sample_index(&lg, &mut rng);
-                let vector: Vec<f32> = if params.more_smooth {
-                    let w = gumbel_soft_weights(&lg, ratio, smooth_tau(si, k), &mut rng);
-                    soft_code(&w, &codebook, cvae)
+                filter_top_k_top_p(&mut lg, p.top_k, p.top_p);
+                let idx = sample_index(&lg, &mut self.rng);
+                let vector: Vec<f32> = if p.more_smooth {
+                    let w = gumbel_soft_weights(&lg, ratio, smooth_tau(si, k), &mut self.rng);
+                    soft_code(&w, codebook, cvae)
                 } else {
                     code(idx).to_vec()
                 };
@@ -133,27 +188,52 @@ pub async fn generate(
                 }
             }
         }
-        let h = Tensor::<4>::from_data(TensorData::new(h, [b, cvae, pn, pn]), &device);
-        f_hat = quant.accumulate(f_hat, h, si);
-
-        let step = ScaleStep {
+        let h = Tensor::<4>::from_data(TensorData::new(h, [b, cvae, pn, pn]), &model.device());
+        self.f_hat = quant.accumulate(self.f_hat.clone(), h, si);
+        if si + 1 < k {
+            let next = quant.next_scale_input(self.f_hat.clone(), si + 1); // [B, pn², Cvae]
+            let next = var.scale_input(si + 1, next, &self.lvl_pos);
+            // Both CFG halves see the same f̂.
+            self.next_input = Some(Tensor::cat(vec![next.clone(), next], 0));
+        }
+        self.si += 1;
+        Ok(Some(StepOutput {
             si,
             patch: pn,
-            tokens: &tokens,
-            f_hat: &f_hat,
+            tokens,
+        }))
+    }
+
+    /// The images for the current f̂, `[B, 3, H, W]` in [0, 1] (final once every scale ran).
+    pub fn image(&self) -> Tensor<4> {
+        (self.model.vqvae.fhat_to_img(self.f_hat.clone()) + 1.0) * 0.5
+    }
+}
+
+/// Generates one image per label and returns them as `[B, 3, H, W]` in [0, 1].
+///
+/// `on_scale` runs after every scale; returning `ControlFlow::Break` cancels the run
+/// (→ [`VarError::Cancelled`]) before the next scale starts.
+pub async fn generate(
+    model: &Model,
+    labels: &[usize],
+    params: &SamplingParams,
+    edit: Option<EditSource>,
+    mut on_scale: impl FnMut(&ScaleStep) -> ControlFlow<()>,
+) -> Result<Tensor<4>> {
+    let mut run = Generation::new(model, labels, params, edit).await?;
+    while let Some(out) = run.step().await? {
+        let step = ScaleStep {
+            si: out.si,
+            patch: out.patch,
+            tokens: &out.tokens,
+            f_hat: run.f_hat(),
         };
         if on_scale(&step).is_break() {
             return Err(VarError::Cancelled);
         }
-        x = if si + 1 < k {
-            let next = quant.next_scale_input(f_hat.clone(), si + 1); // [B, pn², Cvae]
-            let next = var.scale_input(si + 1, next, &lvl_pos);
-            Tensor::cat(vec![next.clone(), next], 0) // both CFG halves see the same f̂
-        } else {
-            break;
-        };
     }
-    Ok((model.vqvae.fhat_to_img(f_hat) + 1.0) * 0.5)
+    Ok(run.image())
 }
 
 /// Reads a tensor back to the CPU without blocking (the browser forbids blocking reads).

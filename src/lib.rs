@@ -16,9 +16,13 @@ pub mod error;
 pub mod generate;
 pub mod model;
 pub mod sampler;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod serve;
 pub mod transformer;
 pub mod verify;
 pub mod vqvae;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 pub mod weights;
 
 pub use config::ModelConfig;

@@ -102,7 +102,7 @@ impl Golden<'_> {
 }
 
 /// Runs the four checks (decode, encode, forward, greedy) against a golden file.
-pub fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<Vec<Check>> {
+pub async fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<Vec<Check>> {
     if meta.patch_nums != model.config.patch_nums {
         return Err(VarError::Config(format!(
             "the golden file uses patch_nums {:?} but the model has {:?}",
@@ -115,7 +115,6 @@ pub fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<V
     };
     let k = meta.patch_nums.len();
     let vae = &model.vqvae;
-    let read = |t: Tensor<4>| pollster::block_on(read_f32(t));
     let mut checks = Vec::new();
 
     // 1. Algorithm 2 and the decoder on random tokens.
@@ -127,13 +126,13 @@ pub fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<V
         measures: vec![
             (
                 "f_hat".into(),
-                max_abs_diff(&read(f_hat)?, &g.values("decode.fhat")?.1),
+                max_abs_diff(&read_f32(f_hat).await?, &g.values("decode.fhat")?.1),
                 TOL_LATENT,
                 false,
             ),
             (
                 "img".into(),
-                max_abs_diff(&read(img)?, &g.values("decode.img")?.1),
+                max_abs_diff(&read_f32(img).await?, &g.values("decode.img")?.1),
                 TOL_IMAGE,
                 false,
             ),
@@ -145,7 +144,10 @@ pub fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<V
     let (ours, f_hat) = vae.quantize.encode(f.clone());
     let (mut same, mut total) = (0usize, 0usize);
     for (si, idx) in ours.iter().enumerate() {
-        let mine = pollster::block_on(idx.clone().into_data_async())
+        let mine = idx
+            .clone()
+            .into_data_async()
+            .await
             .map_err(|e| VarError::Device(format!("{e:?}")))?
             .convert::<i64>()
             .try_into_vec::<i64>()
@@ -163,7 +165,7 @@ pub fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<V
         measures: vec![
             (
                 "f".into(),
-                max_abs_diff(&read(f)?, &g.values("encode.f")?.1),
+                max_abs_diff(&read_f32(f).await?, &g.values("encode.f")?.1),
                 TOL_LATENT,
                 false,
             ),
@@ -175,7 +177,7 @@ pub fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<V
             ),
             (
                 "f_hat".into(),
-                max_abs_diff(&read(f_hat)?, &g.values("encode.fhat")?.1),
+                max_abs_diff(&read_f32(f_hat).await?, &g.values("encode.fhat")?.1),
                 TOL_LATENT,
                 false,
             ),
@@ -186,16 +188,13 @@ pub fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<V
     let x = vae
         .quantize
         .teacher_forcing_input(&g.tokens("encode.idx", k)?);
-    let x_err = max_abs_diff(&pollster::block_on(read_f32(x))?, &g.values("forward.x")?.1);
+    let x_err = max_abs_diff(&read_f32(x).await?, &g.values("forward.x")?.1);
     let (_, labels) = g.values("forward.label")?;
     let labels: Vec<i64> = labels.into_iter().map(|x| x as i64).collect();
     let n = labels.len();
     let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &g.device);
     let logits = model.var.forward(labels, g.tensor::<3>("forward.x")?);
-    let l_err = max_abs_diff(
-        &pollster::block_on(read_f32(logits))?,
-        &g.values("forward.logits")?.1,
-    );
+    let l_err = max_abs_diff(&read_f32(logits).await?, &g.values("forward.logits")?.1);
     checks.push(Check {
         name: "forward",
         measures: vec![
@@ -207,14 +206,18 @@ pub fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Result<V
     // 4. Greedy generation with CFG end to end, at every guidance strength of the fixture.
     let mut measures = Vec::new();
     for (c, &cfg) in meta.greedy_cfgs.iter().enumerate() {
-        let img = pollster::block_on(generate(
+        let img = generate(
             model,
             &meta.greedy_labels,
             &SamplingParams::greedy(cfg),
             None,
             |_| ControlFlow::Continue(()),
-        ))?;
-        let err = max_abs_diff(&read(img)?, &g.values(&format!("greedy{c}.img01"))?.1);
+        )
+        .await?;
+        let err = max_abs_diff(
+            &read_f32(img).await?,
+            &g.values(&format!("greedy{c}.img01"))?.1,
+        );
         measures.push((format!("img@cfg{cfg}"), err, TOL_IMAGE, false));
     }
     checks.push(Check {

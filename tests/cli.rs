@@ -1,5 +1,6 @@
 //! The `var` binary end to end: determinism of `generate`, and one clear sentence plus a
 //! non-zero exit for bad input.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

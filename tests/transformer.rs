@@ -1,5 +1,6 @@
 //! The KV-cached, one-scale-at-a-time forward used for generation computes exactly what the
 //! teacher-forced full-sequence forward with the block-causal mask computes.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Loading refuses anything but an exact match, with a message naming the tensor; the
 //! converter reads the configuration off official shapes.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod common;
 

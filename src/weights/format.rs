@@ -360,6 +360,26 @@ pub fn infer_config(
     Ok(config)
 }
 
+/// Builds a model straight from official checkpoints: the configuration is read off the
+/// shapes (see [`infer_config`]) and every tensor is checked on the way in.
+pub fn model_from_pth(
+    vae: &PthFile,
+    var: &PthFile,
+    patch_nums: &[usize],
+    name: &str,
+    device: &Device,
+) -> Result<Model> {
+    let vae_shapes = |k: &str| vae.get(k).map(|t| t.shape.clone());
+    let var_shapes = |k: &str| var.get(k).map(|t| t.shape.clone());
+    let config = infer_config(&vae_shapes, &var_shapes, patch_nums, name)?;
+    Model::from_sources(
+        config,
+        &mut PthSource::new(vae),
+        &mut PthSource::new(var),
+        device,
+    )
+}
+
 /// `var convert`: reads official `.pth` files (never executing their pickles), infers and
 /// checks the configuration, builds the model once on the CPU to prove every tensor fits,
 /// and writes our model directory.
@@ -373,22 +393,12 @@ pub fn convert_pth(
     progress("reading checkpoints");
     let vae = PthFile::open(vae_path).map_err(|e| annotate(vae_path, e))?;
     let var = PthFile::open(var_path).map_err(|e| annotate(var_path, e))?;
-    let vae_shapes = |k: &str| vae.get(k).map(|t| t.shape.clone());
-    let var_shapes = |k: &str| var.get(k).map(|t| t.shape.clone());
     let name = out
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
-    let config = infer_config(&vae_shapes, &var_shapes, patch_nums, &name)?;
-
     progress("checking every tensor against the model");
-    let device = Device::flex();
-    Model::from_sources(
-        config.clone(),
-        &mut PthSource::new(&vae),
-        &mut PthSource::new(&var),
-        &device,
-    )?;
+    let config = model_from_pth(&vae, &var, patch_nums, &name, &Device::flex())?.config;
 
     progress("writing the model directory");
     let collect = |f: &PthFile| -> Result<Vec<NamedTensor>> {

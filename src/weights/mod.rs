@@ -165,10 +165,18 @@ impl<'a> Loader<'a> {
     }
 
     /// `nn.Linear(d_in, d_out)`: PyTorch stores `[out, in]`, burn multiplies by `[in, out]`.
+    ///
+    /// The transpose is done here on the host so the device holds a contiguous `[in, out]`
+    /// matrix; a lazy transposed view would be re-laid out by every matmul.
     pub fn linear(&mut self, key: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
-        let weight = self
-            .tensor(&format!("{key}.weight"), [d_out, d_in])?
-            .transpose();
+        let w = self.source.take(&format!("{key}.weight"), &[d_out, d_in])?;
+        let mut t = vec![0f32; w.len()];
+        for (o, row) in w.chunks_exact(d_in).enumerate() {
+            for (i, v) in row.iter().enumerate() {
+                t[i * d_out + o] = *v;
+            }
+        }
+        let weight = Tensor::from_data(TensorData::new(t, [d_in, d_out]), &self.device);
         let bias = if bias {
             Some(self.param(&format!("{key}.bias"), [d_out])?)
         } else {

@@ -1,4 +1,4 @@
-//! `var`: convert official checkpoints, verify parity, generate images, benchmark.
+//! The `var` command line: convert, verify, generate, serve, bench.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use var_web::config::{ModelConfig, OFFICIAL_PATCH_NUMS, parse_patch_nums};
 use var_web::error::{Result, VarError};
-use var_web::generate::{generate, read_f32};
+use var_web::generate::{Generation, generate, read_f32};
 use var_web::model::Model;
 use var_web::sampler::SamplingParams;
 use var_web::verify::{GoldenMeta, verify};
@@ -58,6 +58,14 @@ enum Command {
     },
     /// Generate images of one class and write them as PNG files.
     Generate(GenerateArgs),
+    /// Serve the web page (www/) on 127.0.0.1 and print its URL.
+    Serve {
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Directory to serve (the page and its wasm package).
+        #[arg(long, default_value = "www")]
+        root: PathBuf,
+    },
     /// Time one generation at the official d16 + 256 px VQ-VAE shapes (random weights) on the CPU.
     Bench {
         /// Transformer depth of the official preset (16, 20, 24, 30).
@@ -102,7 +110,7 @@ struct GenerateArgs {
     out: PathBuf,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(code) => code,
@@ -171,7 +179,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 })?;
             let bytes = std::fs::read(&golden).map_err(|e| VarError::io(&golden, e))?;
             let pb = spinner("running the parity checks");
-            let checks = verify(&model, &bytes, &meta);
+            let checks = pollster::block_on(verify(&model, &bytes, &meta));
             pb.finish_and_clear();
             let checks = checks?;
             for c in &checks {
@@ -184,6 +192,12 @@ fn run(command: Command) -> Result<ExitCode> {
             })
         }
         Command::Generate(args) => generate_cmd(args, &device),
+        Command::Serve { port, root } => {
+            var_web::serve::serve(&root, port, |url| {
+                println!("serving {} at {url}", root.display());
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { depth, runs, top_k } => bench(depth, runs, top_k, &device),
     }
 }
@@ -282,23 +296,23 @@ fn bench(depth: usize, runs: usize, top_k: usize, device: &Device) -> Result<Exi
     let k = model.config.num_scales();
     let mut per_scale: Vec<Vec<f64>> = vec![Vec::new(); k];
     let (mut totals, mut decodes) = (Vec::new(), Vec::new());
-    for run in 0..=runs.max(1) {
-        let pb = scale_bar(k, if run == 0 { "warm-up" } else { "timed run" });
+    for round in 0..=runs.max(1) {
+        let pb = scale_bar(k, if round == 0 { "warm-up" } else { "timed run" });
         let start = Instant::now();
-        let mut last = start;
+        let mut run = pollster::block_on(Generation::new(&model, &[0], &params, None))?;
         let mut times = Vec::with_capacity(k);
-        let img = pollster::block_on(generate(&model, &[0], &params, None, |_| {
+        let mut last = Instant::now();
+        while pollster::block_on(run.step())?.is_some() {
             times.push(last.elapsed().as_secs_f64());
             last = Instant::now();
             pb.inc(1);
-            ControlFlow::Continue(())
-        }))?;
+        }
         let decode_start = Instant::now();
-        let _ = pollster::block_on(read_f32(img))?; // the decode runs lazily until read back
+        let _ = pollster::block_on(read_f32(run.image()))?;
         let decode = decode_start.elapsed().as_secs_f64();
         let total = start.elapsed().as_secs_f64();
         pb.finish_and_clear();
-        if run > 0 {
+        if round > 0 {
             times
                 .iter()
                 .enumerate()

@@ -1,0 +1,190 @@
+//! The browser adapter: the only module that imports wasm-bindgen, js-sys and web-sys.
+//!
+//! A thin layer over the native core: it loads a model directory's three files (handed over as
+//! bytes by the worker), picks the WebGPU or CPU device, and drives [`Generation`] one scale at
+//! a time, handing each scale's preview to JavaScript and yielding to the event loop between
+//! scales so that a `cancel` message is seen. Every error crosses as a `JsError` sentence.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use burn::tensor::Device;
+use js_sys::{Function, Promise, Uint8ClampedArray};
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::{JsFuture, future_to_promise};
+
+use crate::error::VarError;
+use crate::generate::{Generation, read_f32};
+use crate::model::Model;
+use crate::sampler::SamplingParams;
+use crate::weights::format::load_model_bytes;
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+thread_local! {
+    /// burn's wgpu runtime can be initialised once per page; later loads reuse the device.
+    static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
+}
+
+async fn webgpu_device() -> Result<Device, JsError> {
+    if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
+        return Ok(device);
+    }
+    let device = Device::wgpu_options()
+        .init_async()
+        .await
+        .map_err(|e| JsError::new(&format!("WebGPU could not be initialised: {e}")))?;
+    WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
+    Ok(device)
+}
+
+fn js_error(e: VarError) -> JsError {
+    JsError::new(&e.to_string())
+}
+
+/// Sampling settings as the page sends them.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsParams {
+    cfg: f32,
+    top_k: usize,
+    top_p: f32,
+    #[serde(default = "one")]
+    temperature: f32,
+    #[serde(default)]
+    more_smooth: bool,
+    seed: u64,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// `[1, 3, H, W]` in [0, 1] → RGBA bytes for an `ImageData`.
+fn to_rgba(pixels: &[f32], size: usize) -> Vec<u8> {
+    let rgb = Model::to_rgb8(pixels, 1, size).remove(0);
+    rgb.chunks_exact(3)
+        .flat_map(|p| [p[0], p[1], p[2], 255])
+        .collect()
+}
+
+/// Lets the JS event loop run (a macrotask), so messages such as `cancel` are handled even
+/// when the device answers synchronously (the CPU backend).
+async fn yield_to_event_loop() -> Result<(), JsError> {
+    let set_timeout: Function = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into())
+        .map_err(|_| JsError::new("this context has no setTimeout"))?
+        .dyn_into()
+        .map_err(|_| JsError::new("setTimeout is not a function"))?;
+    let promise = Promise::new(&mut |resolve, _| {
+        let _ = set_timeout.call2(&JsValue::NULL, &resolve, &JsValue::from(0));
+    });
+    JsFuture::from(promise)
+        .await
+        .map(|_| ())
+        .map_err(|_| JsError::new("waiting for the event loop failed"))
+}
+
+/// A loaded model on one device.
+#[wasm_bindgen]
+pub struct VarModel {
+    model: Rc<Model>,
+    backend: String,
+    cancelled: Rc<Cell<bool>>,
+}
+
+#[wasm_bindgen]
+impl VarModel {
+    /// Loads a model directory's files on `"webgpu"` or `"cpu"`.
+    pub async fn load(
+        config_json: String,
+        vqvae: Vec<u8>,
+        var: Vec<u8>,
+        backend: String,
+    ) -> Result<VarModel, JsError> {
+        let device = match backend.as_str() {
+            "webgpu" => webgpu_device().await?,
+            "cpu" => Device::flex(),
+            other => {
+                return Err(JsError::new(&format!(
+                    "unknown backend '{other}': use 'webgpu' or 'cpu'"
+                )));
+            }
+        };
+        let model = load_model_bytes(&config_json, &vqvae, &var, &device).map_err(js_error)?;
+        Ok(VarModel {
+            model: Rc::new(model),
+            backend,
+            cancelled: Rc::new(Cell::new(false)),
+        })
+    }
+
+    /// The model's `config.json` (class names, scales, recommended sampling).
+    #[wasm_bindgen(js_name = configJson)]
+    pub fn config_json(&self) -> String {
+        self.model.config.to_json()
+    }
+
+    pub fn backend(&self) -> String {
+        self.backend.clone()
+    }
+
+    /// Asks a running `generate` to stop before its next scale.
+    pub fn cancel(&self) {
+        self.cancelled.set(true);
+    }
+
+    /// Generates one image of class `label`. After every scale calls
+    /// `onScale(si, patch, rgba: Uint8ClampedArray, size, milliseconds)` with the decoded
+    /// preview; resolves to the final RGBA image, or rejects with a sentence (also on cancel).
+    pub fn generate(&self, label: u32, params: JsValue, on_scale: Function) -> Promise {
+        let model = self.model.clone();
+        let cancelled = self.cancelled.clone();
+        cancelled.set(false);
+        future_to_promise(async move {
+            let p: JsParams = serde_wasm_bindgen::from_value(params)
+                .map_err(|e| JsError::new(&format!("invalid sampling settings: {e}")))?;
+            let params = SamplingParams {
+                cfg: p.cfg,
+                top_k: p.top_k,
+                top_p: p.top_p,
+                temperature: p.temperature,
+                more_smooth: p.more_smooth,
+                seed: p.seed,
+            };
+            let size = model.config.image_size;
+            let mut run = Generation::new(&model, &[label as usize], &params, None)
+                .await
+                .map_err(js_error)?;
+            let mut last = js_sys::Date::now();
+            // Every scale's preview is the full decode of f̂ so far, so the last preview is the
+            // final image.
+            let mut image = JsValue::NULL;
+            while let Some(step) = run.step().await.map_err(js_error)? {
+                let pixels = read_f32(run.image()).await.map_err(js_error)?;
+                let rgba = Uint8ClampedArray::from(to_rgba(&pixels, size).as_slice());
+                image = rgba.clone().into();
+                let now = js_sys::Date::now();
+                let args = js_sys::Array::of5(
+                    &JsValue::from(step.si as u32),
+                    &JsValue::from(step.patch as u32),
+                    &rgba,
+                    &JsValue::from(size as u32),
+                    &JsValue::from(now - last),
+                );
+                on_scale
+                    .apply(&JsValue::NULL, &args)
+                    .map_err(|_| JsError::new("the onScale callback threw"))?;
+                last = now;
+                yield_to_event_loop().await?;
+                if cancelled.get() {
+                    return Err(js_error(VarError::Cancelled).into());
+                }
+            }
+            Ok(image)
+        })
+    }
+}

@@ -1,0 +1,33 @@
+// The message protocol between the page (app.js) and the inference worker (worker.js).
+//
+// Page -> worker
+//   {type: 'load', url, backend}                load the model directory at `url` (ends with /);
+//                                               backend: 'auto' (WebGPU, else CPU) or 'cpu'
+//   {type: 'generate', id, label, params}       params: {cfg, topK, topP, temperature, moreSmooth, seed}
+//   {type: 'cancel'}                            stop the running generation before its next scale
+//   {type: 'clear-cache'}                       delete cached model files
+// Worker -> page
+//   {type: 'progress', file, loaded, total}     download progress of one file (total may be 0 if unknown)
+//   {type: 'ready', backend, reason, config, cached}
+//                                               backend: 'webgpu' | 'cpu'; reason: why not WebGPU (or '')
+//   {type: 'scale', id, si, patch, size, ms, rgba}   rgba: ArrayBuffer (transferred), size x size RGBA
+//   {type: 'done', id, size, totalMs, rgba}     the final image
+//   {type: 'cancelled', id}
+//   {type: 'cache-cleared'}
+//   {type: 'error', phase, message}             phase: 'load' | 'generate'
+export const MSG = Object.freeze({
+  LOAD: 'load',
+  GENERATE: 'generate',
+  CANCEL: 'cancel',
+  CLEAR_CACHE: 'clear-cache',
+  PROGRESS: 'progress',
+  READY: 'ready',
+  SCALE: 'scale',
+  DONE: 'done',
+  CANCELLED: 'cancelled',
+  CACHE_CLEARED: 'cache-cleared',
+  ERROR: 'error',
+});
+
+export const MODEL_FILES = ['config.json', 'vqvae.safetensors', 'var.safetensors'];
+export const CACHE_NAME = 'var-web-models-v1';

@@ -1,0 +1,145 @@
+// The inference worker: loads the model (WebGPU first, CPU fallback) and runs generations.
+// All model work happens here; the page only draws. See protocol.js for the messages.
+import init, { VarModel } from './pkg/var_web.js';
+import { MSG, MODEL_FILES, CACHE_NAME } from './protocol.js';
+
+let model = null;
+let running = null; // id of the generation in progress
+
+const post = (msg, transfer = []) => self.postMessage(msg, transfer);
+
+// Fetches one file with progress, from the Cache API when present; stores it there otherwise.
+async function fetchCached(url, file) {
+  let cache = null;
+  try {
+    cache = await caches.open(CACHE_NAME);
+  } catch (_) {
+    cache = null; // no Cache API (e.g. opaque origin): download every time
+  }
+  const hit = cache && (await cache.match(url));
+  if (hit) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    post({ type: MSG.PROGRESS, file, loaded: bytes.length, total: bytes.length, cached: true });
+    return { bytes, cached: true };
+  }
+  const response = await fetch(url);
+  if (!response.ok) {
+    throw new Error(`${file}: the server answered ${response.status} ${response.statusText} for ${url}`);
+  }
+  const total = Number(response.headers.get('content-length')) || 0;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let loaded = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(value);
+    loaded += value.length;
+    post({ type: MSG.PROGRESS, file, loaded, total });
+  }
+  const bytes = new Uint8Array(loaded);
+  let offset = 0;
+  for (const c of chunks) {
+    bytes.set(c, offset);
+    offset += c.length;
+  }
+  if (total && loaded !== total) {
+    throw new Error(`${file}: the download stopped at ${loaded} of ${total} bytes`);
+  }
+  if (cache) {
+    try {
+      await cache.put(url, new Response(bytes));
+    } catch (e) {
+      // QuotaExceededError and friends: keep the model in memory and say why it is not cached.
+      console.warn(`not caching ${file}: ${e.name}: ${e.message}`);
+    }
+  }
+  return { bytes, cached: false };
+}
+
+// Why WebGPU cannot be used here, or '' when it can.
+async function webgpuProblem() {
+  if (!('gpu' in navigator)) return 'this browser does not expose WebGPU (navigator.gpu is missing)';
+  let adapter = null;
+  try {
+    adapter = await navigator.gpu.requestAdapter();
+  } catch (e) {
+    return `requesting a WebGPU adapter failed: ${e.message}`;
+  }
+  if (!adapter) return 'no WebGPU adapter is available (requestAdapter() returned null)';
+  return '';
+}
+
+async function load(url, preference) {
+  await init();
+  const [configFile, vqvaeFile, varFile] = await Promise.all(
+    MODEL_FILES.map((f) => fetchCached(new URL(f, url).href, f)),
+  );
+  const configJson = new TextDecoder().decode(configFile.bytes);
+  let reason = preference === 'cpu' ? 'the CPU was requested (?backend=cpu)' : await webgpuProblem();
+  let backend = 'cpu';
+  if (!reason) {
+    try {
+      model = await VarModel.load(configJson, vqvaeFile.bytes, varFile.bytes, 'webgpu');
+      backend = 'webgpu';
+    } catch (e) {
+      reason = `WebGPU failed to run the model: ${e.message}`;
+    }
+  }
+  if (backend === 'cpu') {
+    model = await VarModel.load(configJson, vqvaeFile.bytes, varFile.bytes, 'cpu');
+  }
+  post({
+    type: MSG.READY,
+    backend,
+    reason,
+    config: JSON.parse(model.configJson()),
+    cached: configFile.cached && vqvaeFile.cached && varFile.cached,
+  });
+}
+
+async function generate({ id, label, params }) {
+  running = id;
+  const start = performance.now();
+  try {
+    const rgba = await model.generate(label, params, (si, patch, pixels, size, ms) => {
+      const copy = new Uint8ClampedArray(pixels);
+      post({ type: MSG.SCALE, id, si, patch, size, ms, rgba: copy.buffer }, [copy.buffer]);
+    });
+    const size = Math.round(Math.sqrt(rgba.length / 4));
+    post({ type: MSG.DONE, id, size, totalMs: performance.now() - start, rgba: rgba.buffer }, [rgba.buffer]);
+  } catch (e) {
+    const message = e && e.message ? e.message : String(e);
+    if (message.includes('cancelled')) post({ type: MSG.CANCELLED, id });
+    else post({ type: MSG.ERROR, phase: 'generate', message });
+  } finally {
+    running = null;
+  }
+}
+
+self.onmessage = async ({ data }) => {
+  switch (data.type) {
+    case MSG.LOAD:
+      try {
+        model = null;
+        await load(data.url, data.backend);
+      } catch (e) {
+        post({ type: MSG.ERROR, phase: 'load', message: e && e.message ? e.message : String(e) });
+      }
+      break;
+    case MSG.GENERATE:
+      if (!model) post({ type: MSG.ERROR, phase: 'generate', message: 'no model is loaded' });
+      else if (running !== null) post({ type: MSG.ERROR, phase: 'generate', message: 'a generation is already running' });
+      else generate(data);
+      break;
+    case MSG.CANCEL:
+      if (model && running !== null) model.cancel();
+      break;
+    case MSG.CLEAR_CACHE:
+      await caches.delete(CACHE_NAME);
+      post({ type: MSG.CACHE_CLEARED });
+      break;
+    default:
+      post({ type: MSG.ERROR, phase: 'generate', message: `unknown message type '${data.type}'` });
+  }
+};
