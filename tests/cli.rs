@@ -22,72 +22,50 @@ fn model_dir() -> String {
     common::fixture_model_dir("mini").display().to_string()
 }
 
-#[test]
-fn generate_is_byte_identical_for_the_same_seed() {
+/// Runs `var generate` twice with the same arguments into separate folders and returns the
+/// bytes of the named output files of each run.
+fn generate_twice(tag: &str, args: &[&str], files: &[&str]) -> [Vec<Vec<u8>>; 2] {
     let model = model_dir();
-    let dir = common::scratch("gen");
-    let mut files = Vec::new();
-    for run in ["a", "b"] {
+    let dir = common::scratch(tag);
+    ["a", "b"].map(|run| {
         let out = dir.join(run);
-        let o = var(&[
+        let mut all = vec![
             "generate",
             "--model",
             &model,
-            "--class",
-            "3",
-            "--seed",
-            "11",
-            "--count",
-            "2",
-            "--top-k",
-            "20",
-            "--top-p",
-            "0.9",
-            "--cfg",
-            "2",
             "--out",
             out.to_str().unwrap(),
-        ]);
+        ];
+        all.extend_from_slice(args);
+        let o = var(&all);
         assert!(o.status.success(), "{}", stderr(&o));
-        files.push([
-            std::fs::read(out.join("class3_seed11.png")).unwrap(),
-            std::fs::read(out.join("class3_seed12.png")).unwrap(),
-        ]);
-    }
-    assert_eq!(files[0], files[1], "same seed, same bytes");
-    assert_ne!(
-        files[0][0], files[0][1],
-        "different seeds, different images"
-    );
+        files
+            .iter()
+            .map(|f| std::fs::read(out.join(f)).unwrap())
+            .collect()
+    })
+}
+
+#[test]
+fn generate_is_byte_identical_for_the_same_seed() {
+    let args = [
+        "--class", "3", "--seed", "11", "--count", "2", "--top-k", "20", "--top-p", "0.9", "--cfg",
+        "2",
+    ];
+    let [a, b] = generate_twice("gen", &args, &["class3_seed11.png", "class3_seed12.png"]);
+    assert_eq!(a, b, "same seed, same bytes");
+    assert_ne!(a[0], a[1], "different seeds, different images");
     // A real 64x64 RGB PNG.
-    let decoder = png::Decoder::new(std::io::Cursor::new(&files[0][0]));
+    let decoder = png::Decoder::new(std::io::Cursor::new(&a[0]));
     let reader = decoder.read_info().unwrap();
     assert_eq!((reader.info().width, reader.info().height), (64, 64));
 }
 
 #[test]
 fn smooth_sampling_runs_and_is_deterministic() {
-    let model = model_dir();
-    let dir = common::scratch("smooth");
-    let mut bytes = Vec::new();
-    for run in ["a", "b"] {
-        let out = dir.join(run);
-        let o = var(&[
-            "generate",
-            "--model",
-            &model,
-            "--class",
-            "0",
-            "--seed",
-            "5",
-            "--smooth",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        bytes.push(std::fs::read(out.join("class0_seed5.png")).unwrap());
-    }
-    assert_eq!(bytes[0], bytes[1]);
+    let args = ["--class", "0", "--seed", "5", "--smooth"];
+    let [a, b] = generate_twice("smooth", &args, &["class0_seed5.png"]);
+    assert_eq!(a, b);
 }
 
 fn assert_refused(args: &[&str], needle: &str) {

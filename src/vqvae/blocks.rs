@@ -152,3 +152,15 @@ impl Downsample {
         self.conv.forward(x)
     }
 }
+
+/// One resolution level's ResnetBlocks, each followed by its attention block where the level
+/// has them (only the deepest level does).
+pub(crate) fn run_level(blocks: &[ResnetBlock], attn: &[AttnBlock], mut h: Tensor<4>) -> Tensor<4> {
+    for (j, block) in blocks.iter().enumerate() {
+        h = block.forward(h);
+        if let Some(attn) = attn.get(j) {
+            h = attn.forward(h);
+        }
+    }
+    h
+}

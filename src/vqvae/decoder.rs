@@ -6,7 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
-use super::blocks::{AttnBlock, ResnetBlock, Upsample, conv3x3};
+use super::blocks::{AttnBlock, ResnetBlock, Upsample, conv3x3, run_level};
 use super::encoder::MidBlock;
 use crate::config::VqvaeConfig;
 use crate::error::Result;
@@ -82,12 +82,7 @@ impl Decoder {
     pub fn forward(&self, z: Tensor<4>) -> Tensor<4> {
         let mut h = self.mid.forward(self.conv_in.forward(z));
         for level in self.up.iter().rev() {
-            for (j, block) in level.block.iter().enumerate() {
-                h = block.forward(h);
-                if let Some(attn) = level.attn.get(j) {
-                    h = attn.forward(h);
-                }
-            }
+            h = run_level(&level.block, &level.attn, h);
             if let Some(up) = &level.upsample {
                 h = up.forward(h);
             }

@@ -6,7 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
-use super::blocks::{AttnBlock, Downsample, ResnetBlock, conv3x3};
+use super::blocks::{AttnBlock, Downsample, ResnetBlock, conv3x3, run_level};
 use crate::config::VqvaeConfig;
 use crate::error::Result;
 use crate::weights::Loader;
@@ -113,12 +113,7 @@ impl Encoder {
     pub fn forward(&self, img: Tensor<4>) -> Tensor<4> {
         let mut h = self.conv_in.forward(img);
         for level in &self.down {
-            for (j, block) in level.block.iter().enumerate() {
-                h = block.forward(h);
-                if let Some(attn) = level.attn.get(j) {
-                    h = attn.forward(h);
-                }
-            }
+            h = run_level(&level.block, &level.attn, h);
             if let Some(ds) = &level.downsample {
                 h = ds.forward(h);
             }
