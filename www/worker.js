@@ -83,7 +83,9 @@ async function load(url, preference) {
       model = await VarModel.load(configJson, vqvaeFile.bytes, varFile.bytes, 'webgpu');
       backend = 'webgpu';
     } catch (e) {
-      reason = `WebGPU failed to run the model: ${e.message}`;
+      // Only a device problem falls back to the CPU; a bad model file fails the same way there.
+      if (!String(e.message).startsWith('WebGPU')) throw e;
+      reason = e.message;
     }
   }
   if (backend === 'cpu') {
