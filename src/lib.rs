@@ -18,6 +18,8 @@ pub mod model;
 pub mod sampler;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 pub mod transformer;
 pub mod verify;
 pub mod vqvae;

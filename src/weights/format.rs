@@ -420,3 +420,15 @@ fn annotate(path: &Path, e: super::pth::PthError) -> VarError {
         source: e,
     }
 }
+
+/// Writes a model's current weights as a model directory (atomically, see
+/// [`write_model_dir`]) in the same format `var convert` produces.
+pub fn save_model_dir(model: &Model, dir: &Path) -> Result<()> {
+    use super::export::export_module;
+    write_model_dir(
+        dir,
+        &model.config,
+        &export_module(&model.vqvae),
+        &export_module(&model.var),
+    )
+}

@@ -6,6 +6,7 @@
 //! directory and random initialisation, so there is one loader and one key table, and every
 //! shape is checked at the single place a tensor enters the model.
 
+pub mod export;
 pub mod format;
 pub mod pth;
 
