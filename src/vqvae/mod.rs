@@ -55,11 +55,14 @@ impl VqVae {
         self.quantize.encode(self.img_to_f(img))
     }
 
+    /// `D(post_quant_conv(f̂))`, not clamped (what training compares with the input).
+    pub fn decode(&self, f_hat: Tensor<4>) -> Tensor<4> {
+        self.decoder.forward(self.post_quant_conv.forward(f_hat))
+    }
+
     /// `fhat_to_img`: `clamp(D(post_quant_conv(f̂)), −1, 1)`, `[B, Cvae, N, N]` → `[B, 3, H, W]`.
     pub fn fhat_to_img(&self, f_hat: Tensor<4>) -> Tensor<4> {
-        self.decoder
-            .forward(self.post_quant_conv.forward(f_hat))
-            .clamp(-1.0, 1.0)
+        self.decode(f_hat).clamp(-1.0, 1.0)
     }
 
     /// Tokens per scale → image in [-1, 1] (Algorithm 2 then the decoder).
