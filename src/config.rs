@@ -221,6 +221,49 @@ impl ModelConfig {
         }
     }
 
+    /// The small model trained here on Fashion-MNIST: 28 px garments centred on 32 px RGB,
+    /// a factor-4 VQ-VAE (8x8 latent, 512 codes of width 16) and 6 scales (L = 130 tokens),
+    /// sized from the measured CPU training costs (ARCHITECTURE.md).
+    pub fn fashion_mnist() -> Self {
+        Self {
+            name: "fashion-mnist".into(),
+            image_size: 32,
+            patch_nums: vec![1, 2, 3, 4, 6, 8],
+            vqvae: VqvaeConfig {
+                vocab_size: 512,
+                z_channels: 16,
+                ch: 32,
+                ch_mult: vec![1, 1, 2],
+                num_res_blocks: 1,
+                attn_in_last_level: false,
+                attn_in_mid: true,
+                in_channels: 3,
+                quant_resi: 0.5,
+                share_quant_resi: 4,
+            },
+            var: VarConfig {
+                depth: 6,
+                embed_dim: 256,
+                num_heads: 4,
+                num_classes: 10,
+                mlp_ratio: 4.0,
+                attn_l2_norm: true,
+                shared_aln: false,
+            },
+            class_names: crate::FASHION_MNIST_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            sampling: SamplingDefaults {
+                cfg: 3.0,
+                top_k: 0,
+                top_p: 0.95,
+                more_smooth: false,
+            },
+            storage: Storage::F32,
+        }
+    }
+
     /// Total token count L = Σ pn².
     pub fn seq_len(&self) -> usize {
         seq_len(&self.patch_nums)
@@ -326,6 +369,14 @@ mod tests {
         assert_eq!(c.vqvae.downsample_factor(), 16);
         assert_eq!(c.var.head_dim(), 64);
         assert_eq!(c.var.mlp_hidden(), 4096);
+    }
+
+    #[test]
+    fn fashion_preset_is_consistent() {
+        let c = ModelConfig::fashion_mnist();
+        c.validate().unwrap();
+        assert_eq!(c.seq_len(), 130);
+        assert_eq!(c.vqvae.downsample_factor(), 4);
     }
 
     #[test]

@@ -28,6 +28,20 @@ pub mod web;
 pub mod weights;
 
 pub use config::ModelConfig;
+
+/// Fashion-MNIST's classes in label order (the dataset's own names).
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 pub use error::{Result, VarError};
 pub use generate::{EditSource, ScaleStep, generate};
 pub use model::Model;

@@ -57,8 +57,32 @@ async function fetchCached(url, file) {
   return { bytes, cached: false };
 }
 
-// Why WebGPU cannot be used here, or '' when it can.
-async function webgpuProblem() {
+// The largest tensor of a safetensors file: [name, bytes]. The header is an 8-byte
+// little-endian length followed by JSON with each tensor's byte range.
+function largestTensor(bytes) {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const n = Number(view.getBigUint64(0, true));
+  if (n <= 0 || 8 + n > bytes.length) return ['', 0];
+  let header;
+  try {
+    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
+  } catch (_) {
+    return ['', 0]; // a malformed file: the model loader reports it with its name
+  }
+  let best = ['', 0];
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__' || !t.data_offsets) continue;
+    const size = t.data_offsets[1] - t.data_offsets[0];
+    if (size > best[1]) best = [name, size];
+  }
+  return best;
+}
+
+const mib = (b) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+
+// Why WebGPU cannot run this model here, or '' when it can: no API, no adapter, or a tensor
+// larger than the adapter can bind.
+async function webgpuProblem(files) {
   if (!('gpu' in navigator)) return 'this browser does not expose WebGPU (navigator.gpu is missing)';
   let adapter = null;
   try {
@@ -67,6 +91,13 @@ async function webgpuProblem() {
     return `requesting a WebGPU adapter failed: ${e.message}`;
   }
   if (!adapter) return 'no WebGPU adapter is available (requestAdapter() returned null)';
+  const limit = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
+  for (const bytes of files) {
+    const [name, size] = largestTensor(bytes);
+    if (size > limit) {
+      return `tensor ${name} needs ${mib(size)} but this GPU binds at most ${mib(limit)} (maxStorageBufferBindingSize/maxBufferSize)`;
+    }
+  }
   return '';
 }
 
@@ -76,7 +107,9 @@ async function load(url, preference) {
     MODEL_FILES.map((f) => fetchCached(new URL(f, url).href, f)),
   );
   const configJson = new TextDecoder().decode(configFile.bytes);
-  let reason = preference === 'cpu' ? 'the CPU was requested (?backend=cpu)' : await webgpuProblem();
+  let reason = preference === 'cpu'
+    ? 'the CPU was requested (?backend=cpu)'
+    : await webgpuProblem([vqvaeFile.bytes, varFile.bytes]);
   let backend = 'cpu';
   if (!reason) {
     try {

@@ -13,18 +13,7 @@ use crate::error::{Result, VarError};
 pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// Label order of the dataset.
-pub const CLASS_NAMES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub use crate::FASHION_MNIST_CLASSES as CLASS_NAMES;
 
 /// Side of the stored images.
 pub const SIDE: usize = 28;

@@ -6,9 +6,24 @@
 //! averaged over scales, with the straight-through estimator `f̂ = sg(f̂ − f) + f` feeding the
 //! decoder.
 
-use burn::tensor::Tensor;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::data::{FashionMnist, Split};
+use crate::config::ModelConfig;
+use crate::error::{Result, VarError};
+use crate::sampler::Rng;
 use crate::vqvae::VqVae;
+use crate::weights::export::export_module;
+use crate::weights::format::{
+    CONFIG_FILE, NamedTensor, SafetensorsSource, VQVAE_FILE, write_files_atomically,
+};
+use crate::weights::{Loader, RandomSource};
 
 /// The parts of one batch's loss, each a scalar tensor.
 pub struct VqvaeLoss {
@@ -65,6 +80,254 @@ pub fn vqvae_loss(vae: &VqVae, img: Tensor<4>, beta: f64) -> VqvaeLoss {
         reconstruction,
         quantization,
     }
+}
+
+/// What `var train vqvae` does.
+#[derive(Clone, Debug)]
+pub struct VqvaeTraining {
+    /// Run directory: `checkpoint/` (config.json, vqvae.safetensors, optimizer.bpk,
+    /// state.json) and `log.csv`.
+    pub out: PathBuf,
+    /// Folder with Fashion-MNIST's gzip IDX files.
+    pub data: PathBuf,
+    pub config: ModelConfig,
+    /// Train until this many optimizer steps in total (a resumed run continues the count).
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    /// Commitment weight β of the quantization loss.
+    pub beta: f64,
+    pub seed: u64,
+    /// A checkpoint is written at least this often (and always at the end).
+    pub checkpoint_secs: u64,
+    /// Continue from `out/checkpoint` instead of starting afresh.
+    pub resume: bool,
+}
+
+/// One logged step.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub step: usize,
+    pub loss: f32,
+    pub reconstruction: f32,
+    pub quantization: f32,
+    pub images_per_second: f64,
+    /// Reconstruction PSNR (dB) on the first 500 test images, at checkpoints only.
+    pub test_psnr: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TrainState {
+    step: usize,
+    seed: u64,
+    batch: usize,
+}
+
+const CHECKPOINT: &str = "checkpoint";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+const STATE_FILE: &str = "state.json";
+
+/// The training images of step `step`: a fresh permutation per epoch, drawn from the seed, so
+/// a resumed run sees exactly the batches an uninterrupted one would.
+fn batch_indices(n: usize, batch: usize, step: usize, seed: u64) -> Vec<usize> {
+    let per_epoch = n / batch;
+    let (epoch, k) = (step / per_epoch, step % per_epoch);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for i in (1..n).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    order[k * batch..(k + 1) * batch].to_vec()
+}
+
+/// Reconstruction PSNR in dB (images in [0, 1]) of the first `count` test images.
+pub fn test_psnr(vae: &VqVae, test: &FashionMnist, count: usize, size: usize) -> f64 {
+    let vae = vae.valid();
+    let device = vae.quantize.embedding.val().device();
+    let mut sq = 0.0f64;
+    let mut n = 0usize;
+    for start in (0..count.min(test.len())).step_by(100) {
+        let idx: Vec<usize> = (start..(start + 100).min(count)).collect();
+        let img = test.batch(&idx, size, &device);
+        let (_, f_hat) = vae.img_to_tokens(img.clone());
+        let err = (vae.fhat_to_img(f_hat) - img).powf_scalar(2.0).sum();
+        sq += err.into_scalar::<f32>() as f64 / 4.0; // [-1, 1] → [0, 1]
+        n += idx.len() * 3 * size * size;
+    }
+    10.0 * (n as f64 / sq).log10()
+}
+
+fn load_checkpoint(
+    dir: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, VqVae, Vec<u8>, TrainState)> {
+    let read = |name: &str| {
+        let p = dir.join(name);
+        std::fs::read(&p).map_err(|e| VarError::io(&p, e))
+    };
+    let config = ModelConfig::from_json(
+        &String::from_utf8_lossy(&read(CONFIG_FILE)?),
+        &dir.join(CONFIG_FILE).display().to_string(),
+    )?;
+    let bytes = read(VQVAE_FILE)?;
+    let mut src = SafetensorsSource::new(&bytes, VQVAE_FILE)?;
+    let mut w = Loader::new(&mut src, device);
+    let vae = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
+    w.finish()?;
+    let state: TrainState =
+        serde_json::from_slice(&read(STATE_FILE)?).map_err(|e| VarError::Json {
+            path: dir.join(STATE_FILE).display().to_string(),
+            message: e.to_string(),
+        })?;
+    Ok((config, vae, read(OPTIMIZER_FILE)?, state))
+}
+
+/// Trains (or resumes training) the VQ-VAE, calling `report` after every step.
+pub fn train_vqvae(
+    opts: &VqvaeTraining,
+    device: &Device,
+    mut report: impl FnMut(&StepReport),
+) -> Result<()> {
+    let train = FashionMnist::load(&opts.data, Split::Train)?;
+    let test = FashionMnist::load(&opts.data, Split::Test)?;
+    let checkpoint = opts.out.join(CHECKPOINT);
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
+    let (config, mut vae, mut step) = if opts.resume {
+        let (config, vae, optim_bytes, state) = load_checkpoint(&checkpoint, device)?;
+        if state.batch != opts.batch || state.seed != opts.seed {
+            return Err(VarError::InvalidArgument(format!(
+                "the checkpoint was trained with --batch {} --seed {}; resume with the same values",
+                state.batch, state.seed
+            )));
+        }
+        optim = optim
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(optim_bytes))
+            .map_err(|e| {
+                VarError::InvalidArgument(format!(
+                    "{}: the optimizer state does not load ({e:?})",
+                    checkpoint.join(OPTIMIZER_FILE).display()
+                ))
+            })?;
+        (config, vae, state.step)
+    } else {
+        if checkpoint.exists() {
+            return Err(VarError::InvalidArgument(format!(
+                "{} already holds a run: pass --resume to continue it or choose another --out",
+                opts.out.display()
+            )));
+        }
+        opts.config.validate()?;
+        let mut src = RandomSource::new(opts.seed, 0.02);
+        let mut w = Loader::new(&mut src, device);
+        let vae = VqVae::load(&mut w, &opts.config.vqvae, &opts.config.patch_nums)?;
+        (opts.config.clone(), vae, 0)
+    };
+    std::fs::create_dir_all(&opts.out).map_err(|e| VarError::io(&opts.out, e))?;
+    let log_path = opts.out.join("log.csv");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| VarError::io(&log_path, e))?;
+    if step == 0 {
+        use std::io::Write;
+        writeln!(
+            log,
+            "step,loss,reconstruction,quantization,images_per_second,test_psnr"
+        )
+        .map_err(|e| VarError::io(&log_path, e))?;
+    }
+    let size = config.image_size;
+    let mut last_checkpoint = Instant::now();
+    while step < opts.steps {
+        let started = Instant::now();
+        let idx = batch_indices(train.len(), opts.batch, step, opts.seed);
+        let loss = vqvae_loss(&vae, train.batch(&idx, size, device), opts.beta);
+        let (total, rec, vq) = (
+            loss.total.clone().into_scalar::<f32>(),
+            loss.reconstruction.into_scalar::<f32>(),
+            loss.quantization.into_scalar::<f32>(),
+        );
+        if !total.is_finite() {
+            return Err(VarError::InvalidArgument(format!(
+                "the loss became {total} at step {step}; lower --lr and resume from the last checkpoint"
+            )));
+        }
+        let grads = GradientsParams::from_grads(loss.total.backward(), &vae);
+        // Linear warm-up over the first 500 steps.
+        let lr = opts.lr * ((step + 1) as f64 / 500.0).min(1.0);
+        vae = optim.step(lr, vae, grads);
+        step += 1;
+        let done = step == opts.steps;
+        let checkpoint_now = done || last_checkpoint.elapsed().as_secs() >= opts.checkpoint_secs;
+        let mut rep = StepReport {
+            step,
+            loss: total,
+            reconstruction: rec,
+            quantization: vq,
+            images_per_second: opts.batch as f64 / started.elapsed().as_secs_f64(),
+            test_psnr: None,
+        };
+        if checkpoint_now {
+            rep.test_psnr = Some(test_psnr(&vae, &test, 500, size));
+            save_checkpoint(
+                &opts.out,
+                &config,
+                &vae,
+                &optim.into_bytes().map_err(|e| {
+                    VarError::InvalidArgument(format!(
+                        "the optimizer state could not be saved ({e:?})"
+                    ))
+                })?,
+                &TrainState {
+                    step,
+                    seed: opts.seed,
+                    batch: opts.batch,
+                },
+            )?;
+            last_checkpoint = Instant::now();
+        }
+        {
+            use std::io::Write;
+            writeln!(
+                log,
+                "{},{},{},{},{:.1},{}",
+                rep.step,
+                rep.loss,
+                rep.reconstruction,
+                rep.quantization,
+                rep.images_per_second,
+                rep.test_psnr.map(|p| format!("{p:.2}")).unwrap_or_default()
+            )
+            .map_err(|e| VarError::io(&log_path, e))?;
+        }
+        report(&rep);
+    }
+    Ok(())
+}
+
+fn save_checkpoint(
+    out: &Path,
+    config: &ModelConfig,
+    vae: &VqVae,
+    optimizer: &[u8],
+    state: &TrainState,
+) -> Result<()> {
+    let tensors: Vec<NamedTensor> = export_module(vae);
+    let st = crate::weights::format::safetensors_bytes(&tensors)?;
+    let state = serde_json::to_vec_pretty(&serde_json::json!({
+        "step": state.step, "seed": state.seed, "batch": state.batch
+    }))
+    .expect("plain JSON");
+    write_files_atomically(
+        &out.join(CHECKPOINT),
+        &[
+            (CONFIG_FILE, config.to_json().as_bytes()),
+            (VQVAE_FILE, &st),
+            (OPTIMIZER_FILE, optimizer),
+            (STATE_FILE, &state),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -128,5 +391,59 @@ mod tests {
         let last = loss_of(&vae);
         assert!(first.is_finite() && last.is_finite());
         assert!(last < 0.8 * first, "loss {first} -> {last}");
+    }
+
+    #[test]
+    fn resumed_training_equals_uninterrupted_training() {
+        let mut config = tiny_config();
+        config.image_size = 32;
+        config.patch_nums = vec![1, 2, 4, 8, 16];
+        let root = tempfile::tempdir().unwrap();
+        let opts = |name: &str, steps: usize, resume: bool| VqvaeTraining {
+            out: root.path().join(name),
+            data: PathBuf::from(crate::train::data::DEFAULT_DIR),
+            config: config.clone(),
+            steps,
+            batch: 4,
+            lr: 1e-3,
+            beta: 0.25,
+            seed: 1,
+            checkpoint_secs: 3600,
+            resume,
+        };
+        let device = Device::flex().autodiff();
+        let mut psnr = None;
+        train_vqvae(&opts("straight", 4, false), &device, |r| psnr = r.test_psnr).unwrap();
+        assert!(psnr.is_some_and(|p| p.is_finite() && p > 0.0), "{psnr:?}");
+        train_vqvae(&opts("resumed", 2, false), &device, |_| {}).unwrap();
+        let again = train_vqvae(&opts("resumed", 2, false), &device, |_| {});
+        assert!(again.unwrap_err().to_string().contains("--resume"));
+        train_vqvae(&opts("resumed", 4, true), &device, |_| {}).unwrap();
+
+        let read = |name: &str| {
+            let bytes =
+                std::fs::read(root.path().join(name).join(CHECKPOINT).join(VQVAE_FILE)).unwrap();
+            let src = SafetensorsSource::new(&bytes, "x").unwrap();
+            let mut all: Vec<(String, Vec<f32>)> = src
+                .names()
+                .into_iter()
+                .map(|k| (k.clone(), src.read_any(&k).unwrap().1))
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        };
+        let (a, b) = (read("straight"), read("resumed"));
+        assert_eq!(a.len(), b.len());
+        for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
+            assert_eq!(ka, kb);
+            let worst = va
+                .iter()
+                .zip(vb)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{ka} differs by {worst} after resuming");
+        }
+        let log = std::fs::read_to_string(root.path().join("resumed/log.csv")).unwrap();
+        assert_eq!(log.lines().count(), 1 + 4, "{log}");
     }
 }

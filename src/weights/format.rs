@@ -174,7 +174,8 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Model> {
 /// A tensor to be written: name, shape, values.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
-fn safetensors_bytes(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
+/// Serialises f32 tensors in safetensors format.
+pub fn safetensors_bytes(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -196,9 +197,8 @@ fn safetensors_bytes(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
     })
 }
 
-/// Writes a model directory atomically: everything goes to a sibling temporary directory
-/// that is renamed into place only when complete, so a failure never leaves half a model.
-/// An existing non-empty `dir` is refused rather than overwritten.
+/// Writes a model directory atomically (see [`write_files_atomically`]). An existing non-empty
+/// `dir` is refused rather than overwritten.
 pub fn write_model_dir(
     dir: &Path,
     config: &ModelConfig,
@@ -215,28 +215,52 @@ pub fn write_model_dir(
             dir.display()
         )));
     }
+    write_files_atomically(
+        dir,
+        &[
+            (CONFIG_FILE, config.to_json().as_bytes()),
+            (VQVAE_FILE, &safetensors_bytes(vqvae)?),
+            (VAR_FILE, &safetensors_bytes(var)?),
+        ],
+    )
+}
+
+/// Makes `dir` hold exactly `files`, all or nothing: everything is written to a hidden sibling
+/// directory first, which then takes the place of `dir` (a previous `dir` is moved aside and
+/// removed only after the swap). A failure leaves `dir` as it was.
+pub fn write_files_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| VarError::io(parent, e))?;
     let leaf = dir
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp: PathBuf = parent.join(format!(".{leaf}.partial-{}", std::process::id()));
+    let old: PathBuf = parent.join(format!(".{leaf}.old-{}", std::process::id()));
     let result = (|| {
+        let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| VarError::io(&tmp, e))?;
-        let write = |name: &str, bytes: &[u8]| {
+        for (name, bytes) in files {
             let p = tmp.join(name);
-            std::fs::write(&p, bytes).map_err(|e| VarError::io(&p, e))
-        };
-        write(CONFIG_FILE, config.to_json().as_bytes())?;
-        write(VQVAE_FILE, &safetensors_bytes(vqvae)?)?;
-        write(VAR_FILE, &safetensors_bytes(var)?)?;
-        if dir.exists() {
-            std::fs::remove_dir(dir).map_err(|e| VarError::io(dir, e))?;
+            std::fs::write(&p, bytes).map_err(|e| VarError::io(&p, e))?;
         }
-        std::fs::rename(&tmp, dir).map_err(|e| VarError::io(dir, e))
+        let had_old = dir.exists();
+        if had_old {
+            std::fs::rename(dir, &old).map_err(|e| VarError::io(dir, e))?;
+        }
+        if let Err(e) = std::fs::rename(&tmp, dir) {
+            if had_old {
+                let _ = std::fs::rename(&old, dir); // put the previous contents back
+            }
+            return Err(VarError::io(dir, e));
+        }
+        if had_old {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);

@@ -12,7 +12,7 @@ pub mod pth;
 
 use std::collections::BTreeMap;
 
-use burn::module::Param;
+use burn::module::{Param, ParamId};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -130,6 +130,16 @@ impl TensorSource for RandomSource {
     }
 }
 
+/// A trainable parameter whose id is derived from its reference key (FNV-1a), so that the
+/// same model loaded twice has the same ids and a saved optimizer state (keyed by id) applies
+/// to a model resumed from a checkpoint.
+fn trainable<const D: usize>(key: &str, tensor: Tensor<D>) -> Param<Tensor<D>> {
+    let id = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Param::initialized(ParamId::from(id), tensor).set_require_grad(true)
+}
+
 /// Builds burn modules from a [`TensorSource`] on one device.
 pub struct Loader<'a> {
     source: &'a mut dyn TensorSource,
@@ -162,7 +172,7 @@ impl<'a> Loader<'a> {
         key: &str,
         shape: [usize; D],
     ) -> Result<Param<Tensor<D>>> {
-        Ok(Param::from_tensor(self.tensor(key, shape)?))
+        Ok(trainable(key, self.tensor(key, shape)?))
     }
 
     /// `nn.Linear(d_in, d_out)`: PyTorch stores `[out, in]`, burn multiplies by `[in, out]`.
@@ -184,7 +194,7 @@ impl<'a> Loader<'a> {
             None
         };
         Ok(Linear {
-            weight: Param::from_tensor(weight),
+            weight: trainable(&format!("{key}.weight"), weight),
             bias,
         })
     }

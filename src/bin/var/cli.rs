@@ -58,6 +58,9 @@ enum Command {
     },
     /// Generate images of one class and write them as PNG files.
     Generate(GenerateArgs),
+    /// Train a model on Fashion-MNIST (resumable; see the README's training section).
+    #[command(subcommand)]
+    Train(TrainCommand),
     /// Serve the web page (www/) on 127.0.0.1 and print its URL.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -77,6 +80,36 @@ enum Command {
         /// Top-k of the timed runs (the reference's FID setting samples from 900).
         #[arg(long, default_value_t = 900)]
         top_k: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Train the multi-scale VQ-VAE of the Fashion-MNIST preset.
+    Vqvae {
+        /// Run directory (checkpoint/ and log.csv).
+        #[arg(long)]
+        out: PathBuf,
+        /// Folder with Fashion-MNIST's gzip IDX files.
+        #[arg(long, default_value = var_web::train::data::DEFAULT_DIR)]
+        data: PathBuf,
+        /// Total optimizer steps (a resumed run continues the count).
+        #[arg(long, default_value_t = 20_000)]
+        steps: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 5e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 0.25)]
+        beta: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Seconds between checkpoints (one is always written at the end).
+        #[arg(long, default_value_t = 300)]
+        checkpoint_secs: u64,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
     },
 }
 
@@ -192,6 +225,57 @@ fn run(command: Command) -> Result<ExitCode> {
             })
         }
         Command::Generate(args) => generate_cmd(args, &device),
+        Command::Train(TrainCommand::Vqvae {
+            out,
+            data,
+            steps,
+            batch,
+            lr,
+            beta,
+            seed,
+            checkpoint_secs,
+            resume,
+        }) => {
+            if batch == 0 || steps == 0 || !lr.is_finite() || lr <= 0.0 {
+                return Err(VarError::InvalidArgument(
+                    "--batch and --steps must be at least 1 and --lr positive".into(),
+                ));
+            }
+            let opts = var_web::train::vqvae::VqvaeTraining {
+                out,
+                data,
+                config: ModelConfig::fashion_mnist(),
+                steps,
+                batch,
+                lr,
+                beta,
+                seed,
+                checkpoint_secs,
+                resume,
+            };
+            let pb = ProgressBar::new(steps as u64);
+            pb.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}<{eta} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            var_web::train::vqvae::train_vqvae(&opts, &device.clone().autodiff(), |r| {
+                pb.set_position(r.step as u64);
+                let psnr = r
+                    .test_psnr
+                    .map(|p| format!(" test PSNR {p:.2} dB"))
+                    .unwrap_or_default();
+                pb.set_message(format!(
+                    "loss {:.4} (rec {:.4}, vq {:.4}) {:.0} img/s{psnr}",
+                    r.loss, r.reconstruction, r.quantization, r.images_per_second
+                ));
+                if r.test_psnr.is_some() {
+                    pb.println(format!("step {}: checkpoint written;{psnr}", r.step));
+                }
+            })?;
+            pb.finish();
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { port, root } => {
             var_web::serve::serve(&root, port, |url| {
                 println!("serving {} at {url}", root.display());
