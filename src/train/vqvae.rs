@@ -82,25 +82,36 @@ pub fn vqvae_loss(vae: &VqVae, img: Tensor<4>, beta: f64) -> VqvaeLoss {
     }
 }
 
-/// What `var train vqvae` does.
-#[derive(Clone, Debug)]
+/// What `var train vqvae` does (its command-line arguments, parsed by clap).
+#[derive(Clone, Debug, clap::Args)]
 pub struct VqvaeTraining {
     /// Run directory: `checkpoint/` (config.json, vqvae.safetensors, optimizer.bpk,
     /// state.json) and `log.csv`.
+    #[arg(long)]
     pub out: PathBuf,
     /// Folder with Fashion-MNIST's gzip IDX files.
+    #[arg(long, default_value = super::data::DEFAULT_DIR)]
     pub data: PathBuf,
+    /// The model to train (the VQ-VAE part); the Fashion-MNIST preset from the command line.
+    #[arg(skip = ModelConfig::fashion_mnist())]
     pub config: ModelConfig,
     /// Train until this many optimizer steps in total (a resumed run continues the count).
+    #[arg(long, default_value_t = 20_000)]
     pub steps: usize,
+    #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    #[arg(long, default_value_t = 5e-4)]
     pub lr: f64,
     /// Commitment weight β of the quantization loss.
+    #[arg(long, default_value_t = 0.25)]
     pub beta: f64,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// A checkpoint is written at least this often (and always at the end).
+    /// Seconds between checkpoints (one is always written at the end).
+    #[arg(long, default_value_t = 300)]
     pub checkpoint_secs: u64,
-    /// Continue from `out/checkpoint` instead of starting afresh.
+    /// Continue the run in `out` from its last checkpoint instead of starting afresh.
+    #[arg(long)]
     pub resume: bool,
 }
 
@@ -188,6 +199,11 @@ pub fn train_vqvae(
     device: &Device,
     mut report: impl FnMut(&StepReport),
 ) -> Result<()> {
+    if opts.batch == 0 || opts.steps == 0 || !opts.lr.is_finite() || opts.lr <= 0.0 {
+        return Err(VarError::InvalidArgument(
+            "--batch and --steps must be at least 1 and --lr positive".into(),
+        ));
+    }
     let train = FashionMnist::load(&opts.data, Split::Train)?;
     let test = FashionMnist::load(&opts.data, Split::Test)?;
     let checkpoint = opts.out.join(CHECKPOINT);

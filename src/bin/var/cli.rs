@@ -28,6 +28,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the training variant (it carries a ModelConfig) does
+// not matter, and boxing it would lose clap's derive.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Convert official PyTorch checkpoints (vae_*.pth + var_d*.pth) into a model directory.
@@ -86,31 +89,7 @@ enum Command {
 #[derive(Subcommand)]
 enum TrainCommand {
     /// Train the multi-scale VQ-VAE of the Fashion-MNIST preset.
-    Vqvae {
-        /// Run directory (checkpoint/ and log.csv).
-        #[arg(long)]
-        out: PathBuf,
-        /// Folder with Fashion-MNIST's gzip IDX files.
-        #[arg(long, default_value = var_web::train::data::DEFAULT_DIR)]
-        data: PathBuf,
-        /// Total optimizer steps (a resumed run continues the count).
-        #[arg(long, default_value_t = 20_000)]
-        steps: usize,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 5e-4)]
-        lr: f64,
-        #[arg(long, default_value_t = 0.25)]
-        beta: f64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Seconds between checkpoints (one is always written at the end).
-        #[arg(long, default_value_t = 300)]
-        checkpoint_secs: u64,
-        /// Continue the run in --out from its last checkpoint.
-        #[arg(long)]
-        resume: bool,
-    },
+    Vqvae(var_web::train::vqvae::VqvaeTraining),
 }
 
 #[derive(Args)]
@@ -225,35 +204,8 @@ fn run(command: Command) -> Result<ExitCode> {
             })
         }
         Command::Generate(args) => generate_cmd(args, &device),
-        Command::Train(TrainCommand::Vqvae {
-            out,
-            data,
-            steps,
-            batch,
-            lr,
-            beta,
-            seed,
-            checkpoint_secs,
-            resume,
-        }) => {
-            if batch == 0 || steps == 0 || !lr.is_finite() || lr <= 0.0 {
-                return Err(VarError::InvalidArgument(
-                    "--batch and --steps must be at least 1 and --lr positive".into(),
-                ));
-            }
-            let opts = var_web::train::vqvae::VqvaeTraining {
-                out,
-                data,
-                config: ModelConfig::fashion_mnist(),
-                steps,
-                batch,
-                lr,
-                beta,
-                seed,
-                checkpoint_secs,
-                resume,
-            };
-            let pb = ProgressBar::new(steps as u64);
+        Command::Train(TrainCommand::Vqvae(opts)) => {
+            let pb = ProgressBar::new(opts.steps as u64);
             pb.set_style(
                 ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}<{eta} {msg}")
                     .expect("static template")
