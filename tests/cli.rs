@@ -116,6 +116,23 @@ fn bad_generate_arguments_are_refused_with_a_sentence() {
         ],
         "/nonexistent/model/config.json",
     );
+    assert_refused(
+        &["train", "vqvae", "--out", out, "--batch", "0"],
+        "--batch and --steps must be at least 1",
+    );
+    assert_refused(
+        &[
+            "train",
+            "vqvae",
+            "--out",
+            out,
+            "--data",
+            "/nonexistent",
+            "--steps",
+            "1",
+        ],
+        "apt-get install dataset-fashion-mnist",
+    );
 }
 
 #[test]
