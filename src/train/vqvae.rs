@@ -41,30 +41,19 @@ fn mse(a: Tensor<4>, b: Tensor<4>) -> Tensor<1> {
 /// from the `‖f̂_k − sg(f)‖²` terms, the encoder from the commitment terms and through the
 /// straight-through f̂.
 pub fn quantize_with_loss(vae: &VqVae, f: Tensor<4>, beta: f64) -> (Tensor<4>, Tensor<1>) {
-    let q = &vae.quantize;
-    let k = q.scales.num_scales();
     let target = f.clone().detach();
-    let mut f_rest = target.clone();
-    let mut f_hat = target.zeros_like();
-    let mut loss: Option<Tensor<1>> = None;
-    for si in 0..k {
-        let z = if si + 1 == k {
-            f_rest.clone()
-        } else {
-            q.scales.area_down(f_rest.clone(), si)
-        };
-        let idx = q.nearest(z);
-        let h = q.refine(q.embed(idx), si);
-        f_hat = f_hat + h.clone();
-        f_rest = f_rest - h.detach();
-        let term =
-            mse(f_hat.clone().detach(), f.clone()) * beta + mse(f_hat.clone(), target.clone());
-        loss = Some(match loss {
-            Some(l) => l + term,
-            None => term,
-        });
-    }
-    let loss = loss.expect("at least one scale") / k as f64;
+    let mut terms: Vec<Tensor<1>> = Vec::new();
+    let (_, f_hat) = vae.quantize.encode_with(target.clone(), |f_hat| {
+        terms.push(
+            mse(f_hat.clone().detach(), f.clone()) * beta + mse(f_hat.clone(), target.clone()),
+        );
+    });
+    let k = terms.len() as f64;
+    let loss = terms
+        .into_iter()
+        .reduce(|a, b| a + b)
+        .expect("at least one scale")
+        / k;
     let straight_through = (f_hat - target).detach() + f;
     (straight_through, loss)
 }
@@ -349,41 +338,22 @@ fn save_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ModelConfig, VarConfig, VqvaeConfig};
     use crate::model::Model;
     use burn::optim::{AdamWConfig, GradientsParams};
     use burn::tensor::{Device, Distribution};
 
+    /// The Fashion-MNIST preset shrunk to run in a test: 8 px, 3 scales, 16 codes.
     fn tiny_config() -> ModelConfig {
-        ModelConfig {
-            name: "tiny-train".into(),
-            image_size: 8,
-            patch_nums: vec![1, 2, 4],
-            vqvae: VqvaeConfig {
-                vocab_size: 16,
-                z_channels: 4,
-                ch: 32,
-                ch_mult: vec![1, 1],
-                num_res_blocks: 1,
-                attn_in_last_level: false,
-                attn_in_mid: true,
-                in_channels: 3,
-                quant_resi: 0.5,
-                share_quant_resi: 4,
-            },
-            var: VarConfig {
-                depth: 1,
-                embed_dim: 32,
-                num_heads: 2,
-                num_classes: 2,
-                mlp_ratio: 2.0,
-                attn_l2_norm: true,
-                shared_aln: false,
-            },
-            class_names: vec!["a".into(), "b".into()],
-            sampling: Default::default(),
-            storage: Default::default(),
-        }
+        let mut c = ModelConfig::fashion_mnist();
+        c.image_size = 8;
+        c.patch_nums = vec![1, 2, 4];
+        c.vqvae.vocab_size = 16;
+        c.vqvae.z_channels = 4;
+        c.vqvae.ch_mult = vec![1, 1];
+        c.var.depth = 1;
+        c.var.embed_dim = 32;
+        c.var.num_heads = 2;
+        c
     }
 
     #[test]

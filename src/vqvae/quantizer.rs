@@ -151,6 +151,17 @@ impl Quantizer {
     /// Algorithm 1 (`f_to_idxBl_or_fhat`): f `[B, Cvae, N, N]` → tokens per scale and the final
     /// f̂. `r_k = Q(area(f_rest → pn_k))`, then `f_rest −= φ(bicubic(e(r_k)))`.
     pub fn encode(&self, f: Tensor<4>) -> (Vec<Tensor<2, Int>>, Tensor<4>) {
+        self.encode_with(f, |_| {})
+    }
+
+    /// Algorithm 1, calling `after_scale(&f̂)` after every scale (training adds its
+    /// quantization loss there). The residual is updated with detached steps, so gradients
+    /// reach the codebook and φ only through f̂.
+    pub fn encode_with(
+        &self,
+        f: Tensor<4>,
+        mut after_scale: impl FnMut(&Tensor<4>),
+    ) -> (Vec<Tensor<2, Int>>, Tensor<4>) {
         let k = self.scales.num_scales();
         let mut f_rest = f.clone();
         let mut f_hat = f.zeros_like();
@@ -164,7 +175,8 @@ impl Quantizer {
             let idx = self.nearest(z);
             let h = self.refine(self.embed(idx.clone()), si);
             f_hat = f_hat + h.clone();
-            f_rest = f_rest - h;
+            f_rest = f_rest - h.detach();
+            after_scale(&f_hat);
             tokens.push(idx);
         }
         (tokens, f_hat)
