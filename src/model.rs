@@ -1,6 +1,6 @@
 //! A complete model: configuration, VQ-VAE and transformer on one device.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 
 use crate::config::ModelConfig;
 use crate::error::Result;
@@ -74,11 +74,5 @@ impl Model {
                     .collect()
             })
             .collect()
-    }
-
-    /// A cheap preview of f̂: the full decoder run on the current f̂. Callers choose when to
-    /// pay for it.
-    pub fn preview(&self, f_hat: &Tensor<4>) -> Tensor<4> {
-        (self.vqvae.fhat_to_img(f_hat.clone()) + 1.0) * 0.5
     }
 }

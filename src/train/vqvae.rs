@@ -320,10 +320,7 @@ fn save_checkpoint(
 ) -> Result<()> {
     let tensors: Vec<NamedTensor> = export_module(vae);
     let st = crate::weights::format::safetensors_bytes(&tensors)?;
-    let state = serde_json::to_vec_pretty(&serde_json::json!({
-        "step": state.step, "seed": state.seed, "batch": state.batch
-    }))
-    .expect("plain JSON");
+    let state = serde_json::to_vec_pretty(state).expect("plain JSON");
     write_files_atomically(
         &out.join(CHECKPOINT),
         &[
