@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds what the page needs: the `var` CLI, the wasm package in www/pkg, and the default
-# model in www/models/ (converted from the reference fixture until the trained model ships).
+# Builds what the page needs: the `var` CLI and the wasm package in www/pkg. The default model
+# (www/models/fashion-mnist/) is committed; the reference fixture is converted as well, so
+# `?model=models/fixture-mini/` shows the parity-tested random-weight model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/var-web/target}"

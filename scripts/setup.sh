@@ -19,6 +19,8 @@ apt_install() {
 }
 # Fashion-MNIST (training data and the data-loader tests).
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || apt_install dataset-fashion-mnist
+# A TrueType font for the labels of the training runs' loss curves (and their test).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_install fonts-dejavu-core
 [ "${1:-}" = "--web" ] || exit 0
 
 rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown

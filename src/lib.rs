@@ -29,6 +29,10 @@ pub mod weights;
 
 pub use config::ModelConfig;
 
+/// The shipped model (trained here on Fashion-MNIST), relative to the repository root: what
+/// the page loads and what `var generate` and `var eval` use without `--model`.
+pub const DEFAULT_MODEL_DIR: &str = "www/models/fashion-mnist";
+
 /// Fashion-MNIST's classes in label order (the dataset's own names).
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "T-shirt/top",

@@ -54,6 +54,16 @@ impl Model {
         Self::from_sources(config, &mut vq, &mut tr, device)
     }
 
+    /// A model from networks already built on `device` (training assembles one to sample from).
+    pub fn from_parts(config: ModelConfig, vqvae: VqVae, var: Var, device: &Device) -> Self {
+        Self {
+            config,
+            vqvae,
+            var,
+            device: device.clone(),
+        }
+    }
+
     pub fn device(&self) -> Device {
         self.device.clone()
     }

@@ -47,7 +47,7 @@ impl Rng {
 }
 
 /// How tokens are drawn at every scale.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct SamplingParams {
     /// Classifier-free guidance strength; the effective strength grows linearly from 0 at the
     /// first scale to `cfg` at the last.

@@ -2,7 +2,8 @@
 import { MSG } from './protocol.js';
 
 // The shipped model; until the trained Fashion-MNIST model lands, the reference fixture stands in.
-const DEFAULT_MODEL = 'models/fixture-mini/';
+// The model trained here on Fashion-MNIST (committed; see the README's training section).
+const DEFAULT_MODEL = 'models/fashion-mnist/';
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'), note: $('backend-note'), modelUrl: $('model-url'), loadModel: $('load-model'),

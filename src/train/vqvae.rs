@@ -6,7 +6,7 @@
 //! averaged over scales, with the straight-through estimator `f̂ = sg(f̂ − f) + f` feeding the
 //! decoder.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -15,14 +15,14 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::data::{FashionMnist, Split};
+use super::run::{
+    OPTIMIZER_FILE, RunDir, batch_indices, check_loss, check_schedule, optimizer_error,
+};
 use crate::config::ModelConfig;
 use crate::error::{Result, VarError};
-use crate::sampler::Rng;
 use crate::vqvae::VqVae;
 use crate::weights::export::export_module;
-use crate::weights::format::{
-    CONFIG_FILE, NamedTensor, SafetensorsSource, VQVAE_FILE, write_files_atomically,
-};
+use crate::weights::format::{CONFIG_FILE, SafetensorsSource, VQVAE_FILE, safetensors_bytes};
 use crate::weights::{Loader, RandomSource};
 
 /// The parts of one batch's loss, each a scalar tensor.
@@ -71,6 +71,21 @@ pub fn vqvae_loss(vae: &VqVae, img: Tensor<4>, beta: f64) -> VqvaeLoss {
     }
 }
 
+/// The loss of decoder-only fine-tuning: reconstruction from the frozen encoder's f̂. Only
+/// `post_quant_conv` and the decoder receive gradients, so the token maps (and a transformer
+/// trained on them) stay valid while the reconstructions improve.
+pub fn decoder_loss(vae: &VqVae, img: Tensor<4>) -> VqvaeLoss {
+    let frozen = vae.valid();
+    let (_, f_hat) = frozen.img_to_tokens(img.clone().inner());
+    let recon = vae.decode(f_hat.autodiff());
+    let reconstruction = mse(recon.clone(), img.clone()) + (recon - img).abs().mean();
+    VqvaeLoss {
+        total: reconstruction.clone(),
+        quantization: reconstruction.zeros_like(),
+        reconstruction,
+    }
+}
+
 /// What `var train vqvae` does (its command-line arguments, parsed by clap).
 #[derive(Clone, Debug, clap::Args)]
 pub struct VqvaeTraining {
@@ -102,6 +117,10 @@ pub struct VqvaeTraining {
     /// Continue the run in `out` from its last checkpoint instead of starting afresh.
     #[arg(long)]
     pub resume: bool,
+    /// Fine-tune only the decoder (with --resume): the encoder, codebook and φ stay frozen, so
+    /// the token maps, and a transformer trained on them, stay valid.
+    #[arg(long, requires = "resume")]
+    pub decoder_only: bool,
 }
 
 /// One logged step.
@@ -123,23 +142,6 @@ struct TrainState {
     batch: usize,
 }
 
-const CHECKPOINT: &str = "checkpoint";
-const OPTIMIZER_FILE: &str = "optimizer.bpk";
-const STATE_FILE: &str = "state.json";
-
-/// The training images of step `step`: a fresh permutation per epoch, drawn from the seed, so
-/// a resumed run sees exactly the batches an uninterrupted one would.
-fn batch_indices(n: usize, batch: usize, step: usize, seed: u64) -> Vec<usize> {
-    let per_epoch = n / batch;
-    let (epoch, k) = (step / per_epoch, step % per_epoch);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = Rng::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    for i in (1..n).rev() {
-        order.swap(i, rng.below(i + 1));
-    }
-    order[k * batch..(k + 1) * batch].to_vec()
-}
-
 /// Reconstruction PSNR in dB (images in [0, 1]) of the first `count` test images.
 pub fn test_psnr(vae: &VqVae, test: &FashionMnist, count: usize, size: usize) -> f64 {
     let vae = vae.valid();
@@ -157,29 +159,14 @@ pub fn test_psnr(vae: &VqVae, test: &FashionMnist, count: usize, size: usize) ->
     10.0 * (n as f64 / sq).log10()
 }
 
-fn load_checkpoint(
-    dir: &Path,
-    device: &Device,
-) -> Result<(ModelConfig, VqVae, Vec<u8>, TrainState)> {
-    let read = |name: &str| {
-        let p = dir.join(name);
-        std::fs::read(&p).map_err(|e| VarError::io(&p, e))
-    };
-    let config = ModelConfig::from_json(
-        &String::from_utf8_lossy(&read(CONFIG_FILE)?),
-        &dir.join(CONFIG_FILE).display().to_string(),
-    )?;
-    let bytes = read(VQVAE_FILE)?;
+fn load_checkpoint(run: &RunDir, device: &Device) -> Result<(ModelConfig, VqVae)> {
+    let config = run.read_config()?;
+    let bytes = run.read(VQVAE_FILE)?;
     let mut src = SafetensorsSource::new(&bytes, VQVAE_FILE)?;
     let mut w = Loader::new(&mut src, device);
     let vae = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
     w.finish()?;
-    let state: TrainState =
-        serde_json::from_slice(&read(STATE_FILE)?).map_err(|e| VarError::Json {
-            path: dir.join(STATE_FILE).display().to_string(),
-            message: e.to_string(),
-        })?;
-    Ok((config, vae, read(OPTIMIZER_FILE)?, state))
+    Ok((config, vae))
 }
 
 /// Trains (or resumes training) the VQ-VAE, calling `report` after every step.
@@ -188,76 +175,54 @@ pub fn train_vqvae(
     device: &Device,
     mut report: impl FnMut(&StepReport),
 ) -> Result<()> {
-    if opts.batch == 0 || opts.steps == 0 || !opts.lr.is_finite() || opts.lr <= 0.0 {
-        return Err(VarError::InvalidArgument(
-            "--batch and --steps must be at least 1 and --lr positive".into(),
-        ));
-    }
+    check_schedule(opts.batch, opts.steps, opts.lr)?;
     let train = FashionMnist::load(&opts.data, Split::Train)?;
     let test = FashionMnist::load(&opts.data, Split::Test)?;
-    let checkpoint = opts.out.join(CHECKPOINT);
+    let run = RunDir::new(&opts.out);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let (config, mut vae, mut step) = if opts.resume {
-        let (config, vae, optim_bytes, state) = load_checkpoint(&checkpoint, device)?;
+        let (config, vae) = load_checkpoint(&run, device)?;
+        let state: TrainState = run.read_state()?;
         if state.batch != opts.batch || state.seed != opts.seed {
             return Err(VarError::InvalidArgument(format!(
                 "the checkpoint was trained with --batch {} --seed {}; resume with the same values",
                 state.batch, state.seed
             )));
         }
+        let bytes = run.read(OPTIMIZER_FILE)?;
         optim = optim
-            .from_bytes(burn::tensor::Bytes::from_bytes_vec(optim_bytes))
-            .map_err(|e| {
-                VarError::InvalidArgument(format!(
-                    "{}: the optimizer state does not load ({e:?})",
-                    checkpoint.join(OPTIMIZER_FILE).display()
-                ))
-            })?;
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| optimizer_error(&run, e))?;
         (config, vae, state.step)
     } else {
-        if checkpoint.exists() {
-            return Err(VarError::InvalidArgument(format!(
-                "{} already holds a run: pass --resume to continue it or choose another --out",
-                opts.out.display()
-            )));
-        }
+        run.refuse_existing()?;
         opts.config.validate()?;
         let mut src = RandomSource::new(opts.seed, 0.02);
         let mut w = Loader::new(&mut src, device);
         let vae = VqVae::load(&mut w, &opts.config.vqvae, &opts.config.patch_nums)?;
         (opts.config.clone(), vae, 0)
     };
-    std::fs::create_dir_all(&opts.out).map_err(|e| VarError::io(&opts.out, e))?;
-    let log_path = opts.out.join("log.csv");
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| VarError::io(&log_path, e))?;
-    if step == 0 {
-        use std::io::Write;
-        writeln!(
-            log,
-            "step,loss,reconstruction,quantization,images_per_second,test_psnr"
-        )
-        .map_err(|e| VarError::io(&log_path, e))?;
-    }
+    let mut log = run.log(
+        "step,loss,reconstruction,quantization,images_per_second,test_psnr",
+        step,
+    )?;
     let size = config.image_size;
     let mut last_checkpoint = Instant::now();
     while step < opts.steps {
         let started = Instant::now();
         let idx = batch_indices(train.len(), opts.batch, step, opts.seed);
-        let loss = vqvae_loss(&vae, train.batch(&idx, size, device), opts.beta);
+        let img = train.batch(&idx, size, device);
+        let loss = if opts.decoder_only {
+            decoder_loss(&vae, img)
+        } else {
+            vqvae_loss(&vae, img, opts.beta)
+        };
         let (total, rec, vq) = (
             loss.total.clone().into_scalar::<f32>(),
             loss.reconstruction.into_scalar::<f32>(),
             loss.quantization.into_scalar::<f32>(),
         );
-        if !total.is_finite() {
-            return Err(VarError::InvalidArgument(format!(
-                "the loss became {total} at step {step}; lower --lr and resume from the last checkpoint"
-            )));
-        }
+        check_loss(total, step)?;
         let grads = GradientsParams::from_grads(loss.total.backward(), &vae);
         // Linear warm-up over the first 500 steps.
         let lr = opts.lr * ((step + 1) as f64 / 500.0).min(1.0);
@@ -275,88 +240,50 @@ pub fn train_vqvae(
         };
         if checkpoint_now {
             rep.test_psnr = Some(test_psnr(&vae, &test, 500, size));
-            save_checkpoint(
-                &opts.out,
-                &config,
-                &vae,
-                &optim.into_bytes().map_err(|e| {
-                    VarError::InvalidArgument(format!(
-                        "the optimizer state could not be saved ({e:?})"
-                    ))
-                })?,
-                &TrainState {
-                    step,
-                    seed: opts.seed,
-                    batch: opts.batch,
-                },
+            let weights = safetensors_bytes(&export_module(&vae))?;
+            let optimizer = optim.into_bytes().map_err(|e| optimizer_error(&run, e))?;
+            let state = TrainState {
+                step,
+                seed: opts.seed,
+                batch: opts.batch,
+            };
+            let config_json = config.to_json();
+            run.save(
+                &[
+                    (CONFIG_FILE, config_json.as_bytes()),
+                    (VQVAE_FILE, &weights),
+                ],
+                &optimizer,
+                &state,
             )?;
             last_checkpoint = Instant::now();
         }
-        {
-            use std::io::Write;
-            writeln!(
-                log,
-                "{},{},{},{},{:.1},{}",
-                rep.step,
-                rep.loss,
-                rep.reconstruction,
-                rep.quantization,
-                rep.images_per_second,
-                rep.test_psnr.map(|p| format!("{p:.2}")).unwrap_or_default()
-            )
-            .map_err(|e| VarError::io(&log_path, e))?;
-        }
+        log.row(&format!(
+            "{},{},{},{},{:.1},{}",
+            rep.step,
+            rep.loss,
+            rep.reconstruction,
+            rep.quantization,
+            rep.images_per_second,
+            rep.test_psnr.map(|p| format!("{p:.2}")).unwrap_or_default()
+        ))?;
         report(&rep);
     }
     Ok(())
-}
-
-fn save_checkpoint(
-    out: &Path,
-    config: &ModelConfig,
-    vae: &VqVae,
-    optimizer: &[u8],
-    state: &TrainState,
-) -> Result<()> {
-    let tensors: Vec<NamedTensor> = export_module(vae);
-    let st = crate::weights::format::safetensors_bytes(&tensors)?;
-    let state = serde_json::to_vec_pretty(state).expect("plain JSON");
-    write_files_atomically(
-        &out.join(CHECKPOINT),
-        &[
-            (CONFIG_FILE, config.to_json().as_bytes()),
-            (VQVAE_FILE, &st),
-            (OPTIMIZER_FILE, optimizer),
-            (STATE_FILE, &state),
-        ],
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Model;
+    use crate::train::run::CHECKPOINT;
     use burn::optim::{AdamWConfig, GradientsParams};
     use burn::tensor::{Device, Distribution};
-
-    /// The Fashion-MNIST preset shrunk to run in a test: 8 px, 3 scales, 16 codes.
-    fn tiny_config() -> ModelConfig {
-        let mut c = ModelConfig::fashion_mnist();
-        c.image_size = 8;
-        c.patch_nums = vec![1, 2, 4];
-        c.vqvae.vocab_size = 16;
-        c.vqvae.z_channels = 4;
-        c.vqvae.ch_mult = vec![1, 1];
-        c.var.depth = 1;
-        c.var.embed_dim = 32;
-        c.var.num_heads = 2;
-        c
-    }
 
     #[test]
     fn adamw_steps_lower_the_loss_on_a_tiny_batch() {
         let device = Device::flex().autodiff();
-        let model = Model::random(tiny_config(), 3, &device).unwrap();
+        let model = Model::random(crate::train::tiny_config(), 3, &device).unwrap();
         let mut vae = model.vqvae;
         let img = Tensor::<4>::random([4, 3, 8, 8], Distribution::Uniform(-1.0, 1.0), &device);
         let mut optim = AdamWConfig::new().init();
@@ -378,7 +305,7 @@ mod tests {
 
     #[test]
     fn resumed_training_equals_uninterrupted_training() {
-        let mut config = tiny_config();
+        let mut config = crate::train::tiny_config();
         config.image_size = 32;
         config.patch_nums = vec![1, 2, 4, 8, 16];
         let root = tempfile::tempdir().unwrap();
@@ -393,6 +320,7 @@ mod tests {
             seed: 1,
             checkpoint_secs: 3600,
             resume,
+            decoder_only: false,
         };
         let device = Device::flex().autodiff();
         let mut psnr = None;

@@ -102,14 +102,24 @@ impl TensorSource for TensorMap {
 /// norm scales 1. Used for benchmarks at official shapes and as the start of training.
 pub struct RandomSource {
     rng: crate::sampler::Rng,
-    std: f32,
+    /// `None`: He initialisation, std = √(2 / fan_in) with fan_in = the product of all but
+    /// the first (output) dimension of the PyTorch-layout weight.
+    std: Option<f32>,
 }
 
 impl RandomSource {
     pub fn new(seed: u64, std: f32) -> Self {
         Self {
             rng: crate::sampler::Rng::new(seed),
-            std,
+            std: Some(std),
+        }
+    }
+
+    /// He-initialised weights, for ReLU networks without normalisation (the classifier).
+    pub fn he(seed: u64) -> Self {
+        Self {
+            rng: crate::sampler::Rng::new(seed),
+            std: None,
         }
     }
 }
@@ -122,7 +132,13 @@ impl TensorSource for RandomSource {
         Ok(match leaf {
             "bias" | "q_bias" | "v_bias" if !is_norm => vec![0.0; n],
             _ if is_norm => vec![1.0; n],
-            _ => (0..n).map(|_| self.rng.normal() * self.std).collect(),
+            _ => {
+                let fan_in: usize = shape.iter().skip(1).product();
+                let std = self
+                    .std
+                    .unwrap_or_else(|| (2.0 / fan_in.max(1) as f32).sqrt());
+                (0..n).map(|_| self.rng.normal() * std).collect()
+            }
         })
     }
     fn unused(&self) -> Vec<String> {
@@ -130,14 +146,18 @@ impl TensorSource for RandomSource {
     }
 }
 
+/// 64-bit FNV-1a: stable across runs and platforms (parameter ids, file fingerprints).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// A trainable parameter whose id is derived from its reference key (FNV-1a), so that the
 /// same model loaded twice has the same ids and a saved optimizer state (keyed by id) applies
 /// to a model resumed from a checkpoint.
 fn trainable<const D: usize>(key: &str, tensor: Tensor<D>) -> Param<Tensor<D>> {
-    let id = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    Param::initialized(ParamId::from(id), tensor).set_require_grad(true)
+    Param::initialized(ParamId::from(fnv1a(key.as_bytes())), tensor).set_require_grad(true)
 }
 
 /// Builds burn modules from a [`TensorSource`] on one device.

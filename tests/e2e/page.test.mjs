@@ -22,7 +22,7 @@ before(async () => {
   // A model whose transformer file is cut short: the page must say so, not hang.
   const broken = join(www, 'models', 'e2e-broken');
   mkdirSync(broken, { recursive: true });
-  const good = join(www, 'models', 'fixture-mini');
+  const good = join(www, 'models', 'fashion-mnist');
   copyFileSync(join(good, 'config.json'), join(broken, 'config.json'));
   copyFileSync(join(good, 'vqvae.safetensors'), join(broken, 'vqvae.safetensors'));
   const varBytes = readFileSync(join(good, 'var.safetensors'));
@@ -80,19 +80,28 @@ async function generateAndCheck(page, label) {
   await waitState(page, ['done', 'error']);
   assert.equal(await state(page), 'done', await page.textContent('#status'));
   const scales = await page.evaluate(() => window.scales);
-  assert.deepEqual(scales, [0, 1, 2, 3], 'every scale is drawn, in order');
+  assert.deepEqual(scales, [0, 1, 2, 3, 4, 5], 'every scale is drawn, in order');
+  // The shipped model draws a garment (class 3, a dress) on Fashion-MNIST's black background:
+  // the 2-pixel padding ring is dark, the centre is not.
   const pixels = await page.evaluate(() => {
     const c = document.getElementById('output');
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let min = 255, max = 0;
-    for (let i = 0; i < d.length; i += 4) { min = Math.min(min, d[i], d[i + 1], d[i + 2]); max = Math.max(max, d[i], d[i + 1], d[i + 2]); }
-    return { w: c.width, h: c.height, min, max, alpha: d[3] };
+    let border = 0, nb = 0, centre = 0, nc = 0;
+    for (let y = 0; y < c.height; y++) {
+      for (let x = 0; x < c.width; x++) {
+        const v = d[(y * c.width + x) * 4];
+        if (y < 2 || x < 2 || y >= c.height - 2 || x >= c.width - 2) { border += v; nb++; }
+        else if (y >= 8 && y < 24 && x >= 8 && x < 24) { centre += v; nc++; }
+      }
+    }
+    return { w: c.width, h: c.height, border: border / nb, centre: centre / nc, alpha: d[3] };
   });
-  assert.equal(pixels.w, 64);
+  assert.equal(pixels.w, 32);
   assert.equal(pixels.alpha, 255);
-  assert.ok(pixels.max - pixels.min > 20, `the image is not blank (${JSON.stringify(pixels)})`);
+  assert.ok(pixels.border < 25, `the background is dark (${JSON.stringify(pixels)})`);
+  assert.ok(pixels.centre > 40, `a garment fills the centre (${JSON.stringify(pixels)})`);
   const thumbs = await page.locator('#thumbs canvas').count();
-  assert.equal(thumbs, 4, 'one thumbnail per scale');
+  assert.equal(thumbs, 6, 'one thumbnail per scale');
   results[label] = {
     backend: await page.locator('#status').getAttribute('data-backend'),
     timings: await page.textContent('#timings'),
@@ -132,7 +141,7 @@ test('cancel mid-run leaves the page ready', { timeout: LONG }, async () => {
   await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Cancelled'), null, { timeout: LONG });
   assert.equal(await state(page), 'ready');
   const last = Math.max(...(await page.evaluate(() => window.scales)));
-  assert.ok(last < 3, `stopped before the last scale (last drawn ${last})`);
+  assert.ok(last < 5, `stopped before the last scale (last drawn ${last})`);
   assert.equal(await page.locator('#generate').isDisabled(), false);
   await page.close();
 });

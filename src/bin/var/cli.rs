@@ -64,6 +64,11 @@ enum Command {
     /// Train a model on Fashion-MNIST (resumable; see the README's training section).
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Score a Fashion-MNIST model: reconstruction PSNR, class adherence and Fréchet distance
+    /// under the project's classifier, and a sample grid.
+    Eval(var_web::train::eval::Evaluation),
+    /// Assemble a model directory (what the page loads) from a `var train var` run.
+    Package(var_web::train::var::Packaging),
     /// Serve the web page (www/) on 127.0.0.1 and print its URL.
     Serve {
         #[arg(long, default_value_t = 8080)]
@@ -90,12 +95,16 @@ enum Command {
 enum TrainCommand {
     /// Train the multi-scale VQ-VAE of the Fashion-MNIST preset.
     Vqvae(var_web::train::vqvae::VqvaeTraining),
+    /// Train the transformer on the token maps of a trained VQ-VAE.
+    Var(var_web::train::var::VarTraining),
+    /// Train the project's Fashion-MNIST classifier (the judge of `var eval`).
+    Classifier(var_web::train::classifier::ClassifierTraining),
 }
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Model directory (config.json + safetensors).
-    #[arg(long)]
+    /// Model directory (config.json + safetensors); default: the shipped Fashion-MNIST model.
+    #[arg(long, default_value = var_web::DEFAULT_MODEL_DIR)]
     model: PathBuf,
     /// Class index (see the model's config.json for names).
     #[arg(long)]
@@ -138,6 +147,16 @@ fn spinner(msg: &str) -> ProgressBar {
     pb.set_message(msg.to_string());
     pb.enable_steady_tick(Duration::from_millis(120));
     pb
+}
+
+/// A line above the progress bar, or on stderr when the bar is hidden (not a terminal: a
+/// training run in the background still logs its checkpoints).
+fn say(pb: &ProgressBar, line: String) {
+    if pb.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        pb.println(line);
+    }
 }
 
 fn scale_bar(len: usize, what: &str) -> ProgressBar {
@@ -222,10 +241,120 @@ fn run(command: Command) -> Result<ExitCode> {
                     r.loss, r.reconstruction, r.quantization, r.images_per_second
                 ));
                 if r.test_psnr.is_some() {
-                    pb.println(format!("step {}: checkpoint written;{psnr}", r.step));
+                    say(&pb, format!("step {}: checkpoint written;{psnr}", r.step));
                 }
             })?;
             pb.finish();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train(TrainCommand::Var(opts)) => {
+            use var_web::train::var::{VarProgress, train_var};
+            let pb = ProgressBar::new(opts.steps as u64);
+            pb.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed}<{eta} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            train_var(&opts, &device.clone().autodiff(), |p| match p {
+                VarProgress::Tokenizing { done, total } => {
+                    pb.set_message(format!("tokenizing the training set: {done}/{total}"));
+                }
+                VarProgress::Step(r) => {
+                    pb.set_position(r.step as u64);
+                    pb.set_message(format!(
+                        "loss {:.4} acc {:.3} lr {:.1e} {:.1} seq/s",
+                        r.loss, r.accuracy, r.lr, r.sequences_per_second
+                    ));
+                    if let Some((l, a)) = r.validation {
+                        say(
+                            &pb,
+                            format!(
+                                "step {}: checkpoint written; validation loss {l:.4}, accuracy {a:.3}",
+                                r.step
+                            ),
+                        );
+                    }
+                }
+            })?;
+            pb.finish();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Train(TrainCommand::Classifier(opts)) => {
+            let pb = ProgressBar::new(opts.steps as u64);
+            pb.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed}<{eta} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            var_web::train::classifier::train_classifier(&opts, &device.clone().autodiff(), |r| {
+                pb.set_position(r.step as u64);
+                pb.set_message(format!(
+                    "loss {:.4} {:.0} img/s",
+                    r.loss, r.images_per_second
+                ));
+                if let Some(a) = r.test_accuracy {
+                    say(
+                        &pb,
+                        format!(
+                            "step {}: checkpoint written; test accuracy {:.2}%",
+                            r.step,
+                            a * 100.0
+                        ),
+                    );
+                }
+            })?;
+            pb.finish();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Package(opts) => {
+            let c = var_web::train::var::package(&opts)?;
+            println!(
+                "wrote {} (depth {}, {} classes, cfg {}, top-k {}, top-p {})",
+                opts.out.display(),
+                c.var.depth,
+                c.var.num_classes,
+                c.sampling.cfg,
+                c.sampling.top_k,
+                c.sampling.top_p
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(opts) => {
+            let pb = spinner("evaluating");
+            let report =
+                var_web::train::eval::evaluate(&opts, &device, |m| pb.set_message(m.to_string()));
+            pb.finish_and_clear();
+            let r = report?;
+            println!(
+                "reconstruction PSNR: {:.2} dB ({} test images)",
+                r.psnr_db, r.psnr_images
+            );
+            println!(
+                "classifier test accuracy: {:.2}%",
+                r.classifier_test_accuracy * 100.0
+            );
+            println!(
+                "samples: {} per class, cfg {}, top-k {}, top-p {}",
+                r.samples_per_class, r.sampling.cfg, r.sampling.top_k, r.sampling.top_p
+            );
+            println!("class adherence (classified as the requested class):");
+            for (name, a) in var_web::FASHION_MNIST_CLASSES.iter().zip(&r.class_accuracy) {
+                println!("  {name:<12} {:6.1}%", a * 100.0);
+            }
+            println!(
+                "  {:<12} {:6.1}%",
+                "overall",
+                r.class_accuracy_overall * 100.0
+            );
+            println!(
+                "Fréchet distance (classifier features): {:.3}, floor (train vs test) {:.3}",
+                r.frechet, r.frechet_floor
+            );
+            println!(
+                "within-class spread, generated / real: {:.2}",
+                r.within_class_spread_ratio
+            );
+            println!("wrote {}/eval.json and grid.png", opts.out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve { port, root } => {
