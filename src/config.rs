@@ -241,7 +241,7 @@ impl ModelConfig {
                 quant_resi: 0.5,
                 share_quant_resi: 4,
             },
-            // About 1.3M parameters: small enough to ship (with the VQ-VAE, under 10 MB in
+            // About 1.6M parameters: small enough to ship (with the VQ-VAE, under 10 MB in
             // float32) and to train on two CPU cores in about an hour.
             var: VarConfig {
                 depth: 5,

@@ -257,6 +257,49 @@ fn soft_code(weights: &[f32], codebook: &[f32], cvae: usize) -> Vec<f32> {
 }
 
 impl EditSource {
+    /// The reference's per-scale keep masks (`var-reference.md` §4) from a keep-mask on the
+    /// finest token grid (`side`², row-major, 1 = keep the source): at each scale the mask is
+    /// resized to pn x pn (bilinear, `align_corners = false`) and kept where > 0.5; scales with
+    /// pn² ≤ 3 are kept whole.
+    pub fn keep_masks(mask: &[f32], side: usize, patch_nums: &[usize]) -> Result<Vec<Vec<bool>>> {
+        if side == 0 || mask.len() != side * side {
+            return Err(VarError::InvalidArgument(format!(
+                "the mask has {} values; the finest token grid needs {side}x{side}",
+                mask.len()
+            )));
+        }
+        // PyTorch's source coordinate for linear modes without corner alignment, clamped at 0.
+        let taps = |pn: usize| -> Vec<(usize, usize, f32)> {
+            (0..pn)
+                .map(|o| {
+                    let src = ((o as f32 + 0.5) * side as f32 / pn as f32 - 0.5).max(0.0);
+                    let i0 = (src.floor() as usize).min(side - 1);
+                    let i1 = (i0 + 1).min(side - 1);
+                    (i0, i1, src - i0 as f32)
+                })
+                .collect()
+        };
+        Ok(patch_nums
+            .iter()
+            .map(|&pn| {
+                if pn * pn <= 3 {
+                    return vec![true; pn * pn];
+                }
+                let t = taps(pn);
+                let mut out = Vec::with_capacity(pn * pn);
+                for &(y0, y1, ly) in &t {
+                    for &(x0, x1, lx) in &t {
+                        let at = |y: usize, x: usize| mask[y * side + x];
+                        let top = at(y0, x0) * (1.0 - lx) + at(y0, x1) * lx;
+                        let bottom = at(y1, x0) * (1.0 - lx) + at(y1, x1) * lx;
+                        out.push(top * (1.0 - ly) + bottom * ly > 0.5);
+                    }
+                }
+                out
+            })
+            .collect())
+    }
+
     fn check(&self, batch: usize, patch_nums: &[usize]) -> Result<()> {
         let ok = self.tokens.len() == patch_nums.len()
             && self.keep.len() == patch_nums.len()
@@ -270,5 +313,24 @@ impl EditSource {
                 "the edit source's tokens or masks do not match the model's scales".into(),
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_masks_follow_the_reference_resize() {
+        // Keep the left half of a 4x4 grid.
+        let mask: Vec<f32> = (0..16).map(|i| if i % 4 < 2 { 1.0 } else { 0.0 }).collect();
+        let m = EditSource::keep_masks(&mask, 4, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(m[0], vec![true], "pn² ≤ 3 is kept whole");
+        assert_eq!(m[1], vec![true, false, true, false]);
+        // 4 → 3: source x = 0.1667, 1.5, 2.8333 → values 1, 0.5 (not > 0.5), 0.
+        assert_eq!(&m[2][..3], &[true, false, false]);
+        let full: Vec<bool> = mask.iter().map(|&v| v > 0.5).collect();
+        assert_eq!(m[3], full, "the finest scale is the mask itself");
+        assert!(EditSource::keep_masks(&mask, 3, &[1]).is_err());
     }
 }

@@ -79,7 +79,16 @@ pub fn loss_curve(csv: &Path, png_path: &Path, title: &str, columns: &[&str]) ->
     let text = std::fs::read_to_string(csv).map_err(|e| VarError::io(csv, e))?;
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // One row per step, the last one logged: a log written by an interrupted run and its resumed
+    // continuation may repeat steps.
+    let mut by_step: std::collections::BTreeMap<u64, Vec<&str>> = Default::default();
+    for line in lines {
+        let row: Vec<&str> = line.split(',').collect();
+        if let Some(step) = row.first().and_then(|s| s.parse().ok()) {
+            by_step.insert(step, row);
+        }
+    }
+    let rows: Vec<Vec<&str>> = by_step.into_values().collect();
     let mut series: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for name in columns {
         let Some(col) = header.iter().position(|h| h == name) else {

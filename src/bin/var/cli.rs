@@ -67,6 +67,18 @@ enum Command {
     /// Score a Fashion-MNIST model: reconstruction PSNR, class adherence and Fréchet distance
     /// under the project's classifier, and a sample grid.
     Eval(var_web::train::eval::Evaluation),
+    /// Plot columns of a training log (log.csv) against the step as a PNG.
+    Plot {
+        #[arg(long)]
+        log: PathBuf,
+        /// Comma-separated column names, e.g. loss,val_loss or test_psnr.
+        #[arg(long)]
+        columns: String,
+        #[arg(long, default_value = "training")]
+        title: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Assemble a model directory (what the page loads) from a `var train var` run.
     Package(var_web::train::var::Packaging),
     /// Serve the web page (www/) on 127.0.0.1 and print its URL.
@@ -306,6 +318,17 @@ fn run(command: Command) -> Result<ExitCode> {
             pb.finish();
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plot {
+            log,
+            columns,
+            title,
+            out,
+        } => {
+            let columns: Vec<&str> = columns.split(',').map(str::trim).collect();
+            var_web::train::plot::loss_curve(&log, &out, &title, &columns)?;
+            println!("wrote {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Package(opts) => {
             let c = var_web::train::var::package(&opts)?;
             println!(
@@ -337,9 +360,15 @@ fn run(command: Command) -> Result<ExitCode> {
                 "samples: {} per class, cfg {}, top-k {}, top-p {}",
                 r.samples_per_class, r.sampling.cfg, r.sampling.top_k, r.sampling.top_p
             );
-            println!("class adherence (classified as the requested class):");
-            for (name, a) in var_web::FASHION_MNIST_CLASSES.iter().zip(&r.class_accuracy) {
-                println!("  {name:<12} {:6.1}%", a * 100.0);
+            println!(
+                "class adherence (samples classified as the requested class; the classifier on real test images beside it):"
+            );
+            for ((name, a), real) in var_web::FASHION_MNIST_CLASSES
+                .iter()
+                .zip(&r.class_accuracy)
+                .zip(&r.classifier_class_accuracy)
+            {
+                println!("  {name:<12} {:6.1}%   ({:5.1}%)", a * 100.0, real * 100.0);
             }
             println!(
                 "  {:<12} {:6.1}%",
