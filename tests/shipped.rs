@@ -1,5 +1,6 @@
 //! The shipped Fashion-MNIST model (`www/models/fashion-mnist/`): it fits the download budget,
 //! loads, and generates garments that the project's own classifier recognises.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
