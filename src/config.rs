@@ -164,6 +164,20 @@ pub struct SamplingDefaults {
     pub more_smooth: bool,
 }
 
+impl SamplingDefaults {
+    /// These settings as sampling parameters (temperature 1) for `seed`.
+    pub fn params(&self, seed: u64) -> crate::sampler::SamplingParams {
+        crate::sampler::SamplingParams {
+            cfg: self.cfg,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            temperature: 1.0,
+            more_smooth: self.more_smooth,
+            seed,
+        }
+    }
+}
+
 impl Default for SamplingDefaults {
     /// The reference demo's settings.
     fn default() -> Self {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use var_web::train::classifier::{Classifier, grey_input};
 use var_web::weights::format::load_model_dir;
-use var_web::{FASHION_MNIST_CLASSES, Model, SamplingParams, generate};
+use var_web::{FASHION_MNIST_CLASSES, Model, generate};
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -35,15 +35,7 @@ fn shipped_model_generates_recognisable_garments() {
     let device = Device::flex();
     let model = load_model_dir(&repo(var_web::DEFAULT_MODEL_DIR), &device).unwrap();
     let classifier = Classifier::load_dir(&repo("models/fashion-classifier"), &device).unwrap();
-    let d = &model.config.sampling;
-    let params = SamplingParams {
-        cfg: d.cfg,
-        top_k: d.top_k,
-        top_p: d.top_p,
-        temperature: 1.0,
-        more_smooth: d.more_smooth,
-        seed: 11,
-    };
+    let params = model.config.sampling.params(11);
     let per_class = 5;
     let labels: Vec<usize> = (0..10)
         .flat_map(|c| std::iter::repeat_n(c, per_class))

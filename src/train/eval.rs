@@ -170,14 +170,12 @@ pub fn evaluate(
         .for_each(|a| *a /= per_class_test);
     let classifier_accuracy = classifier_class_accuracy.iter().sum::<f64>() / classes as f64;
 
-    let d = &model.config.sampling;
+    let d = model.config.sampling.params(opts.seed);
     let sampling = SamplingParams {
         cfg: opts.cfg.unwrap_or(d.cfg),
         top_k: opts.top_k.unwrap_or(d.top_k),
         top_p: opts.top_p.unwrap_or(d.top_p),
-        temperature: 1.0,
-        more_smooth: d.more_smooth,
-        seed: opts.seed,
+        ..d
     };
     sampling.validate()?;
     let size = model.config.image_size;

@@ -26,7 +26,7 @@ use crate::config::{ModelConfig, VarConfig};
 use crate::error::{Result, VarError};
 use crate::generate::{generate, read_f32};
 use crate::model::Model;
-use crate::sampler::{Rng, SamplingParams};
+use crate::sampler::Rng;
 use crate::transformer::Var;
 use crate::vqvae::VqVae;
 use crate::weights::export::export_module;
@@ -408,15 +408,7 @@ pub fn sample_grid(model: &Model, per_class: usize, seed: u64) -> Result<Vec<u8>
     let labels: Vec<usize> = (0..classes)
         .flat_map(|c| std::iter::repeat_n(c, per_class))
         .collect();
-    let d = &model.config.sampling;
-    let params = SamplingParams {
-        cfg: d.cfg,
-        top_k: d.top_k,
-        top_p: d.top_p,
-        temperature: 1.0,
-        more_smooth: d.more_smooth,
-        seed,
-    };
+    let params = model.config.sampling.params(seed);
     let images = pollster::block_on(async {
         let t = generate(model, &labels, &params, None, |_| ControlFlow::Continue(())).await?;
         read_f32(t).await
@@ -643,13 +635,7 @@ pub fn package(opts: &Packaging) -> Result<ModelConfig> {
     s.cfg = opts.cfg.unwrap_or(s.cfg);
     s.top_k = opts.top_k.unwrap_or(s.top_k);
     s.top_p = opts.top_p.unwrap_or(s.top_p);
-    SamplingParams {
-        cfg: s.cfg,
-        top_k: s.top_k,
-        top_p: s.top_p,
-        ..SamplingParams::default()
-    }
-    .validate()?;
+    s.params(0).validate()?;
     let var = run.read(VAR_FILE)?;
     // Loading proves the three files fit together before anything is written.
     crate::weights::format::load_model_bytes(&config.to_json(), &vqvae, &var, &Device::flex())?;
