@@ -245,6 +245,16 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| VarError::Device(format!("{e:?}")))
 }
 
+/// Reads integer tensors (token maps) back to the CPU without blocking.
+pub async fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
+    t.into_data_async()
+        .await
+        .map_err(|e| VarError::Device(format!("{e:?}")))?
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| VarError::Device(format!("{e:?}")))
+}
+
 /// `weights @ codebook`: the "more smooth" blend of all code vectors.
 fn soft_code(weights: &[f32], codebook: &[f32], cvae: usize) -> Vec<f32> {
     let mut out = vec![0f32; cvae];

@@ -8,13 +8,17 @@
 //!   attention, KV cache, teacher-forced forward with the block-causal mask)
 //! - §4 sampling with CFG, top-k/top-p, Gumbel smoothing: [`sampler`]
 //! - the coarse-to-fine loop, with a per-scale callback and the editing seam: [`generate`]
+//! - §4 zero-shot in-painting, out-painting and editing: [`edit`]
 //! - configuration and presets: [`config`]; weights, the model directory and the official
 //!   checkpoint import: [`weights`]; parity checks against the reference: [`verify`]
 
 pub mod config;
+pub mod edit;
 pub mod error;
 pub mod generate;
 pub mod model;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod picture;
 pub mod sampler;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;

@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use serde::Deserialize;
 
 use crate::error::{Result, VarError};
-use crate::generate::{generate, read_f32};
+use crate::generate::{generate, read_f32, read_i64};
 use crate::model::Model;
 use crate::sampler::SamplingParams;
 use crate::weights::format::SafetensorsSource;
@@ -144,14 +144,7 @@ pub async fn verify(model: &Model, golden_bytes: &[u8], meta: &GoldenMeta) -> Re
     let (ours, f_hat) = vae.quantize.encode(f.clone());
     let (mut same, mut total) = (0usize, 0usize);
     for (si, idx) in ours.iter().enumerate() {
-        let mine = idx
-            .clone()
-            .into_data_async()
-            .await
-            .map_err(|e| VarError::Device(format!("{e:?}")))?
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| VarError::Device(format!("{e:?}")))?;
+        let mine = read_i64(idx.clone()).await?;
         let want = g.values(&format!("encode.idx.{si}"))?.1;
         total += want.len();
         same += mine

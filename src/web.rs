@@ -2,7 +2,7 @@
 //!
 //! A thin layer over the native core: it loads a model directory's three files (handed over as
 //! bytes by the worker), picks the WebGPU or CPU device, and drives [`Generation`] one scale at
-//! a time, handing each scale's preview to JavaScript and yielding to the event loop between
+//! a time (for generation and for editing), handing each scale's preview to JavaScript and yielding to the event loop between
 //! scales so that a `cancel` message is seen. Every error crosses as a `JsError` sentence.
 
 use std::cell::{Cell, RefCell};
@@ -14,8 +14,9 @@ use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
+use crate::edit::{EncodedImage, describe_mask, keep_grid, rgb8_to_tensor};
 use crate::error::VarError;
-use crate::generate::{Generation, read_f32};
+use crate::generate::{EditSource, Generation, read_f32};
 use crate::model::Model;
 use crate::sampler::SamplingParams;
 use crate::weights::format::load_model_bytes;
@@ -141,6 +142,39 @@ impl VarModel {
     /// `onScale(si, patch, rgba: Uint8ClampedArray, size, milliseconds)` with the decoded
     /// preview; resolves to the final RGBA image, or rejects with a sentence (also on cancel).
     pub fn generate(&self, label: u32, params: JsValue, on_scale: Function) -> Promise {
+        self.stream(label, params, None, on_scale)
+    }
+
+    /// In-paints, out-paints or edits `source` (RGBA, the model's size²): the pixels where
+    /// `generate_mask` (one byte per pixel) is non-zero are generated under class `label` (the
+    /// model's class count is the null class), the rest keep the source's tokens. Calls
+    /// `onSource(rgba, size, description)` with the source as the model sees it (encoder →
+    /// decoder) and a sentence on the mask, then streams scales like `generate`.
+    pub fn edit(
+        &self,
+        source: Vec<u8>,
+        generate_mask: Vec<u8>,
+        label: u32,
+        params: JsValue,
+        on_source: Function,
+        on_scale: Function,
+    ) -> Promise {
+        let request = EditRequest {
+            source,
+            generate_mask,
+            on_source,
+        };
+        self.stream(label, params, Some(request), on_scale)
+    }
+
+    /// The one streaming loop behind `generate` and `edit`.
+    fn stream(
+        &self,
+        label: u32,
+        params: JsValue,
+        edit: Option<EditRequest>,
+        on_scale: Function,
+    ) -> Promise {
         let model = self.model.clone();
         let cancelled = self.cancelled.clone();
         cancelled.set(false);
@@ -156,7 +190,11 @@ impl VarModel {
                 seed: p.seed,
             };
             let size = model.config.image_size;
-            let mut run = Generation::new(&model, &[label as usize], &params, None)
+            let edit = match edit {
+                Some(request) => Some(request.prepare(&model).await?),
+                None => None,
+            };
+            let mut run = Generation::new(&model, &[label as usize], &params, edit)
                 .await
                 .map_err(js_error)?;
             let mut last = js_sys::Date::now();
@@ -186,5 +224,46 @@ impl VarModel {
             }
             Ok(image)
         })
+    }
+}
+
+/// What `edit` hands over before the loop starts.
+struct EditRequest {
+    source: Vec<u8>,
+    generate_mask: Vec<u8>,
+    on_source: Function,
+}
+
+impl EditRequest {
+    /// Encodes the source, reports its reconstruction and builds the per-scale keep masks.
+    async fn prepare(self, model: &Model) -> Result<EditSource, JsError> {
+        let size = model.config.image_size;
+        let side = *model.config.patch_nums.last().expect("validated");
+        if self.source.len() != size * size * 4 {
+            return Err(JsError::new(&format!(
+                "the source image has {} bytes; this model edits {size}x{size} RGBA ({} bytes)",
+                self.source.len(),
+                size * size * 4
+            )));
+        }
+        let painted: Vec<bool> = self.generate_mask.iter().map(|&m| m != 0).collect();
+        let keep = keep_grid(&painted, size, side).map_err(js_error)?;
+        let description = describe_mask(&keep).map_err(js_error)?;
+        let rgb: Vec<u8> = self
+            .source
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        let image = rgb8_to_tensor(model, &rgb).map_err(js_error)?;
+        let encoded = EncodedImage::encode(model, image).await.map_err(js_error)?;
+        let pixels = read_f32(encoded.reconstruction(model))
+            .await
+            .map_err(js_error)?;
+        let rgba = Uint8ClampedArray::from(to_rgba(&pixels, size).as_slice());
+        let args = js_sys::Array::of3(&rgba, &JsValue::from(size as u32), &description.into());
+        self.on_source
+            .apply(&JsValue::NULL, &args)
+            .map_err(|_| JsError::new("the onSource callback threw"))?;
+        encoded.edit_source(model, &keep).map_err(js_error)
     }
 }

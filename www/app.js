@@ -1,7 +1,7 @@
 // The page: controls, canvas and thumbnails. All model work is in worker.js (see protocol.js).
 import { MSG } from './protocol.js';
+import { Editor } from './editor.js';
 
-// The shipped model; until the trained Fashion-MNIST model lands, the reference fixture stands in.
 // The model trained here on Fashion-MNIST (committed; see the README's training section).
 const DEFAULT_MODEL = 'models/fashion-mnist/';
 const $ = (id) => document.getElementById(id);
@@ -12,7 +12,13 @@ const ui = {
   cfg: $('cfg'), topK: $('top-k'), topP: $('top-p'), smooth: $('smooth'), generate: $('generate'),
   cancel: $('cancel'), download: $('download'), clearCache: $('clear-cache'), output: $('output'),
   thumbs: $('thumbs'), timings: $('timings'),
+  modeEdit: $('mode-edit'), upload: $('upload'), editControls: $('edit-controls'), editMode: $('edit-mode'),
+  editClass: $('edit-class'), brushSize: $('brush-size'), brushSizeValue: $('brush-size-value'),
+  maskClear: $('mask-clear'), maskInvert: $('mask-invert'), beforeAfter: $('before-after'),
+  useResult: $('use-result'), inpaint: $('inpaint'), editNote: $('edit-note'), mask: $('mask'),
+  sourceFigure: $('source-figure'), reconstruction: $('reconstruction'),
 };
+const editor = new Editor(ui.mask);
 
 const query = new URLSearchParams(location.search);
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
@@ -21,6 +27,10 @@ let backend = '';
 let runId = 0;
 let scaleMs = [];
 const downloads = new Map();
+let editing = false; // edit mode: the mask is shown and painted over the output
+let runKind = 'generate'; // what the running or last run was: 'generate' | 'edit'
+let haveImage = false; // the output canvas holds a finished image
+let result = null; // the last edit's result (ImageData), for the before/after toggle
 
 function setStatus(state, text) {
   ui.status.dataset.state = state;
@@ -30,6 +40,29 @@ function setStatus(state, text) {
   ui.generate.disabled = busy || !config;
   ui.cancel.disabled = state !== 'busy';
   ui.loadModel.disabled = busy;
+  ui.inpaint.disabled = busy || !config || !editing;
+  ui.modeEdit.disabled = busy || !config || (!haveImage && !editor.source);
+  ui.upload.disabled = busy || !config;
+  ui.beforeAfter.disabled = busy || !result;
+  ui.useResult.disabled = busy || !result;
+}
+
+// Enters or leaves edit mode. The mask is only hidden on leaving, never cleared.
+function setEditing(on) {
+  editing = on;
+  ui.mask.hidden = !on;
+  ui.editControls.hidden = !on;
+  ui.modeEdit.setAttribute('aria-pressed', String(on));
+  ui.modeEdit.textContent = on ? 'Leave edit mode' : 'Edit this image';
+  setStatus(ui.status.dataset.state, ui.status.textContent);
+}
+
+function showBefore(before) {
+  ui.beforeAfter.setAttribute('aria-pressed', String(before));
+  ui.beforeAfter.textContent = before ? 'Show after' : 'Show before';
+  if (before) editor.drawSource(ui.output);
+  else if (result) drawRgba(ui.output, result.data, result.width);
+  ui.output.dataset.showing = before ? 'before' : 'after';
 }
 
 function drawRgba(canvas, rgba, size) {
@@ -81,6 +114,12 @@ worker.onmessage = ({ data }) => {
       backend = data.backend;
       ui.progress.hidden = true;
       fillClasses(config.class_names);
+      ui.editClass.replaceChildren(new Option('none (unconditional)', ''),
+        ...config.class_names.map((name, i) => new Option(`${i}: ${name}`, String(i))));
+      editor.reset(config.image_size);
+      haveImage = false;
+      result = null;
+      setEditing(false);
       const s = config.sampling;
       ui.cfg.value = s.cfg;
       ui.topK.value = s.top_k;
@@ -106,16 +145,27 @@ worker.onmessage = ({ data }) => {
       setStatus('busy', `Scale ${data.si + 1} of ${n} (${data.patch}×${data.patch} tokens)…`);
       break;
     }
+    case MSG.SOURCE:
+      if (data.id !== runId) return;
+      drawRgba(ui.reconstruction, data.rgba, data.size);
+      ui.sourceFigure.hidden = false;
+      ui.editNote.textContent = `${ui.editNote.dataset.source || ''} The mask: ${data.description}.`;
+      break;
     case MSG.DONE:
       if (data.id !== runId) return;
       drawRgba(ui.output, data.rgba, data.size);
+      haveImage = true;
+      if (runKind === 'edit') {
+        result = new ImageData(new Uint8ClampedArray(data.rgba), data.size, data.size);
+        ui.output.dataset.showing = 'after';
+      }
       ui.download.disabled = false;
       ui.timings.textContent = `First preview after ${scaleMs[0].toFixed(0)} ms; total ${data.totalMs.toFixed(0)} ms; per scale: ${scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms.`;
-      setStatus('done', `Done in ${(data.totalMs / 1000).toFixed(2)} s on ${backend === 'webgpu' ? 'WebGPU' : 'the CPU'}.`);
+      setStatus('done', `${runKind === 'edit' ? 'Edited' : 'Done'} in ${(data.totalMs / 1000).toFixed(2)} s on ${backend === 'webgpu' ? 'WebGPU' : 'the CPU'}.`);
       break;
     case MSG.CANCELLED:
       if (data.id !== runId) return;
-      setStatus('ready', 'Cancelled. The canvas shows the last finished scale.');
+      setStatus('ready', `Cancelled. The canvas shows the last finished scale${runKind === 'edit' ? '; the mask is kept' : ''}.`);
       break;
     case MSG.CACHE_CLEARED:
       setStatus(ui.status.dataset.state, `${ui.status.textContent} Cached models cleared.`);
@@ -123,7 +173,7 @@ worker.onmessage = ({ data }) => {
     case MSG.ERROR:
       ui.progress.hidden = true;
       if (data.phase === 'load') config = null;
-      setStatus('error', `Error: ${data.message}`);
+      setStatus('error', `Error: ${data.message}${data.phase === 'edit' ? ' (the mask is kept)' : ''}`);
       break;
     default:
       break;
@@ -131,23 +181,119 @@ worker.onmessage = ({ data }) => {
 };
 worker.onerror = (e) => setStatus('error', `Error: the worker failed: ${e.message}`);
 
-ui.generate.addEventListener('click', () => {
-  if (!config || ui.status.dataset.state === 'busy') return;
-  const label = Number(ui.classSelect.value);
+// The sampling settings of the form, or null (with an error state) when the seed is bad.
+function samplingParams() {
   const seed = Number(ui.seed.value);
-  if (!Number.isInteger(seed) || seed < 0) return setStatus('error', 'Error: the seed must be a whole number ≥ 0.');
+  if (!Number.isInteger(seed) || seed < 0) {
+    setStatus('error', 'Error: the seed must be a whole number ≥ 0.');
+    return null;
+  }
+  return {
+    cfg: Number(ui.cfg.value), topK: Number(ui.topK.value), topP: Number(ui.topP.value),
+    moreSmooth: ui.smooth.checked, seed,
+  };
+}
+
+function startRun(kind) {
   runId += 1;
+  runKind = kind;
   scaleMs = [];
   ui.thumbs.replaceChildren();
   ui.output.dataset.scale = '';
   ui.download.disabled = true;
   ui.timings.textContent = '';
-  const params = {
-    cfg: Number(ui.cfg.value), topK: Number(ui.topK.value), topP: Number(ui.topP.value),
-    moreSmooth: ui.smooth.checked, seed,
-  };
+}
+
+ui.generate.addEventListener('click', () => {
+  if (!config || ui.status.dataset.state === 'busy') return;
+  const params = samplingParams();
+  if (!params) return;
+  const label = Number(ui.classSelect.value);
+  startRun('generate');
+  if (editing) setEditing(false);
+  result = null;
   setStatus('busy', 'Generating…');
   worker.postMessage({ type: MSG.GENERATE, id: runId, label, params });
+});
+
+ui.inpaint.addEventListener('click', () => {
+  if (!config || !editing || ui.status.dataset.state === 'busy') return;
+  if (!editor.source) return setStatus('error', 'Error: there is no source image: generate or upload one.');
+  const mode = ui.editMode.value;
+  const { mask, painted } = editor.generateMask(mode);
+  if (!painted) {
+    const what = mode === 'outpaint' ? 'the region to keep' : 'the region to regenerate';
+    return setStatus('error', `Error: the mask is empty: paint ${what} on the image.`);
+  }
+  if (mode === 'outpaint' && painted === mask.length) {
+    return setStatus('error', 'Error: the whole image is painted to be kept, so out-painting has nothing to generate.');
+  }
+  const chosen = ui.editClass.value;
+  if (mode === 'edit' && chosen === '') {
+    return setStatus('error', 'Error: editing redraws the painted region as a class: pick one under “Class for the generated part”.');
+  }
+  const params = samplingParams();
+  if (!params) return;
+  const label = chosen === '' ? config.var.num_classes : Number(chosen);
+  startRun('edit');
+  showBefore(false);
+  result = null;
+  const source = new Uint8ClampedArray(editor.source.data);
+  setStatus('busy', 'Encoding the source…');
+  worker.postMessage({ type: MSG.EDIT, id: runId, source: source.buffer, mask: mask.buffer, label, params },
+    [source.buffer, mask.buffer]);
+});
+
+ui.modeEdit.addEventListener('click', () => {
+  if (editing) return setEditing(false);
+  // A finished image on the canvas becomes the source; otherwise the last source stays.
+  if (haveImage && ui.output.dataset.showing !== 'before' && editor.takeSource(ui.output)) {
+    ui.editNote.dataset.source = 'Source: the generated image.';
+    ui.editNote.textContent = ui.editNote.dataset.source;
+    result = null;
+    ui.sourceFigure.hidden = true;
+  }
+  setEditing(true);
+});
+
+ui.upload.addEventListener('change', async () => {
+  const file = ui.upload.files[0];
+  ui.upload.value = ''; // the same file can be chosen again
+  if (!file || !config) return;
+  try {
+    const how = await editor.loadFile(file);
+    editor.drawSource(ui.output);
+    haveImage = false;
+    result = null;
+    ui.thumbs.replaceChildren();
+    ui.output.dataset.showing = 'before';
+    ui.sourceFigure.hidden = true;
+    ui.editNote.dataset.source = `Source: ${how}.`;
+    ui.editNote.textContent = ui.editNote.dataset.source;
+    setEditing(true);
+    setStatus('ready', `Loaded ${file.name}: paint the mask, then run the edit.`);
+  } catch (e) {
+    setStatus('error', `Error: ${e.message}.`);
+  }
+});
+
+for (const radio of document.querySelectorAll('input[name="tool"]')) {
+  radio.addEventListener('change', () => radio.checked && editor.setTool(radio.value));
+}
+ui.brushSize.addEventListener('input', () => {
+  editor.brush = Number(ui.brushSize.value);
+  ui.brushSizeValue.textContent = `${ui.brushSize.value} px`;
+});
+ui.maskClear.addEventListener('click', () => editor.clear());
+ui.maskInvert.addEventListener('click', () => editor.invert());
+ui.beforeAfter.addEventListener('click', () => showBefore(ui.beforeAfter.getAttribute('aria-pressed') !== 'true'));
+ui.useResult.addEventListener('click', () => {
+  showBefore(false);
+  if (!editor.takeSource(ui.output)) return;
+  result = null;
+  ui.editNote.dataset.source = 'Source: the last edit’s result.';
+  ui.editNote.textContent = ui.editNote.dataset.source;
+  setStatus('ready', 'The result is the new source; the mask is kept.');
 });
 ui.cancel.addEventListener('click', () => worker.postMessage({ type: MSG.CANCEL }));
 ui.randomSeed.addEventListener('click', () => { ui.seed.value = String(Math.floor(Math.random() * 2 ** 31)); });

@@ -4,6 +4,10 @@
 //   {type: 'load', url, backend}                load the model directory at `url` (ends with /);
 //                                               backend: 'auto' (WebGPU, else CPU) or 'cpu'
 //   {type: 'generate', id, label, params}       params: {cfg, topK, topP, temperature, moreSmooth, seed}
+//   {type: 'edit', id, source, mask, label, params}
+//                                               source: ArrayBuffer, size x size RGBA; mask:
+//                                               ArrayBuffer, one byte per pixel (non-zero =
+//                                               generate); label: a class or num_classes (none)
 //   {type: 'cancel'}                            stop the running generation before its next scale
 //   {type: 'clear-cache'}                       delete cached model files
 // Worker -> page
@@ -11,13 +15,18 @@
 //   {type: 'ready', backend, reason, config, cached}
 //                                               backend: 'webgpu' | 'cpu'; reason: why not WebGPU (or '')
 //   {type: 'scale', id, si, patch, size, ms, rgba}   rgba: ArrayBuffer (transferred), size x size RGBA
+//   {type: 'source', id, size, rgba, description}
+//                                               an edit's source through the VQ-VAE, and what
+//                                               the mask asks for (before the first scale)
 //   {type: 'done', id, size, totalMs, rgba}     the final image
 //   {type: 'cancelled', id}
 //   {type: 'cache-cleared'}
-//   {type: 'error', phase, message}             phase: 'load' | 'generate'
+//   {type: 'error', phase, message}             phase: 'load' | 'generate' | 'edit'
 export const MSG = Object.freeze({
   LOAD: 'load',
   GENERATE: 'generate',
+  EDIT: 'edit',
+  SOURCE: 'source',
   CANCEL: 'cancel',
   CLEAR_CACHE: 'clear-cache',
   PROGRESS: 'progress',

@@ -133,20 +133,28 @@ async function load(url, preference) {
   });
 }
 
-async function generate({ id, label, params }) {
+// Runs a generation, or an edit when `edit` ({source, mask}) is given; both stream scales.
+async function run({ id, label, params }, edit = null) {
   running = id;
   const start = performance.now();
+  const onScale = (si, patch, pixels, size, ms) => {
+    const copy = new Uint8ClampedArray(pixels);
+    post({ type: MSG.SCALE, id, si, patch, size, ms, rgba: copy.buffer }, [copy.buffer]);
+  };
   try {
-    const rgba = await model.generate(label, params, (si, patch, pixels, size, ms) => {
-      const copy = new Uint8ClampedArray(pixels);
-      post({ type: MSG.SCALE, id, si, patch, size, ms, rgba: copy.buffer }, [copy.buffer]);
-    });
+    const rgba = edit
+      ? await model.edit(new Uint8Array(edit.source), new Uint8Array(edit.mask), label, params,
+        (pixels, size, description) => {
+          const copy = new Uint8ClampedArray(pixels);
+          post({ type: MSG.SOURCE, id, size, description, rgba: copy.buffer }, [copy.buffer]);
+        }, onScale)
+      : await model.generate(label, params, onScale);
     const size = Math.round(Math.sqrt(rgba.length / 4));
     post({ type: MSG.DONE, id, size, totalMs: performance.now() - start, rgba: rgba.buffer }, [rgba.buffer]);
   } catch (e) {
     const message = e && e.message ? e.message : String(e);
     if (message.includes('cancelled')) post({ type: MSG.CANCELLED, id });
-    else post({ type: MSG.ERROR, phase: 'generate', message });
+    else post({ type: MSG.ERROR, phase: edit ? 'edit' : 'generate', message });
   } finally {
     running = null;
   }
@@ -163,10 +171,13 @@ self.onmessage = async ({ data }) => {
       }
       break;
     case MSG.GENERATE:
-      if (!model) post({ type: MSG.ERROR, phase: 'generate', message: 'no model is loaded' });
-      else if (running !== null) post({ type: MSG.ERROR, phase: 'generate', message: 'a generation is already running' });
-      else generate(data);
+    case MSG.EDIT: {
+      const phase = data.type === MSG.EDIT ? 'edit' : 'generate';
+      if (!model) post({ type: MSG.ERROR, phase, message: 'no model is loaded' });
+      else if (running !== null) post({ type: MSG.ERROR, phase, message: 'a generation is already running' });
+      else run(data, data.type === MSG.EDIT ? data : null);
       break;
+    }
     case MSG.CANCEL:
       if (model && running !== null) model.cancel();
       break;

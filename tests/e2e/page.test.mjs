@@ -51,7 +51,7 @@ after(async () => {
 });
 
 async function openPage(query = '') {
-  const page = await browser.newPage();
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1200 } });
   page.on('console', (m) => { if (m.type() === 'error') console.log(`[page] ${m.text()}`); });
   await page.goto(`${base}${query}`);
   // Record every data-scale the canvas takes, in order, from inside the page.
@@ -143,6 +143,113 @@ test('cancel mid-run leaves the page ready', { timeout: LONG }, async () => {
   const last = Math.max(...(await page.evaluate(() => window.scales)));
   assert.ok(last < 5, `stopped before the last scale (last drawn ${last})`);
   assert.equal(await page.locator('#generate').isDisabled(), false);
+  await page.close();
+});
+
+// Reads a canvas's RGBA pixels from inside the page.
+const canvasPixels = (page, id) => page.evaluate((i) => {
+  const c = document.getElementById(i);
+  return [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data];
+}, id);
+
+test('in-paints a painted rectangle and keeps the rest of the image', { timeout: LONG }, async () => {
+  const page = await openPage();
+  await generateAndCheck(page, 'before in-painting');
+  await page.click('#mode-edit');
+  assert.equal(await page.locator('#mask').isVisible(), true, 'the mask is stacked over the output');
+  const source = await canvasPixels(page, 'output');
+
+  // Nothing painted: a clear error, and nothing runs.
+  await page.click('#inpaint');
+  assert.equal(await state(page), 'error');
+  assert.match(await page.textContent('#status'), /mask is empty/);
+
+  // The rectangle tool, dragged over the top half: pixels 4..16 x 4..28 (snapped outwards).
+  await page.check('#tool-rect');
+  // Bring the whole canvas into the viewport: the mouse works in viewport coordinates.
+  await page.evaluate(() => document.getElementById('mask').scrollIntoView({ block: 'center' }));
+  const box = await page.locator('#mask').boundingBox();
+  const at = (x, y) => [box.x + (box.width * x) / 32, box.y + (box.height * y) / 32];
+  await page.mouse.move(...at(4.2, 4.2));
+  await page.mouse.down();
+  await page.mouse.move(...at(27.8, 15.8), { steps: 5 });
+  await page.mouse.up();
+  const inRect = (x, y) => x >= 4 && x < 28 && y >= 4 && y < 16;
+  const maskAlpha = async () => (await canvasPixels(page, 'mask')).filter((_, i) => i % 4 === 3);
+  const painted = (await maskAlpha()).map((a, i) => (a >= 128) === inRect(i % 32, Math.floor(i / 32)));
+  assert.ok(painted.every(Boolean), 'the mask is exactly the dragged rectangle');
+
+  await page.selectOption('#edit-mode', 'inpaint');
+  await page.selectOption('#edit-class', '');
+  await page.evaluate(() => { window.scales = []; });
+  await page.click('#inpaint');
+  await waitState(page, ['done', 'error']);
+  assert.equal(await state(page), 'done', await page.textContent('#status'));
+  assert.deepEqual(await page.evaluate(() => window.scales), [0, 1, 2, 3, 4, 5], 'every scale streams');
+  assert.match(await page.textContent('#edit-note'), /18 of 64 tokens/);
+
+  // Pixels well outside the mask (at least 6 px below it) match the encoder reconstruction of
+  // the source; pixels inside changed.
+  const out = await canvasPixels(page, 'output');
+  const recon = await canvasPixels(page, 'reconstruction');
+  const diff = (pick) => {
+    let sum = 0, n = 0;
+    for (let p = 0; p < 32 * 32; p++) {
+      if (!pick(p % 32, Math.floor(p / 32))) continue;
+      for (let c = 0; c < 3; c++) sum += Math.abs(out[p * 4 + c] - recon[p * 4 + c]);
+      n += 3;
+    }
+    return sum / n;
+  };
+  const far = diff((x, y) => y >= 22);
+  const inside = diff(inRect);
+  results.inpaint = { far, inside };
+  assert.ok(far < 6, `far from the mask the image is the reconstruction (mean |Δ| ${far.toFixed(2)})`);
+  assert.ok(inside > 3 * far + 4, `the masked region was regenerated (mean |Δ| ${inside.toFixed(2)} vs ${far.toFixed(2)} outside)`);
+
+  // The mask survives the run; before/after shows the source and the result.
+  assert.ok((await maskAlpha()).some((a) => a >= 128), 'the mask is kept after the run');
+  await page.click('#before-after');
+  assert.deepEqual(await canvasPixels(page, 'output'), source, '"before" is the source');
+  await page.click('#before-after');
+  assert.deepEqual(await canvasPixels(page, 'output'), out, '"after" is the result');
+  await page.close();
+});
+
+test('uploads: another aspect ratio is centre-cropped, a non-image is refused', { timeout: LONG }, async () => {
+  const page = await openPage();
+  await waitState(page, ['ready']);
+  // 96x64, white in the centred 64x64 square, black at the sides.
+  const dataUrl = await page.evaluate(() => {
+    const c = document.createElement('canvas');
+    c.width = 96;
+    c.height = 64;
+    const x = c.getContext('2d');
+    x.fillStyle = '#000';
+    x.fillRect(0, 0, 96, 64);
+    x.fillStyle = '#fff';
+    x.fillRect(16, 0, 64, 64);
+    return c.toDataURL('image/png');
+  });
+  const png = Buffer.from(dataUrl.split(',')[1], 'base64');
+  await page.setInputFiles('#upload', { name: 'wide.png', mimeType: 'image/png', buffer: png });
+  await page.waitForFunction(() => document.getElementById('status').textContent.includes('wide.png'), null, { timeout: LONG });
+  assert.match(await page.textContent('#edit-note'), /96x64, cropped to its centred 64x64 square and resized to 32x32/);
+  const px = await canvasPixels(page, 'output');
+  assert.equal(px.length, 32 * 32 * 4);
+  assert.ok(px.every((v, i) => i % 4 === 3 || v > 240), 'only the white centre square remains');
+  assert.equal(await page.locator('#edit-controls').isVisible(), true, 'an upload opens edit mode');
+
+  // Paint, then upload a text file: an error state, and the painted mask is still there.
+  // Bring the whole canvas into the viewport: the mouse works in viewport coordinates.
+  await page.evaluate(() => document.getElementById('mask').scrollIntoView({ block: 'center' }));
+  const box = await page.locator('#mask').boundingBox();
+  await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+  await page.setInputFiles('#upload', { name: 'notes.png', mimeType: 'image/png', buffer: Buffer.from('not a picture') });
+  await page.waitForFunction(() => document.getElementById('status').dataset.state === 'error', null, { timeout: LONG });
+  assert.match(await page.textContent('#status'), /notes\.png is not an image this browser can decode/);
+  const alpha = (await canvasPixels(page, 'mask')).filter((_, i) => i % 4 === 3);
+  assert.ok(alpha.some((a) => a >= 128), 'the painted mask survives a failed upload');
   await page.close();
 });
 

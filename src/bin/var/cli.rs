@@ -1,7 +1,7 @@
 //! The `var` command line: convert, verify, generate, serve, bench.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -10,10 +10,13 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use var_web::config::{ModelConfig, OFFICIAL_PATCH_NUMS, parse_patch_nums};
+use var_web::edit::{describe_mask, inpaint, keep_grid};
 use var_web::error::{Result, VarError};
 use var_web::generate::{Generation, generate, read_f32};
 use var_web::model::Model;
+use var_web::picture::{overlay_mask, read_mask, read_picture, side_by_side, write_png};
 use var_web::sampler::SamplingParams;
+use var_web::train::plot::write_atomically;
 use var_web::verify::{GoldenMeta, verify};
 use var_web::weights::format::{convert_pth, load_model_dir};
 
@@ -61,6 +64,9 @@ enum Command {
     },
     /// Generate images of one class and write them as PNG files.
     Generate(GenerateArgs),
+    /// In-paint, out-paint or edit an image: regenerate the masked part, scale by scale, keeping
+    /// the source's tokens elsewhere.
+    Inpaint(InpaintArgs),
     /// Train a model on Fashion-MNIST (resumable; see the README's training section).
     #[command(subcommand)]
     Train(TrainCommand),
@@ -113,20 +119,13 @@ enum TrainCommand {
     Classifier(var_web::train::classifier::ClassifierTraining),
 }
 
+/// Sampling settings shared by `generate` and `inpaint`; unset ones take the model's
+/// recommendation (its config.json).
 #[derive(Args)]
-struct GenerateArgs {
-    /// Model directory (config.json + safetensors); default: the shipped Fashion-MNIST model.
-    #[arg(long, default_value = var_web::DEFAULT_MODEL_DIR)]
-    model: PathBuf,
-    /// Class index (see the model's config.json for names).
-    #[arg(long)]
-    class: usize,
+struct SamplingArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Images to generate (seeds seed, seed+1, ...).
-    #[arg(long, default_value_t = 1)]
-    count: usize,
-    /// Classifier-free guidance (default: the model's recommendation).
+    /// Classifier-free guidance.
     #[arg(long)]
     cfg: Option<f32>,
     #[arg(long)]
@@ -138,9 +137,69 @@ struct GenerateArgs {
     /// Gumbel-softmax code blending (the reference's more_smooth).
     #[arg(long)]
     smooth: bool,
+}
+
+impl SamplingArgs {
+    fn params(&self, model: &Model) -> Result<SamplingParams> {
+        let d = &model.config.sampling;
+        let params = SamplingParams {
+            cfg: self.cfg.unwrap_or(d.cfg),
+            top_k: self.top_k.unwrap_or(d.top_k),
+            top_p: self.top_p.unwrap_or(d.top_p),
+            temperature: self.temperature,
+            more_smooth: self.smooth || d.more_smooth,
+            seed: self.seed,
+        };
+        params.validate()?;
+        Ok(params)
+    }
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Model directory (config.json + safetensors); default: the shipped Fashion-MNIST model.
+    #[arg(long, default_value = var_web::DEFAULT_MODEL_DIR)]
+    model: PathBuf,
+    /// Class index (see the model's config.json for names).
+    #[arg(long)]
+    class: usize,
+    /// Images to generate (seeds seed, seed+1, ...).
+    #[arg(long, default_value_t = 1)]
+    count: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Output directory; one PNG per image.
     #[arg(long)]
     out: PathBuf,
+}
+
+/// `var inpaint`: regenerate the white part of a mask over an image.
+#[derive(Args)]
+struct InpaintArgs {
+    /// Model directory; default: the shipped Fashion-MNIST model.
+    #[arg(long, default_value = var_web::DEFAULT_MODEL_DIR)]
+    model: PathBuf,
+    /// The source picture (PNG or JPEG, any size: its centred square is resized to the
+    /// model's resolution).
+    #[arg(long)]
+    image: PathBuf,
+    /// The mask, as large as the image: white = generate, black = keep.
+    #[arg(long)]
+    mask: PathBuf,
+    /// Out-painting: white = keep, black = generate.
+    #[arg(long)]
+    invert: bool,
+    /// Generate under this class (class-conditional editing); default: the null class.
+    #[arg(long)]
+    class: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// The edited image (PNG, at the model's resolution).
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write source | mask | reconstruction | result side by side to this PNG.
+    #[arg(long)]
+    sheet: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -235,6 +294,7 @@ fn run(command: Command) -> Result<ExitCode> {
             })
         }
         Command::Generate(args) => generate_cmd(args, &device),
+        Command::Inpaint(args) => inpaint_cmd(args, &device),
         Command::Train(TrainCommand::Vqvae(opts)) => {
             let pb = ProgressBar::new(opts.steps as u64);
             pb.set_style(
@@ -398,16 +458,7 @@ fn run(command: Command) -> Result<ExitCode> {
 
 fn generate_cmd(a: GenerateArgs, device: &Device) -> Result<ExitCode> {
     let model = load_model_dir(&a.model, device)?;
-    let d = &model.config.sampling;
-    let params = SamplingParams {
-        cfg: a.cfg.unwrap_or(d.cfg),
-        top_k: a.top_k.unwrap_or(d.top_k),
-        top_p: a.top_p.unwrap_or(d.top_p),
-        temperature: a.temperature,
-        more_smooth: a.smooth || d.more_smooth,
-        seed: a.seed,
-    };
-    params.validate()?;
+    let params = a.sampling.params(&model)?;
     if a.class >= model.config.var.num_classes {
         return Err(VarError::InvalidArgument(format!(
             "class {} does not exist: this model has classes 0..{}",
@@ -424,7 +475,7 @@ fn generate_cmd(a: GenerateArgs, device: &Device) -> Result<ExitCode> {
     let size = model.config.image_size;
     let k = model.config.num_scales();
     for i in 0..a.count {
-        let seed = a.seed.wrapping_add(i as u64);
+        let seed = params.seed.wrapping_add(i as u64);
         let pb = scale_bar(k, &format!("image {}/{} (seed {seed})", i + 1, a.count));
         let p = SamplingParams {
             seed,
@@ -438,28 +489,63 @@ fn generate_cmd(a: GenerateArgs, device: &Device) -> Result<ExitCode> {
         let pixels = pollster::block_on(read_f32(img))?;
         let rgb = Model::to_rgb8(&pixels, 1, size).remove(0);
         let path = a.out.join(format!("class{}_seed{seed}.png", a.class));
-        write_png(&path, &rgb, size)?;
+        write_png(&path, &rgb, size, size)?;
         println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes an RGB8 PNG atomically (temporary file, then rename).
-fn write_png(path: &Path, rgb: &[u8], size: usize) -> Result<()> {
-    let tmp = path.with_extension("png.partial");
-    let write = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        let mut enc = png::Encoder::new(file, size as u32, size as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        enc.write_header()?.write_image_data(rgb)?;
-        Ok(())
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        VarError::io(path, std::io::Error::other(e.to_string()))
-    })?;
-    std::fs::rename(&tmp, path).map_err(|e| VarError::io(path, e))
+fn inpaint_cmd(a: InpaintArgs, device: &Device) -> Result<ExitCode> {
+    let model = load_model_dir(&a.model, device)?;
+    let params = a.sampling.params(&model)?;
+    let num_classes = model.config.var.num_classes;
+    if let Some(c) = a.class.filter(|&c| c >= num_classes) {
+        return Err(VarError::InvalidArgument(format!(
+            "class {c} does not exist: this model has classes 0..{}",
+            num_classes - 1
+        )));
+    }
+    let size = model.config.image_size;
+    let side = *model.config.patch_nums.last().expect("validated");
+    let picture = read_picture(&a.image, size)?;
+    let mut generate_px = read_mask(&a.mask, size, picture.original)?;
+    if a.invert {
+        generate_px.iter_mut().for_each(|g| *g = !*g);
+    }
+    eprintln!("{}: {}", a.image.display(), picture.describe(size));
+    eprintln!(
+        "mask: {}",
+        describe_mask(&keep_grid(&generate_px, size, side)?)?
+    );
+    let label = a.class.unwrap_or(num_classes);
+    let pb = scale_bar(model.config.num_scales(), "in-painting");
+    let done = pollster::block_on(inpaint(
+        &model,
+        &picture.rgb,
+        &generate_px,
+        label,
+        &params,
+        |_| {
+            pb.inc(1);
+            ControlFlow::Continue(())
+        },
+    ))?;
+    pb.finish_and_clear();
+    let result = Model::to_rgb8(&pollster::block_on(read_f32(done.image))?, 1, size).remove(0);
+    write_png(&a.out, &result, size, size)?;
+    println!("{}", a.out.display());
+    if let Some(sheet) = &a.sheet {
+        let recon = pollster::block_on(read_f32(done.source.reconstruction(&model)))?;
+        let panels = [
+            picture.rgb.clone(),
+            overlay_mask(&picture.rgb, &generate_px),
+            Model::to_rgb8(&recon, 1, size).remove(0),
+            result,
+        ];
+        write_atomically(sheet, &side_by_side(&panels, size)?)?;
+        println!("{}", sheet.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.

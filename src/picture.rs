@@ -1,0 +1,205 @@
+//! Image files for the command line: reading a picture or a mask at the model's resolution
+//! (defensively: an upload is untrusted), and writing PNGs atomically.
+//!
+//! Any aspect ratio is accepted: the image is cropped to its centred square, then resized to
+//! the model's side with a triangle filter (which averages when shrinking). A mask goes through
+//! the same crop and resize, so it must have the image's width and height.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageReader, Limits};
+
+use crate::error::{Result, VarError};
+use crate::train::plot::{encode_png, grid_png, write_atomically};
+
+/// The largest width or height read (a 16k-pixel side is already 1 GiB of RGBA).
+pub const MAX_SIDE: u32 = 16_384;
+
+/// An image fitted to the model: `size`² RGB8 pixels, and what was done to get there.
+pub struct Fitted {
+    pub rgb: Vec<u8>,
+    /// Width and height of the file.
+    pub original: (u32, u32),
+}
+
+impl Fitted {
+    /// One sentence on how the file became the model's input.
+    pub fn describe(&self, size: usize) -> String {
+        let (w, h) = self.original;
+        let crop = if w == h {
+            String::new()
+        } else {
+            let s = w.min(h);
+            format!("cropped to its centred {s}x{s} square and ")
+        };
+        if w as usize == size && h as usize == size {
+            format!("used as is ({size}x{size})")
+        } else {
+            format!("{w}x{h}, {crop}resized to {size}x{size}")
+        }
+    }
+}
+
+fn open(path: &Path, what: &str) -> Result<DynamicImage> {
+    let bad = |e: String| {
+        VarError::InvalidArgument(format!(
+            "{}: the {what} is not an image this program reads (PNG or JPEG): {e}",
+            path.display()
+        ))
+    };
+    let mut reader = ImageReader::open(path)
+        .map_err(|e| VarError::io(path, e))?
+        .with_guessed_format()
+        .map_err(|e| VarError::io(path, e))?;
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(2 << 30);
+    reader.limits(limits);
+    reader.decode().map_err(|e| bad(e.to_string()))
+}
+
+/// The centred square of `img`, resized to `size`².
+fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    let s = w.min(h);
+    img.crop_imm((w - s) / 2, (h - s) / 2, s, s).resize_exact(
+        size as u32,
+        size as u32,
+        FilterType::Triangle,
+    )
+}
+
+/// Reads a picture and fits it to `size`² RGB (alpha is dropped; grey becomes RGB).
+pub fn read_picture(path: &Path, size: usize) -> Result<Fitted> {
+    let img = open(path, "image")?;
+    let original = (img.width(), img.height());
+    Ok(Fitted {
+        rgb: fit(&img, size).to_rgb8().into_raw(),
+        original,
+    })
+}
+
+/// Reads a mask painted over an image of `image_dims` and fits it the same way: `size`²,
+/// true where the mask is white (brighter than mid-grey), i.e. where to generate.
+pub fn read_mask(path: &Path, size: usize, image_dims: (u32, u32)) -> Result<Vec<bool>> {
+    let img = open(path, "mask")?;
+    let dims = (img.width(), img.height());
+    if dims != image_dims {
+        return Err(VarError::InvalidArgument(format!(
+            "{}: the mask is {}x{} but the image is {}x{}; they must match",
+            path.display(),
+            dims.0,
+            dims.1,
+            image_dims.0,
+            image_dims.1
+        )));
+    }
+    Ok(fit(&img, size)
+        .to_luma8()
+        .into_raw()
+        .into_iter()
+        .map(|v| v > 127)
+        .collect())
+}
+
+/// Writes RGB8 pixels as a PNG file, atomically.
+pub fn write_png(path: &Path, rgb: &[u8], width: usize, height: usize) -> Result<()> {
+    write_atomically(path, &encode_png(rgb, width, height)?)
+}
+
+/// `size`² RGB panels side by side, each enlarged (nearest neighbour) to at least 128 px so
+/// small models' images can be seen, as PNG bytes.
+pub fn side_by_side(panels: &[Vec<u8>], size: usize) -> Result<Vec<u8>> {
+    let scale = 128usize.div_ceil(size).max(1);
+    let big = size * scale;
+    let enlarged: Vec<Vec<u8>> = panels
+        .iter()
+        .map(|p| {
+            let mut out = vec![0u8; big * big * 3];
+            for y in 0..big {
+                for x in 0..big {
+                    let src = ((y / scale) * size + x / scale) * 3;
+                    out[(y * big + x) * 3..][..3].copy_from_slice(&p[src..src + 3]);
+                }
+            }
+            out
+        })
+        .collect();
+    grid_png(&enlarged, big, panels.len())
+}
+
+/// The image with a translucent red wash where `generate` is true (how the page shows a mask).
+pub fn overlay_mask(rgb: &[u8], generate: &[bool]) -> Vec<u8> {
+    rgb.chunks_exact(3)
+        .zip(generate)
+        .flat_map(|(p, &g)| {
+            if g {
+                [((p[0] as u16 + 255) / 2) as u8, p[1] / 2, p[2] / 2]
+            } else {
+                [p[0], p[1], p[2]]
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn save(dir: &Path, name: &str, img: DynamicImage) -> std::path::PathBuf {
+        let path = dir.join(name);
+        img.save(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn pictures_are_centre_cropped_and_resized() {
+        let dir = tempfile::tempdir().unwrap();
+        // 96x64: the centred 64x64 square is columns 16..80, white; the sides are black.
+        let img = image::RgbImage::from_fn(96, 64, |x, _| {
+            if (16..80).contains(&x) {
+                image::Rgb([255, 255, 255])
+            } else {
+                image::Rgb([0, 0, 0])
+            }
+        });
+        let path = save(dir.path(), "wide.png", img.into());
+        let fitted = read_picture(&path, 32).unwrap();
+        assert_eq!(fitted.rgb.len(), 32 * 32 * 3);
+        assert!(
+            fitted.rgb.iter().all(|&v| v == 255),
+            "only the centre square is kept"
+        );
+        assert!(
+            fitted
+                .describe(32)
+                .contains("cropped to its centred 64x64 square")
+        );
+
+        // A mask of another size is refused; a matching one is thresholded at mid-grey.
+        let small = save(dir.path(), "small.png", image::GrayImage::new(8, 8).into());
+        let e = read_mask(&small, 32, (96, 64)).unwrap_err().to_string();
+        assert!(e.contains("8x8 but the image is 96x64"), "{e}");
+        let mask =
+            image::GrayImage::from_fn(96, 64, |x, _| image::Luma([if x < 48 { 255 } else { 0 }]));
+        let mask = save(dir.path(), "mask.png", mask.into());
+        let m = read_mask(&mask, 32, (96, 64)).unwrap();
+        assert!(m[0] && !m[31], "left half of the square is white");
+    }
+
+    #[test]
+    fn non_images_are_refused_with_a_sentence() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.png");
+        std::fs::write(&path, b"this is not a picture").unwrap();
+        let e = read_picture(&path, 32).err().unwrap().to_string();
+        assert!(e.contains("not an image this program reads"), "{e}");
+        let e = read_picture(&dir.path().join("missing.png"), 32)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("missing.png"), "{e}");
+    }
+}
