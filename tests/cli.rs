@@ -208,3 +208,125 @@ fn verify_passes_on_the_fixture_and_prints_one_line_per_check() {
         assert!(line.starts_with(name) && line.contains(" ok "), "{line}");
     }
 }
+
+/// Writes a `w`x`h` greyscale PNG whose pixel (x, y) is `f(x, y)`.
+fn grey_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    let px: Vec<u8> = (0..h)
+        .flat_map(|y| (0..w).map(move |x| (x, y)))
+        .map(|(x, y)| f(x, y))
+        .collect();
+    enc.write_header().unwrap().write_image_data(&px).unwrap();
+}
+
+#[test]
+fn inpaint_writes_the_edit_and_its_sheet_and_refuses_bad_masks() {
+    let dir = common::scratch("inpaint");
+    let image = dir.join("source.png");
+    // 48x32: the centred 32x32 square (columns 8..40) holds a bright block on black.
+    grey_png(&image, 48, 32, |x, y| {
+        if (16..32).contains(&x) && (6..26).contains(&y) {
+            220
+        } else {
+            0
+        }
+    });
+    let mask = dir.join("mask.png");
+    grey_png(
+        &mask,
+        48,
+        32,
+        |x, y| if x >= 24 && y < 16 { 255 } else { 0 },
+    );
+    let (image_s, mask_s) = (image.to_str().unwrap(), mask.to_str().unwrap());
+    let out = dir.join("out.png");
+    let sheet = dir.join("sheet.png");
+    let o = var(&[
+        "inpaint",
+        "--image",
+        image_s,
+        "--mask",
+        mask_s,
+        "--class",
+        "1",
+        "--seed",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+        "--sheet",
+        sheet.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("48x32, cropped to its centred 32x32 square"),
+        "{}",
+        stderr(&o)
+    );
+    let size = |p: &Path| {
+        let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()))
+            .read_info()
+            .unwrap();
+        (reader.info().width, reader.info().height)
+    };
+    assert_eq!(
+        size(&out),
+        (32, 32),
+        "the edit is at the model's resolution"
+    );
+    assert_eq!(size(&sheet).1, 132, "four 128 px panels with 2 px gutters");
+    assert_eq!(size(&sheet).0, 4 * 130 + 2);
+
+    let empty = dir.join("empty.png");
+    grey_png(&empty, 48, 32, |_, _| 0);
+    let missing = dir.join("none.png");
+    let refused = [
+        (vec!["--mask", empty.to_str().unwrap()], "the mask is empty"),
+        (vec!["--mask", image_s, "--invert"], ""), // keeps only the block: valid
+        (
+            vec!["--mask", mask_s, "--class", "10"],
+            "class 10 does not exist",
+        ),
+        (vec!["--mask", missing.to_str().unwrap()], "none.png"),
+    ];
+    for (extra, needle) in refused {
+        let target = dir.join("refused.png");
+        let mut args = vec![
+            "inpaint",
+            "--image",
+            image_s,
+            "--out",
+            target.to_str().unwrap(),
+        ];
+        args.extend(extra.iter().copied());
+        let o = var(&args);
+        if needle.is_empty() {
+            assert!(o.status.success(), "{}", stderr(&o));
+            std::fs::remove_file(&target).unwrap();
+        } else {
+            assert!(!o.status.success(), "{extra:?} should fail");
+            let e = stderr(&o);
+            assert!(
+                e.contains(needle) && e.lines().count() <= 3,
+                "{extra:?}: {e}"
+            );
+            assert!(!target.exists(), "nothing is written on failure");
+        }
+    }
+    let small = dir.join("small.png");
+    grey_png(&small, 32, 32, |_, _| 255);
+    assert_refused(
+        &[
+            "inpaint",
+            "--image",
+            image_s,
+            "--mask",
+            small.to_str().unwrap(),
+            "--out",
+            "x.png",
+        ],
+        "the mask is 32x32 but the image is 48x32",
+    );
+}
