@@ -190,13 +190,31 @@ impl Default for SamplingDefaults {
     }
 }
 
-/// How tensors are stored in the model directory. Only `f32` exists today; the quantization
-/// issue adds `f16` and `int8` here without a second model implementation.
+/// How tensors are stored in the model directory (`weights::quant`): every precision loads
+/// into the same model implementation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
     #[default]
     F32,
+    /// Every tensor in f16.
+    F16,
+    /// The transformer's matrices in int8 with f32 scales; everything else in f16.
+    Int8,
+}
+
+impl std::str::FromStr for Storage {
+    type Err = VarError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            "int8" => Ok(Self::Int8),
+            other => Err(VarError::InvalidArgument(format!(
+                "unknown precision '{other}': use f32, f16 or int8"
+            ))),
+        }
+    }
 }
 
 /// Everything that describes a model directory (`config.json`).

@@ -12,6 +12,8 @@
 //! - configuration and presets: [`config`]; weights, the model directory and the official
 //!   checkpoint import: [`weights`]; parity checks against the reference: [`verify`]
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod agreement;
 pub mod config;
 pub mod edit;
 pub mod error;

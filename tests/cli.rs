@@ -330,3 +330,45 @@ fn inpaint_writes_the_edit_and_its_sheet_and_refuses_bad_masks() {
         "the mask is 32x32 but the image is 48x32",
     );
 }
+
+#[test]
+fn convert_quantize_int8_writes_a_model_that_generates() {
+    let vae = common::fixture("vae_tiny.pth");
+    let var_mini = common::fixture("var_mini.pth");
+    let out = common::scratch("int8").join("m");
+    let out_s = out.to_str().unwrap();
+    let args = [
+        "convert",
+        "--vae",
+        vae.to_str().unwrap(),
+        "--var",
+        var_mini.to_str().unwrap(),
+        "--patch-nums",
+        "1,2,3,4",
+        "--quantize",
+        "int8",
+        "--out",
+        out_s,
+    ];
+    let o = var(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(config.contains("\"storage\": \"int8\""), "{config}");
+    let images = common::scratch("int8-gen");
+    let o = var(&[
+        "generate",
+        "--model",
+        out_s,
+        "--class",
+        "1",
+        "--out",
+        images.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(images.join("class1_seed0.png").exists());
+    let bad = common::scratch("q4").join("m");
+    let mut args = args;
+    args[8] = "int4";
+    args[10] = bad.to_str().unwrap();
+    assert_refused(&args, "unknown precision 'int4'");
+}

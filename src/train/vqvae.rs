@@ -63,7 +63,7 @@ pub fn vqvae_loss(vae: &VqVae, img: Tensor<4>, beta: f64) -> VqvaeLoss {
     let f = vae.img_to_f(img.clone());
     let (f_hat, quantization) = quantize_with_loss(vae, f, beta);
     let recon = vae.decode(f_hat);
-    let reconstruction = mse(recon.clone(), img.clone()) + (recon - img).abs().mean();
+    let reconstruction = reconstruction_loss(recon, img, true);
     VqvaeLoss {
         total: reconstruction.clone() + quantization.clone(),
         reconstruction,
@@ -71,14 +71,23 @@ pub fn vqvae_loss(vae: &VqVae, img: Tensor<4>, beta: f64) -> VqvaeLoss {
     }
 }
 
+/// MSE, plus the mean absolute error when `with_l1`.
+fn reconstruction_loss(recon: Tensor<4>, img: Tensor<4>, with_l1: bool) -> Tensor<1> {
+    if with_l1 {
+        mse(recon.clone(), img.clone()) + (recon - img).abs().mean()
+    } else {
+        mse(recon, img)
+    }
+}
+
 /// The loss of decoder-only fine-tuning: reconstruction from the frozen encoder's f̂. Only
 /// `post_quant_conv` and the decoder receive gradients, so the token maps (and a transformer
 /// trained on them) stay valid while the reconstructions improve.
-pub fn decoder_loss(vae: &VqVae, img: Tensor<4>) -> VqvaeLoss {
+pub fn decoder_loss(vae: &VqVae, img: Tensor<4>, with_l1: bool) -> VqvaeLoss {
     let frozen = vae.valid();
     let (_, f_hat) = frozen.img_to_tokens(img.clone().inner());
     let recon = vae.decode(f_hat.autodiff());
-    let reconstruction = mse(recon.clone(), img.clone()) + (recon - img).abs().mean();
+    let reconstruction = reconstruction_loss(recon, img, with_l1);
     VqvaeLoss {
         total: reconstruction.clone(),
         quantization: reconstruction.zeros_like(),
@@ -121,6 +130,10 @@ pub struct VqvaeTraining {
     /// the token maps, and a transformer trained on them, stay valid.
     #[arg(long, requires = "resume")]
     pub decoder_only: bool,
+    /// Reconstruction loss: `mse+l1` (the default: L1 keeps edges sharp early on) or `mse`
+    /// (what PSNR measures; for the last stretch of decoder-only fine-tuning).
+    #[arg(long, default_value = "mse+l1", value_parser = ["mse+l1", "mse"])]
+    pub reconstruction: String,
 }
 
 /// One logged step.
@@ -213,7 +226,7 @@ pub fn train_vqvae(
         let idx = batch_indices(train.len(), opts.batch, step, opts.seed);
         let img = train.batch(&idx, size, device);
         let loss = if opts.decoder_only {
-            decoder_loss(&vae, img)
+            decoder_loss(&vae, img, opts.reconstruction == "mse+l1")
         } else {
             vqvae_loss(&vae, img, opts.beta)
         };
@@ -321,6 +334,7 @@ mod tests {
             checkpoint_secs: 3600,
             resume,
             decoder_only: false,
+            reconstruction: "mse+l1".into(),
         };
         let device = Device::flex().autodiff();
         let mut psnr = None;

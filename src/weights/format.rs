@@ -3,7 +3,8 @@
 //! A model directory holds `config.json` ([`ModelConfig`]), `vqvae.safetensors` and
 //! `var.safetensors`. Tensors keep the reference implementation's key names and layouts, so the
 //! one key table is the modules' `load` functions and a converted official checkpoint is
-//! byte-for-byte the same numbers. `config.storage` says how tensors are stored (f32 today).
+//! byte-for-byte the same numbers. `config.storage` says how tensors are stored (f32, f16 or
+//! int8, see [`super::quant`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use burn::tensor::Device;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::pth::PthFile;
+use super::quant::{StoredTensor, store};
 use super::{TensorSource, check_shape, is_recomputed_buffer};
 use crate::config::{ModelConfig, SamplingDefaults, Storage, VarConfig, VqvaeConfig, seq_len};
 use crate::error::{Result, VarError};
@@ -21,7 +23,7 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const VQVAE_FILE: &str = "vqvae.safetensors";
 pub const VAR_FILE: &str = "var.safetensors";
 
-/// Tensors from a safetensors buffer (f32 only for now).
+/// Tensors from a safetensors buffer, in any precision [`super::quant`] writes, read as f32.
 pub struct SafetensorsSource<'a> {
     name: String,
     st: SafeTensors<'a>,
@@ -45,33 +47,52 @@ impl<'a> SafetensorsSource<'a> {
         self.st.names().into_iter().map(|s| s.to_string()).collect()
     }
 
-    /// Any tensor as f32 (f32 stored, i64 converted), with its shape; used for fixtures.
+    /// Any tensor as f32 (every stored precision decoded, i64 converted), with its shape.
     pub fn read_any(&self, key: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let view = self.st.tensor(key).map_err(|_| VarError::MissingTensor {
             key: key.to_string(),
             shape: vec![],
         })?;
         let shape = view.shape().to_vec();
-        let data = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::I64 => data
+        if view.dtype() == Dtype::I64 {
+            let values = view
+                .data()
                 .chunks_exact(8)
                 .map(|b| i64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
-                .collect(),
-            other => {
-                return Err(VarError::Safetensors {
-                    file: self.name.clone(),
-                    message: format!(
-                        "tensor '{key}' has dtype {other:?}; only F32 and I64 are read"
-                    ),
-                });
+                .collect();
+            return Ok((shape, values));
+        }
+        Ok((shape, self.decode(key, &view)?))
+    }
+
+    /// Decodes a stored tensor to f32, with its `.scales` when it is int8.
+    fn decode(&self, key: &str, view: &TensorView) -> Result<Vec<f32>> {
+        let scales = if view.dtype() == Dtype::I8 {
+            let scales_key = format!("{key}.scales");
+            let s = self.st.tensor(&scales_key).ok();
+            match s {
+                Some(s) if s.dtype() == Dtype::F32 => Some((
+                    s.shape().to_vec(),
+                    super::quant::decode(&scales_key, Dtype::F32, s.shape(), s.data(), None)?,
+                )),
+                _ => None,
             }
+        } else {
+            None
         };
-        Ok((shape, values))
+        super::quant::decode(
+            key,
+            view.dtype(),
+            view.shape(),
+            view.data(),
+            scales
+                .as_ref()
+                .map(|(shape, v)| (shape.as_slice(), v.clone())),
+        )
+        .map_err(|e| VarError::Safetensors {
+            file: self.name.clone(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -82,21 +103,12 @@ impl TensorSource for SafetensorsSource<'_> {
             shape: shape.to_vec(),
         })?;
         check_shape(key, shape, view.shape())?;
-        if view.dtype() != Dtype::F32 {
-            return Err(VarError::Safetensors {
-                file: self.name.clone(),
-                message: format!(
-                    "tensor '{key}' is {:?} but this model stores f32",
-                    view.dtype()
-                ),
-            });
-        }
+        let values = self.decode(key, &view)?;
         self.used.insert(key.to_string());
-        Ok(view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        if view.dtype() == Dtype::I8 {
+            self.used.insert(format!("{key}.scales"));
+        }
+        Ok(values)
     }
 
     fn unused(&self) -> Vec<String> {
@@ -176,16 +188,14 @@ pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// Serialises f32 tensors in safetensors format.
 pub fn safetensors_bytes(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
+    stored_bytes(&store(tensors, Storage::F32, false, 0))
+}
+
+/// Serialises tensors of any stored precision in safetensors format.
+pub fn stored_bytes(tensors: &[StoredTensor]) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            TensorView::new(Dtype::F32, shape.clone(), b).map(|v| (name.clone(), v))
-        })
+        .map(|t| TensorView::new(t.dtype, t.shape.clone(), &t.bytes).map(|v| (t.name.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| VarError::Safetensors {
             file: "output".into(),
@@ -197,13 +207,25 @@ pub fn safetensors_bytes(tensors: &[NamedTensor]) -> Result<Vec<u8>> {
     })
 }
 
-/// Writes a model directory atomically (see [`write_files_atomically`]). An existing non-empty
-/// `dir` is refused rather than overwritten.
+/// Writes a model directory atomically (see [`write_files_atomically`]) at the precision
+/// `config.storage` names (int8 per output channel). An existing non-empty `dir` is refused
+/// rather than overwritten.
 pub fn write_model_dir(
     dir: &Path,
     config: &ModelConfig,
     vqvae: &[NamedTensor],
     var: &[NamedTensor],
+) -> Result<()> {
+    write_model_dir_grouped(dir, config, vqvae, var, 0)
+}
+
+/// [`write_model_dir`] with int8 scales per `group` input columns (0 = per output channel).
+pub fn write_model_dir_grouped(
+    dir: &Path,
+    config: &ModelConfig,
+    vqvae: &[NamedTensor],
+    var: &[NamedTensor],
+    group: usize,
 ) -> Result<()> {
     if dir.exists()
         && std::fs::read_dir(dir)
@@ -219,8 +241,14 @@ pub fn write_model_dir(
         dir,
         &[
             (CONFIG_FILE, config.to_json().as_bytes()),
-            (VQVAE_FILE, &safetensors_bytes(vqvae)?),
-            (VAR_FILE, &safetensors_bytes(var)?),
+            (
+                VQVAE_FILE,
+                &stored_bytes(&store(vqvae, config.storage, false, group))?,
+            ),
+            (
+                VAR_FILE,
+                &stored_bytes(&store(var, config.storage, true, group))?,
+            ),
         ],
     )
 }
@@ -406,11 +434,23 @@ pub fn model_from_pth(
 
 /// `var convert`: reads official `.pth` files (never executing their pickles), infers and
 /// checks the configuration, builds the model once on the CPU to prove every tensor fits,
-/// and writes our model directory.
+/// and writes our model directory in f32.
 pub fn convert_pth(
     vae_path: &Path,
     var_path: &Path,
     patch_nums: &[usize],
+    out: &Path,
+    progress: impl FnMut(&str),
+) -> Result<ModelConfig> {
+    convert_pth_at(vae_path, var_path, patch_nums, Storage::F32, out, progress)
+}
+
+/// [`convert_pth`] writing at `storage` (int8 per output channel).
+pub fn convert_pth_at(
+    vae_path: &Path,
+    var_path: &Path,
+    patch_nums: &[usize],
+    storage: Storage,
     out: &Path,
     mut progress: impl FnMut(&str),
 ) -> Result<ModelConfig> {
@@ -422,7 +462,8 @@ pub fn convert_pth(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     progress("checking every tensor against the model");
-    let config = model_from_pth(&vae, &var, patch_nums, &name, &Device::flex())?.config;
+    let mut config = model_from_pth(&vae, &var, patch_nums, &name, &Device::flex())?.config;
+    config.storage = storage;
 
     progress("writing the model directory");
     let collect = |f: &PthFile| -> Result<Vec<NamedTensor>> {
@@ -435,6 +476,42 @@ pub fn convert_pth(
             .collect()
     };
     write_model_dir(out, &config, &collect(&vae)?, &collect(&var)?)?;
+    Ok(config)
+}
+
+/// `var quantize`: rewrites an f32 model directory at another precision (int8 groups of
+/// `group` input columns, 0 = per output channel), then loads the result to prove it.
+pub fn quantize_dir(
+    input: &Path,
+    storage: Storage,
+    group: usize,
+    out: &Path,
+) -> Result<ModelConfig> {
+    let config_path = input.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path).map_err(|e| VarError::io(&config_path, e))?;
+    let mut config = ModelConfig::from_json(&text, CONFIG_FILE)?;
+    if config.storage != Storage::F32 {
+        return Err(VarError::InvalidArgument(format!(
+            "{} is already stored as {:?}; quantize from the f32 model",
+            input.display(),
+            config.storage
+        )));
+    }
+    let read = |file: &str| -> Result<Vec<NamedTensor>> {
+        let bytes = read_file(&input.join(file))?;
+        let st = SafetensorsSource::new(&bytes, file)?;
+        st.names()
+            .into_iter()
+            .map(|k| {
+                let (shape, values) = st.read_any(&k)?;
+                Ok((k, shape, values))
+            })
+            .collect()
+    };
+    let (vq, tr) = (read(VQVAE_FILE)?, read(VAR_FILE)?);
+    config.storage = storage;
+    write_model_dir_grouped(out, &config, &vq, &tr, group)?;
+    load_model_dir(out, &Device::flex())?;
     Ok(config)
 }
 

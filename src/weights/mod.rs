@@ -9,6 +9,7 @@
 pub mod export;
 pub mod format;
 pub mod pth;
+pub mod quant;
 
 use std::collections::BTreeMap;
 

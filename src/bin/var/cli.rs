@@ -18,7 +18,7 @@ use var_web::picture::{overlay_mask, read_mask, read_picture, side_by_side, writ
 use var_web::sampler::SamplingParams;
 use var_web::train::plot::write_atomically;
 use var_web::verify::{GoldenMeta, verify};
-use var_web::weights::format::{convert_pth, load_model_dir};
+use var_web::weights::format::{convert_pth_at, load_model_dir};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,41 @@ enum Command {
         /// Output model directory (must not exist or be empty).
         #[arg(long)]
         out: PathBuf,
+        /// Storage precision: f32, f16, or int8 (transformer matrices per output channel,
+        /// f16 elsewhere).
+        #[arg(long, default_value = "f32")]
+        quantize: String,
+    },
+    /// Rewrite an f32 model directory at another precision (int8 transformer weights, f16
+    /// elsewhere; or f16 throughout).
+    Quantize {
+        /// The f32 model directory.
+        #[arg(long, default_value = var_web::DEFAULT_MODEL_DIR)]
+        model: PathBuf,
+        /// int8 | f16 | f32.
+        #[arg(long, default_value = "int8")]
+        precision: String,
+        /// int8 scale group: this many input columns share a scale (0 = one per output channel).
+        #[arg(long, default_value_t = 0)]
+        group: usize,
+        /// Output model directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Compare a quantized model with its f32 original: teacher-forced logits (KL, top-1)
+    /// and greedy generation agreement.
+    Agreement {
+        /// The f32 original.
+        #[arg(long)]
+        original: PathBuf,
+        /// The quantized copy.
+        #[arg(long)]
+        model: PathBuf,
+        /// Sequences compared (classes in turn).
+        #[arg(long, default_value_t = 100)]
+        sequences: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Run the reference parity checks of a golden fixture against a model directory.
     Verify {
@@ -249,10 +284,12 @@ fn run(command: Command) -> Result<ExitCode> {
             var,
             patch_nums,
             out,
+            quantize,
         } => {
             let patch_nums = parse_patch_nums(&patch_nums)?;
+            let storage = quantize.parse()?;
             let pb = spinner("converting");
-            let cfg = convert_pth(&vae, &var, &patch_nums, &out, |m| {
+            let cfg = convert_pth_at(&vae, &var, &patch_nums, storage, &out, |m| {
                 pb.set_message(m.to_string())
             });
             pb.finish_and_clear();
@@ -292,6 +329,53 @@ fn run(command: Command) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Quantize {
+            model,
+            precision,
+            group,
+            out,
+        } => {
+            let storage = precision.parse()?;
+            let before = dir_bytes(&model)?;
+            let c = var_web::weights::format::quantize_dir(&model, storage, group, &out)?;
+            let after = dir_bytes(&out)?;
+            println!(
+                "wrote {} ({:?}): {after} bytes, {:.3}x the {before} bytes of {}",
+                out.display(),
+                c.storage,
+                after as f64 / before as f64,
+                model.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agreement {
+            original,
+            model,
+            sequences,
+            seed,
+        } => {
+            let a = load_model_dir(&original, &device)?;
+            let b = load_model_dir(&model, &device)?;
+            let pb = spinner("comparing");
+            let r = pollster::block_on(var_web::agreement::compare(&a, &b, sequences, seed));
+            pb.finish_and_clear();
+            let r = r?;
+            println!("sequences: {}", r.sequences);
+            println!(
+                "teacher-forced KL(original || quantized): {:.5} nats per token",
+                r.kl
+            );
+            println!("teacher-forced top-1 agreement: {:.2}%", r.top1 * 100.0);
+            println!(
+                "greedy generation, tokens agreeing: {:.2}%",
+                r.greedy_tokens * 100.0
+            );
+            println!(
+                "greedy generation, identical images: {} of {}",
+                r.greedy_identical, r.sequences
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Generate(args) => generate_cmd(args, &device),
         Command::Inpaint(args) => inpaint_cmd(args, &device),
@@ -546,6 +630,20 @@ fn inpaint_cmd(a: InpaintArgs, device: &Device) -> Result<ExitCode> {
         println!("{}", sheet.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Total size of a model directory's three files.
+fn dir_bytes(dir: &std::path::Path) -> Result<u64> {
+    use var_web::weights::format::{CONFIG_FILE, VAR_FILE, VQVAE_FILE};
+    [CONFIG_FILE, VQVAE_FILE, VAR_FILE]
+        .iter()
+        .map(|f| {
+            let p = dir.join(f);
+            std::fs::metadata(&p)
+                .map(|m| m.len())
+                .map_err(|e| VarError::io(&p, e))
+        })
+        .sum()
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
