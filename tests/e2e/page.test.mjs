@@ -2,7 +2,7 @@
 // WebGPU on SwiftShader. Every assertion reads the DOM contract or canvas pixels in the page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, copyFileSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +28,12 @@ before(async () => {
   const varBytes = readFileSync(join(good, 'var.safetensors'));
   writeFileSync(join(broken, 'var.safetensors'), varBytes.subarray(0, varBytes.length >> 1));
 
+  // The shipped model at int8 (written by the CLI, as a person would).
+  const int8 = join(www, 'models', 'e2e-int8');
+  rmSync(int8, { recursive: true, force: true });
+  const q = spawnSync(varBin, ['quantize', '--model', good, '--precision', 'int8', '--out', int8], { encoding: 'utf8' });
+  assert.equal(q.status, 0, q.stderr);
+
   server = spawn(varBin, ['serve', '--port', '0', '--root', www], { stdio: ['ignore', 'pipe', 'inherit'] });
   base = await new Promise((resolve, reject) => {
     server.stdout.on('data', (chunk) => {
@@ -47,6 +53,7 @@ after(async () => {
   await browser?.close();
   server?.kill();
   rmSync(join(www, 'models', 'e2e-broken'), { recursive: true, force: true });
+  rmSync(join(www, 'models', 'e2e-int8'), { recursive: true, force: true });
   if (Object.keys(results).length) console.log(`# timings ${JSON.stringify(results)}`);
 });
 
@@ -122,6 +129,14 @@ test('the CPU fallback generates too', { timeout: LONG }, async () => {
   assert.equal(await page.locator('#status').getAttribute('data-backend'), 'cpu');
   assert.match(await page.textContent('#backend-note'), /CPU/);
   await generateAndCheck(page, 'cpu');
+  await page.close();
+});
+
+test('an int8 model loads and generates (CPU fallback)', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu&model=models/e2e-int8/');
+  await waitState(page, ['ready', 'error']);
+  assert.equal(await state(page), 'ready', await page.textContent('#status'));
+  await generateAndCheck(page, 'int8-cpu');
   await page.close();
 });
 
