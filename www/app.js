@@ -16,9 +16,15 @@ const ui = {
   editClass: $('edit-class'), brushSize: $('brush-size'), brushSizeValue: $('brush-size-value'),
   maskClear: $('mask-clear'), maskInvert: $('mask-invert'), beforeAfter: $('before-after'),
   useResult: $('use-result'), inpaint: $('inpaint'), editNote: $('edit-note'), mask: $('mask'),
-  sourceFigure: $('source-figure'), reconstruction: $('reconstruction'),
+  sourceFigure: $('source-figure'), reconstruction: $('reconstruction'), maskVisible: $('mask-visible'),
 };
 const editor = new Editor(ui.mask);
+function showMask(on) {
+  ui.maskVisible.checked = on;
+  ui.mask.classList.toggle('veiled', !on);
+}
+editor.onPaint = () => showMask(true);
+ui.maskVisible.addEventListener('change', () => showMask(ui.maskVisible.checked));
 
 const query = new URLSearchParams(location.search);
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
@@ -158,6 +164,7 @@ worker.onmessage = ({ data }) => {
       if (runKind === 'edit') {
         result = new ImageData(new Uint8ClampedArray(data.rgba), data.size, data.size);
         ui.output.dataset.showing = 'after';
+        showMask(false); // the result is what a person wants to see; the mask is kept
       }
       ui.download.disabled = false;
       ui.timings.textContent = `First preview after ${scaleMs[0].toFixed(0)} ms; total ${data.totalMs.toFixed(0)} ms; per scale: ${scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms.`;
@@ -284,8 +291,8 @@ ui.brushSize.addEventListener('input', () => {
   editor.brush = Number(ui.brushSize.value);
   ui.brushSizeValue.textContent = `${ui.brushSize.value} px`;
 });
-ui.maskClear.addEventListener('click', () => editor.clear());
-ui.maskInvert.addEventListener('click', () => editor.invert());
+ui.maskClear.addEventListener('click', () => { editor.clear(); showMask(true); });
+ui.maskInvert.addEventListener('click', () => { editor.invert(); showMask(true); });
 ui.beforeAfter.addEventListener('click', () => showBefore(ui.beforeAfter.getAttribute('aria-pressed') !== 'true'));
 ui.useResult.addEventListener('click', () => {
   showBefore(false);

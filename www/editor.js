@@ -23,6 +23,20 @@ export class Editor {
     for (const type of ['pointerup', 'pointercancel', 'lostpointercapture']) {
       mask.addEventListener(type, () => { this.stroke = null; });
     }
+    this.onPaint = () => {}; // called when a stroke starts (the page shows the mask again)
+  }
+
+  // Canvas strokes are antialiased; the model only sees painted or not (alpha ≥ 128), so the
+  // overlay is snapped to exactly that after every stroke: what you see is what is generated.
+  binarize() {
+    const img = this.ctx.getImageData(0, 0, this.mask.width, this.mask.height);
+    const d = img.data;
+    for (let i = 0; i < d.length; i += 4) {
+      const painted = d[i + 3] >= 128;
+      d[i] = 255; d[i + 1] = 48; d[i + 2] = 48;
+      d[i + 3] = painted ? 255 : 0;
+    }
+    this.ctx.putImageData(img, 0, 0);
   }
 
   // A new model resolution: the old source and mask do not fit it.
@@ -103,12 +117,9 @@ export class Editor {
   invert() {
     const img = this.ctx.getImageData(0, 0, this.mask.width, this.mask.height);
     const d = img.data;
-    for (let i = 0; i < d.length; i += 4) {
-      const painted = d[i + 3] >= 128;
-      d[i] = 255; d[i + 1] = 48; d[i + 2] = 48;
-      d[i + 3] = painted ? 0 : 255;
-    }
+    for (let i = 3; i < d.length; i += 4) d[i] = d[i] >= 128 ? 0 : 255;
     this.ctx.putImageData(img, 0, 0);
+    this.binarize();
   }
 
   point(e) {
@@ -119,6 +130,7 @@ export class Editor {
   down(e) {
     if (e.button !== 0) return;
     this.mask.setPointerCapture(e.pointerId);
+    this.onPaint();
     const p = this.point(e);
     if (this.tool === 'rect') {
       this.stroke = { start: p, snapshot: this.ctx.getImageData(0, 0, this.mask.width, this.mask.height) };
@@ -168,5 +180,6 @@ export class Editor {
     c.arc(to[0], to[1], this.brush / 2, 0, 2 * Math.PI);
     c.fill();
     c.globalCompositeOperation = 'source-over';
+    this.binarize();
   }
 }
