@@ -18,6 +18,7 @@ pub mod config;
 pub mod edit;
 pub mod error;
 pub mod generate;
+pub mod kernels;
 pub mod model;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod picture;

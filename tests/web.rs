@@ -129,3 +129,15 @@ async fn inpainting_matches_native_on_webgpu() {
 async fn inpainting_matches_native_on_cpu_fallback() {
     inpainting_on(Device::flex(), "cpu").await;
 }
+
+#[wasm_bindgen_test]
+async fn int8_matmul_kernel_matches_the_burn_reference_on_webgpu() {
+    let device = webgpu().await;
+    assert!(var_web::kernels::is_gpu(&device));
+    for (i, &(m, k, n)) in var_web::kernels::INT8_TEST_SHAPES.iter().enumerate() {
+        let err = var_web::kernels::int8_matmul_error(&device, m, k, n, i as u64)
+            .await
+            .unwrap();
+        assert!(err < 1e-5, "[{m}x{k}] x [{k}x{n}]: relative error {err}");
+    }
+}

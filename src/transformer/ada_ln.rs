@@ -2,11 +2,11 @@
 //! (reference `models/basic_var.py`: `AdaLNSelfAttn`, `AdaLNBeforeHead`, `FFN`).
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::gelu_approximate;
 
 use super::attention::SelfAttention;
+use super::dense::Dense;
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
@@ -26,16 +26,16 @@ fn modulate(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>) -> Tensor<3> {
 /// `fc2(gelu_tanh(fc1(x)))`.
 #[derive(Module, Debug)]
 pub struct Ffn {
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Dense,
+    fc2: Dense,
 }
 
 impl Ffn {
     fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
         let (c, hidden) = (cfg.embed_dim, cfg.mlp_hidden());
         Ok(Self {
-            fc1: w.linear(&format!("{key}.fc1"), c, hidden, true)?,
-            fc2: w.linear(&format!("{key}.fc2"), hidden, c, true)?,
+            fc1: w.dense(&format!("{key}.fc1"), c, hidden, true)?,
+            fc2: w.dense(&format!("{key}.fc2"), hidden, c, true)?,
         })
     }
 
@@ -61,7 +61,7 @@ pub struct AdaLnBlock {
     attn: SelfAttention,
     ffn: Ffn,
     /// `Linear(C, 6C)` on `SiLU(cond)` (the reference's `ada_lin.1`), when not shared.
-    ada_lin: Option<Linear>,
+    ada_lin: Option<Dense>,
     /// Per-block offset `[1, 1, 6, C]` added to the shared projection (d36).
     ada_gss: Option<Param<Tensor<4>>>,
     #[module(skip)]
@@ -78,7 +78,7 @@ impl AdaLnBlock {
             )
         } else {
             (
-                Some(w.linear(&format!("{key}.ada_lin.1"), c, 6 * c, true)?),
+                Some(w.dense(&format!("{key}.ada_lin.1"), c, 6 * c, true)?),
                 None,
             )
         };
@@ -123,7 +123,7 @@ impl AdaLnBlock {
 /// `AdaLNBeforeHead`: `ln(x)·(1 + scale) + shift` with `(scale, shift) = Linear(C, 2C)(SiLU(cond))`.
 #[derive(Module, Debug)]
 pub struct AdaLnHead {
-    ada_lin: Linear,
+    ada_lin: Dense,
     #[module(skip)]
     embed_dim: usize,
 }
@@ -132,7 +132,7 @@ impl AdaLnHead {
     pub fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
         let c = cfg.embed_dim;
         Ok(Self {
-            ada_lin: w.linear(&format!("{key}.ada_lin.1"), c, 2 * c, true)?,
+            ada_lin: w.dense(&format!("{key}.ada_lin.1"), c, 2 * c, true)?,
             embed_dim: c,
         })
     }

@@ -1,10 +1,10 @@
 //! Multi-head self-attention with the reference's l2-normalised queries and keys.
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
+use super::dense::Dense;
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
@@ -14,12 +14,12 @@ use crate::weights::Loader;
 /// l2-normalised attention with a learned per-head temperature, and an output `proj`.
 #[derive(Module, Debug)]
 pub struct SelfAttention {
-    mat_qkv: Linear,
+    mat_qkv: Dense,
     q_bias: Param<Tensor<1>>,
     v_bias: Param<Tensor<1>>,
     /// Per-head log temperature for l2-normalised attention, `[1, H, 1, 1]`.
     scale_mul_1h11: Param<Tensor<4>>,
-    proj: Linear,
+    proj: Dense,
     #[module(skip)]
     num_heads: usize,
     #[module(skip)]
@@ -44,11 +44,11 @@ impl SelfAttention {
     pub fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
         let c = cfg.embed_dim;
         Ok(Self {
-            mat_qkv: w.linear(&format!("{key}.mat_qkv"), c, 3 * c, false)?,
+            mat_qkv: w.dense(&format!("{key}.mat_qkv"), c, 3 * c, false)?,
             q_bias: w.param(&format!("{key}.q_bias"), [c])?,
             v_bias: w.param(&format!("{key}.v_bias"), [c])?,
             scale_mul_1h11: w.param(&format!("{key}.scale_mul_1H11"), [1, cfg.num_heads, 1, 1])?,
-            proj: w.linear(&format!("{key}.proj"), c, c, true)?,
+            proj: w.dense(&format!("{key}.proj"), c, c, true)?,
             num_heads: cfg.num_heads,
             l2_norm: cfg.attn_l2_norm,
         })

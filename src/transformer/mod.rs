@@ -3,10 +3,10 @@
 
 pub mod ada_ln;
 pub mod attention;
+pub mod dense;
 pub mod kv_cache;
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -14,6 +14,7 @@ use crate::config::{VarConfig, seq_len};
 use crate::error::Result;
 use crate::weights::Loader;
 pub use ada_ln::{AdaLnBlock, AdaLnHead, Modulation};
+use dense::Dense;
 pub use kv_cache::KvCache;
 
 /// The class condition of one forward pass, prepared once and shared by all blocks.
@@ -36,12 +37,12 @@ pub struct Var {
     /// One embedding per scale, `[K, C]`.
     lvl_embed: Param<Tensor<2>>,
     /// Code vectors (Cvae) → model width.
-    word_embed: Linear,
+    word_embed: Dense,
     /// `Linear(C, 6C)` on `SiLU(cond)` shared by all blocks (d36 only).
-    shared_ada_lin: Option<Linear>,
+    shared_ada_lin: Option<Dense>,
     blocks: Vec<AdaLnBlock>,
     head_nm: AdaLnHead,
-    head: Linear,
+    head: Dense,
     #[module(skip)]
     config: VarConfig,
     #[module(skip)]
@@ -61,7 +62,7 @@ impl Var {
         let c = cfg.embed_dim;
         let l = seq_len(patch_nums);
         let shared_ada_lin = if cfg.shared_aln {
-            Some(w.linear("shared_ada_lin.1", c, 6 * c, true)?)
+            Some(w.dense("shared_ada_lin.1", c, 6 * c, true)?)
         } else {
             None
         };
@@ -70,13 +71,13 @@ impl Var {
             pos_start: w.param("pos_start", [1, 1, c])?,
             pos_1lc: w.param("pos_1LC", [1, l, c])?,
             lvl_embed: w.param("lvl_embed.weight", [patch_nums.len(), c])?,
-            word_embed: w.linear("word_embed", z_channels, c, true)?,
+            word_embed: w.dense("word_embed", z_channels, c, true)?,
             shared_ada_lin,
             blocks: (0..cfg.depth)
                 .map(|i| AdaLnBlock::load(w, &format!("blocks.{i}"), cfg))
                 .collect::<Result<_>>()?,
             head_nm: AdaLnHead::load(w, "head_nm", cfg)?,
-            head: w.linear("head", c, vocab_size, true)?,
+            head: w.dense("head", c, vocab_size, true)?,
             config: cfg.clone(),
             patch_nums: patch_nums.to_vec(),
         })

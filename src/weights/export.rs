@@ -16,7 +16,13 @@ use super::format::NamedTensor;
 /// transposed.
 fn reference_key(path: &[String], parent: &str) -> (String, bool) {
     let leaf = path.last().map(String::as_str).unwrap_or_default();
-    let mut parts: Vec<String> = path[..path.len().saturating_sub(1)].to_vec();
+    // `Dense` wraps the transformer's Linear layers in a field of its own (`linear`), which
+    // the reference does not have.
+    let mut parts: Vec<String> = path[..path.len().saturating_sub(1)]
+        .iter()
+        .filter(|p| *p != "linear")
+        .cloned()
+        .collect();
     let is_linear = parent.ends_with("Linear");
     let is_norm = parent.ends_with("GroupNorm");
     // `nn.Sequential(SiLU, Linear)` in the reference: the Linear is item 1.

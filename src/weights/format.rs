@@ -119,6 +119,36 @@ impl TensorSource for SafetensorsSource<'_> {
             .map(|k| k.to_string())
             .collect()
     }
+
+    fn take_int8(&mut self, key: &str, shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        let Ok(view) = self.st.tensor(key) else {
+            return Ok(None);
+        };
+        let scales_key = format!("{key}.scales");
+        let per_row = self
+            .st
+            .tensor(&scales_key)
+            .ok()
+            .filter(|s| s.dtype() == Dtype::F32 && s.shape() == [shape[0], 1]);
+        let (Some(scales), Dtype::I8) = (per_row, view.dtype()) else {
+            return Ok(None); // f32, f16 or grouped int8: `take` dequantizes
+        };
+        check_shape(key, shape, view.shape())?;
+        let values =
+            super::quant::decode(&scales_key, Dtype::F32, scales.shape(), scales.data(), None)?;
+        if values.iter().any(|s| !s.is_finite()) {
+            return Err(VarError::Safetensors {
+                file: self.name.clone(),
+                message: format!("tensor '{scales_key}' has scales that are not finite"),
+            });
+        }
+        self.used.insert(key.to_string());
+        self.used.insert(scales_key);
+        Ok(Some((
+            view.data().iter().map(|&b| b as i8).collect(),
+            values,
+        )))
+    }
 }
 
 /// Tensors straight from an official `.pth` checkpoint.

@@ -19,6 +19,8 @@ use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Result, VarError};
+use crate::kernels::Int8Linear;
+use crate::transformer::dense::Dense;
 
 /// Something that hands out named f32 tensors.
 pub trait TensorSource {
@@ -26,6 +28,11 @@ pub trait TensorSource {
     fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>>;
     /// Keys that exist but were never taken (buffers the model recomputes are excluded).
     fn unused(&self) -> Vec<String>;
+    /// The int8 codes (`shape`, row-major) and per-row scales of `key` when it is stored that
+    /// way, for kernels that keep them as they are; `None` means "use [`Self::take`]".
+    fn take_int8(&mut self, _key: &str, _shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        Ok(None)
+    }
 }
 
 /// Reference buffers that are derived from the config, never loaded.
@@ -218,6 +225,24 @@ impl<'a> Loader<'a> {
             weight: trainable(&format!("{key}.weight"), weight),
             bias,
         })
+    }
+
+    /// A transformer Linear layer: int8 in GPU memory when the file stores it as int8 per
+    /// output channel and the device is a GPU (our WGSL kernel), else f32 as [`Self::linear`].
+    pub fn dense(&mut self, key: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Dense> {
+        if d_in.is_multiple_of(4) && crate::kernels::is_gpu(&self.device) {
+            let weight_key = format!("{key}.weight");
+            if let Some((codes, scales)) = self.source.take_int8(&weight_key, &[d_out, d_in])? {
+                let bias = if bias {
+                    Some(self.source.take(&format!("{key}.bias"), &[d_out])?)
+                } else {
+                    None
+                };
+                let layer = Int8Linear::new(&codes, scales, bias, d_in, d_out, &self.device)?;
+                return Ok(Dense::int8(layer));
+            }
+        }
+        Ok(Dense::float(self.linear(key, d_in, d_out, bias)?))
     }
 
     /// `nn.Conv2d(c_in, c_out, k, stride)` with bias; burn's weight layout equals PyTorch's.

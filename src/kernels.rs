@@ -1,0 +1,229 @@
+//! Our GPU kernels (WGSL in `shaders/`), launched through burn's custom-kernel path, each
+//! with a plain burn-ops reference that is also the CPU (burn-flex) path.
+//!
+//! [`Int8Linear`]: a Linear layer whose weights stay int8 on the GPU (packed 4 per u32) and
+//! are dequantized inside the matmul (`shaders/int8_matmul.wgsl`), so an int8 model never
+//! holds f32 transformer weights in GPU memory.
+
+use burn::backend::Cube;
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
+use burn::cubecl::prelude::KernelId;
+use burn::cubecl::server::{KernelArguments, MetadataBindingInfo};
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
+
+use crate::error::{Result, VarError};
+
+/// Whether `device` runs our WGSL kernels (a wgpu/WebGPU device, not burn-flex or autodiff).
+pub fn is_gpu(device: &Device) -> bool {
+    Tensor::<1>::zeros([1], device)
+        .try_into_primitive::<Cube>()
+        .is_ok()
+}
+
+/// Output columns per workgroup of the int8 matmul.
+const WIDTH: u32 = 64;
+/// Rows each invocation accumulates (every decoded weight is reused this many times).
+const ROWS: u32 = 4;
+
+/// A Linear layer with int8 weights, one f32 scale per output channel.
+#[derive(Clone, Debug)]
+pub struct Int8Linear {
+    /// `[K/4, N]` words; byte j of word (kb, n) is W[n, 4kb + j] (i32 bits of u32 words).
+    codes: Tensor<2, Int>,
+    /// `[N]`.
+    scales: Tensor<1>,
+    /// `[N]` (zeros when the layer has none: the kernel always adds it).
+    bias: Tensor<1>,
+    d_in: usize,
+    d_out: usize,
+}
+
+impl Int8Linear {
+    /// From PyTorch-layout int8 codes `[d_out, d_in]` (row-major), per-row scales and an
+    /// optional bias. `d_in` must be a multiple of 4.
+    pub fn new(
+        codes: &[i8],
+        scales: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        if !d_in.is_multiple_of(4) || codes.len() != d_in * d_out || scales.len() != d_out {
+            return Err(VarError::InvalidArgument(format!(
+                "an int8 layer needs [{d_out}, {d_in}] codes with {d_in} a multiple of 4 and {d_out} scales"
+            )));
+        }
+        let k4 = d_in / 4;
+        let mut words = vec![0i32; k4 * d_out];
+        for (n, row) in codes.chunks_exact(d_in).enumerate() {
+            for (kb, four) in row.chunks_exact(4).enumerate() {
+                words[kb * d_out + n] = i32::from_le_bytes([
+                    four[0] as u8,
+                    four[1] as u8,
+                    four[2] as u8,
+                    four[3] as u8,
+                ]);
+            }
+        }
+        let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [d_out]), device);
+        Ok(Self {
+            codes: Tensor::from_data(TensorData::new(words, [k4, d_out]), device),
+            scales: vector(scales),
+            bias: vector(bias.unwrap_or_else(|| vec![0.0; d_out])),
+            d_in,
+            d_out,
+        })
+    }
+
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.d_out
+    }
+
+    /// `x [M, K] → [M, N]`: the WGSL kernel on a GPU device, [`Self::forward_reference`]
+    /// elsewhere.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let prims = (
+            x.clone().try_into_primitive::<Cube>(),
+            self.codes.clone().try_into_primitive::<Cube>(),
+            self.scales.clone().try_into_primitive::<Cube>(),
+            self.bias.clone().try_into_primitive::<Cube>(),
+        );
+        match prims {
+            (Ok(x), Ok(codes), Ok(scales), Ok(bias)) => {
+                Tensor::from_primitive::<Cube>(launch_int8_matmul(x, codes, scales, bias))
+            }
+            _ => self.forward_reference(x),
+        }
+    }
+
+    /// The same product with plain burn ops: unpack, dequantize, matmul (the CPU path, and
+    /// what the kernel is tested against).
+    pub fn forward_reference(&self, x: Tensor<2>) -> Tensor<2> {
+        let [k4, n] = self.codes.dims();
+        // Byte j of each word, sign-extended: (w << (24 − 8j)) >> 24 on i32.
+        let bytes: Vec<Tensor<3, Int>> = (0..4)
+            .map(|j| {
+                let shifted = self.codes.clone().bitwise_left_shift_scalar(24 - 8 * j);
+                shifted.bitwise_right_shift_scalar(24).unsqueeze_dim::<3>(1)
+            })
+            .collect();
+        let w = Tensor::cat(bytes, 1).reshape([k4 * 4, n]).float();
+        x.matmul(w * self.scales.clone().unsqueeze_dim::<2>(0))
+            + self.bias.clone().unsqueeze_dim::<2>(0)
+    }
+}
+
+struct Int8MatmulSource;
+
+impl KernelSource for Int8MatmulSource {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../shaders/int8_matmul.wgsl"))
+            .register("width", WIDTH.to_string())
+            .register("rows", ROWS.to_string())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info((WIDTH, ROWS))
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+fn launch_int8_matmul(
+    x: CubeTensor,
+    codes: CubeTensor,
+    scales: CubeTensor,
+    bias: CubeTensor,
+) -> CubeTensor {
+    use burn::backend::wgpu::into_contiguous;
+    let (x, codes, scales, bias) = (
+        into_contiguous(x),
+        into_contiguous(codes),
+        into_contiguous(scales),
+        into_contiguous(bias),
+    );
+    let (m, k) = (x.meta.shape()[0], x.meta.shape()[1]);
+    let [k4, n] = [codes.meta.shape()[0], codes.meta.shape()[1]];
+    debug_assert_eq!(k, k4 * 4);
+    let client = x.client.clone();
+    let out = CubeTensor::new_contiguous(
+        client.clone(),
+        x.device.clone(),
+        Shape::new([m, n]),
+        client.empty(m * n * 4),
+        DType::F32,
+    );
+    let dims = MetadataBindingInfo::custom(vec![m as u64 | (k4 as u64) << 32, n as u64]);
+    let count = CubeCount::Static((n as u32).div_ceil(WIDTH), (m as u32).div_ceil(ROWS), 1);
+    let cube_dim = CubeDim::new_1d(WIDTH);
+    client.launch(
+        Box::new(SourceKernel::new(Int8MatmulSource, cube_dim)),
+        count,
+        KernelArguments::new()
+            .with_buffer(x.handle.clone().binding())
+            .with_buffer(codes.handle.clone().binding())
+            .with_buffer(scales.handle.clone().binding())
+            .with_buffer(bias.handle.clone().binding())
+            .with_buffer(out.handle.clone().binding())
+            .with_info(dims),
+    );
+    out
+}
+
+/// VAR inference shapes: M = tokens of a scale x 2 (CFG), K and N from the shipped model
+/// (128, 512) and d16 (1024, 3072, 4096); odd sizes exercise the edges.
+pub const INT8_TEST_SHAPES: [(usize, usize, usize); 7] = [
+    (2, 128, 384),
+    (8, 16, 128),
+    (18, 128, 512),
+    (7, 36, 100),
+    (130, 512, 128),
+    (512, 1024, 96),
+    (2, 1024, 3072),
+];
+
+/// Checks the int8 matmul kernel on `device` against [`Int8Linear::forward_reference`] on the
+/// CPU, for random x `[m, k]`, codes, scales and bias from `seed`: the largest difference
+/// relative to the largest reference value. Run by the native (wgpu) and browser tests.
+pub async fn int8_matmul_error(
+    device: &Device,
+    m: usize,
+    k: usize,
+    n: usize,
+    seed: u64,
+) -> Result<f32> {
+    let mut rng = crate::sampler::Rng::new(seed);
+    let mut draw = |len: usize, scale: f64| -> Vec<f32> {
+        (0..len)
+            .map(|_| ((rng.uniform() * 2.0 - 1.0) * scale) as f32)
+            .collect()
+    };
+    let x = draw(m * k, 1.0);
+    let codes: Vec<i8> = draw(n * k, 127.49)
+        .into_iter()
+        .map(|v| v.round() as i8)
+        .collect();
+    let scales: Vec<f32> = draw(n, 0.01).into_iter().map(|s| s.abs() + 1e-3).collect();
+    let bias = draw(n, 0.1);
+    let cpu = Device::flex();
+    let run = |dev: &Device| -> Result<Tensor<2>> {
+        let layer = Int8Linear::new(&codes, scales.clone(), Some(bias.clone()), k, n, dev)?;
+        Ok(layer.forward(Tensor::from_data(TensorData::new(x.clone(), [m, k]), dev)))
+    };
+    let got = crate::generate::read_f32(run(device)?).await?;
+    let want = crate::generate::read_f32(run(&cpu)?).await?;
+    let peak = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6);
+    Ok(got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |a, (g, w)| a.max((g - w).abs()))
+        / peak)
+}
