@@ -8,11 +8,15 @@
 // every packed word is read and decoded once per ROWS rows, and neighbouring invocations read
 // neighbouring words (coalesced). The per-channel scale factors out of the k-sum and is
 // applied once at the end.
+//
+// Every storage binding is read_write although only `y` is written: CubeCL sub-allocates
+// tensors from shared pages, so inputs and output can be ranges of one wgpu buffer, and wgpu
+// refuses a buffer bound read-only and read-write in the same dispatch.
 
-@group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;     // [M, K/4]
-@group(0) @binding(1) var<storage, read> codes: array<u32>;       // [K/4, N]
-@group(0) @binding(2) var<storage, read> scales: array<f32>;      // [N]
-@group(0) @binding(3) var<storage, read> bias: array<f32>;        // [N] (zeros when none)
+@group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;     // [M, K/4]
+@group(0) @binding(1) var<storage, read_write> codes: array<u32>;       // [K/4, N]
+@group(0) @binding(2) var<storage, read_write> scales: array<f32>;      // [N]
+@group(0) @binding(3) var<storage, read_write> bias: array<f32>;        // [N] (zeros when none)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;     // [M, N]
 
 struct Dims { m: u32, k4: u32, n: u32, unused: u32 }

@@ -60,6 +60,8 @@ pub async fn compare(
         teacher_forced(original, &labels, &sampled)?,
         teacher_forced(candidate, &labels, &sampled)?,
     );
+    // The two models may live on different devices (the GPU kernel vs the CPU).
+    let cand_logits = cand_logits.to_device(&ref_logits.device());
     let v = original.config.vqvae.vocab_size;
     let p = softmax(ref_logits.clone(), 2);
     let kl =

@@ -88,18 +88,21 @@ impl Int8Linear {
     /// `x [M, K] → [M, N]`: the WGSL kernel on a GPU device, [`Self::forward_reference`]
     /// elsewhere.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let prims = (
-            x.clone().try_into_primitive::<Cube>(),
-            self.codes.clone().try_into_primitive::<Cube>(),
-            self.scales.clone().try_into_primitive::<Cube>(),
-            self.bias.clone().try_into_primitive::<Cube>(),
-        );
-        match prims {
-            (Ok(x), Ok(codes), Ok(scales), Ok(bias)) => {
-                Tensor::from_primitive::<Cube>(launch_int8_matmul(x, codes, scales, bias))
-            }
-            _ => self.forward_reference(x),
+        match self.forward_gpu(x.clone()) {
+            Some(y) => y,
+            None => self.forward_reference(x),
         }
+    }
+
+    /// The WGSL kernel, or `None` when the tensors are not on a wgpu/WebGPU device.
+    pub fn forward_gpu(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        let x = x.try_into_primitive::<Cube>().ok()?;
+        let codes = self.codes.clone().try_into_primitive::<Cube>().ok()?;
+        let scales = self.scales.clone().try_into_primitive::<Cube>().ok()?;
+        let bias = self.bias.clone().try_into_primitive::<Cube>().ok()?;
+        Some(Tensor::from_primitive::<Cube>(launch_int8_matmul(
+            x, codes, scales, bias,
+        )))
     }
 
     /// The same product with plain burn ops: unpack, dequantize, matmul (the CPU path, and
@@ -214,12 +217,15 @@ pub async fn int8_matmul_error(
     let scales: Vec<f32> = draw(n, 0.01).into_iter().map(|s| s.abs() + 1e-3).collect();
     let bias = draw(n, 0.1);
     let cpu = Device::flex();
-    let run = |dev: &Device| -> Result<Tensor<2>> {
-        let layer = Int8Linear::new(&codes, scales.clone(), Some(bias.clone()), k, n, dev)?;
-        Ok(layer.forward(Tensor::from_data(TensorData::new(x.clone(), [m, k]), dev)))
-    };
-    let got = crate::generate::read_f32(run(device)?).await?;
-    let want = crate::generate::read_f32(run(&cpu)?).await?;
+    let layer =
+        |dev: &Device| Int8Linear::new(&codes, scales.clone(), Some(bias.clone()), k, n, dev);
+    let input = |dev: &Device| Tensor::<2>::from_data(TensorData::new(x.clone(), [m, k]), dev);
+    let got = layer(device)?
+        .forward_gpu(input(device))
+        .ok_or_else(|| VarError::Device("the int8 kernel needs a wgpu/WebGPU device".into()))?;
+    let got = crate::generate::read_f32(got).await?;
+    let want = layer(&cpu)?.forward_reference(input(&cpu));
+    let want = crate::generate::read_f32(want).await?;
     let peak = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6);
     Ok(got
         .iter()

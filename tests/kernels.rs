@@ -7,16 +7,44 @@ use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
 use var_web::kernels::{INT8_TEST_SHAPES, int8_matmul_error, is_gpu};
 
+/// The process's one wgpu device (burn initialises the runtime once).
+fn vulkan() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            Device::wgpu_options()
+                .graphics_api(WgpuBackend::Vulkan)
+                .init()
+                .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)")
+        })
+        .clone()
+}
+
 #[test]
 fn int8_matmul_matches_the_burn_reference_on_wgpu() {
-    let device = Device::wgpu_options()
-        .graphics_api(WgpuBackend::Vulkan)
-        .init()
-        .expect("a Vulkan adapter (lavapipe: apt-get install mesa-vulkan-drivers)");
+    let device = vulkan();
     assert!(is_gpu(&device), "the kernel path needs a wgpu device");
     assert!(!is_gpu(&Device::flex()));
     for (i, &(m, k, n)) in INT8_TEST_SHAPES.iter().enumerate() {
         let err = pollster::block_on(int8_matmul_error(&device, m, k, n, i as u64)).unwrap();
         assert!(err < 1e-5, "[{m}x{k}] x [{k}x{n}]: relative error {err}");
     }
+}
+
+#[test]
+fn an_int8_model_on_wgpu_follows_the_same_model_on_the_cpu() {
+    let shipped =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(var_web::DEFAULT_MODEL_DIR);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("int8");
+    var_web::weights::format::quantize_dir(&shipped, var_web::config::Storage::Int8, 0, &out)
+        .unwrap();
+    let gpu = vulkan();
+    // On the CPU the int8 weights are dequantized into f32 Linear layers; on wgpu they stay
+    // int8 and go through the WGSL kernel.
+    let cpu_model = var_web::weights::format::load_model_dir(&out, &Device::flex()).unwrap();
+    let gpu_model = var_web::weights::format::load_model_dir(&out, &gpu).unwrap();
+    let r = pollster::block_on(var_web::agreement::compare(&cpu_model, &gpu_model, 20, 3)).unwrap();
+    eprintln!("{r:?}");
+    assert!(r.top1 >= 0.995 && r.kl < 1e-4, "{r:?}");
 }
