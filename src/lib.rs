@@ -9,11 +9,13 @@
 //! - §4 sampling with CFG, top-k/top-p, Gumbel smoothing: [`sampler`]
 //! - the coarse-to-fine loop, with a per-scale callback and the editing seam: [`generate`]
 //! - §4 zero-shot in-painting, out-painting and editing: [`edit`]
+//! - the generation benchmark (native and browser): [`bench`]
 //! - configuration and presets: [`config`]; weights, the model directory and the official
 //!   checkpoint import: [`weights`]; parity checks against the reference: [`verify`]
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod agreement;
+pub mod bench;
 pub mod config;
 pub mod edit;
 pub mod error;

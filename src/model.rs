@@ -2,10 +2,11 @@
 
 use burn::tensor::Device;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, Storage};
 use crate::error::Result;
 use crate::transformer::Var;
 use crate::vqvae::VqVae;
+use crate::weights::quant::StoredAs;
 use crate::weights::{Loader, RandomSource, TensorSource};
 
 #[derive(Debug)]
@@ -51,6 +52,20 @@ impl Model {
     pub fn random(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
         let mut vq = RandomSource::new(seed, 0.02);
         let mut tr = RandomSource::new(seed.wrapping_add(1), 0.02);
+        Self::from_sources(config, &mut vq, &mut tr, device)
+    }
+
+    /// Random weights as [`Self::random`], read back as if stored at `storage` (int8 stays
+    /// int8 on a GPU): benchmarks of reduced precision at official shapes, without a file.
+    pub fn random_stored(
+        mut config: ModelConfig,
+        seed: u64,
+        storage: Storage,
+        device: &Device,
+    ) -> Result<Self> {
+        config.storage = storage;
+        let mut vq = StoredAs::new(RandomSource::new(seed, 0.02), storage, false);
+        let mut tr = StoredAs::new(RandomSource::new(seed.wrapping_add(1), 0.02), storage, true);
         Self::from_sources(config, &mut vq, &mut tr, device)
     }
 

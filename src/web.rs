@@ -14,12 +14,14 @@ use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
+use crate::bench::BenchSettings;
+use crate::config::{ModelConfig, OFFICIAL_PATCH_NUMS, Storage};
 use crate::edit::{EncodedImage, describe_mask, keep_grid, rgb8_to_tensor};
 use crate::error::VarError;
 use crate::generate::{EditSource, Generation, read_f32};
 use crate::model::Model;
 use crate::sampler::SamplingParams;
-use crate::weights::format::load_model_bytes;
+use crate::weights::format::{load_model_bytes, load_model_bytes_as};
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -41,6 +43,17 @@ async fn webgpu_device() -> Result<Device, JsError> {
         .map_err(|e| JsError::new(&format!("WebGPU could not be initialised: {e}")))?;
     WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
     Ok(device)
+}
+
+/// The device for a backend name the page sends: `"webgpu"` or `"cpu"`.
+async fn device_for(backend: &str) -> Result<Device, JsError> {
+    match backend {
+        "webgpu" => webgpu_device().await,
+        "cpu" => Ok(Device::flex()),
+        other => Err(JsError::new(&format!(
+            "unknown backend '{other}': use 'webgpu' or 'cpu'"
+        ))),
+    }
 }
 
 fn js_error(e: VarError) -> JsError {
@@ -106,15 +119,7 @@ impl VarModel {
         var: Vec<u8>,
         backend: String,
     ) -> Result<VarModel, JsError> {
-        let device = match backend.as_str() {
-            "webgpu" => webgpu_device().await?,
-            "cpu" => Device::flex(),
-            other => {
-                return Err(JsError::new(&format!(
-                    "unknown backend '{other}': use 'webgpu' or 'cpu'"
-                )));
-            }
-        };
+        let device = device_for(&backend).await?;
         let model = load_model_bytes(&config_json, &vqvae, &var, &device).map_err(js_error)?;
         Ok(VarModel {
             model: Rc::new(model),
@@ -266,4 +271,84 @@ impl EditRequest {
             .map_err(|_| JsError::new("the onSource callback threw"))?;
         encoded.edit_source(model, &keep).map_err(js_error)
     }
+}
+
+/// `performance.now()` in seconds (a page or a worker).
+fn performance_now() -> f64 {
+    js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+        .ok()
+        .and_then(|p| {
+            let now: Function = js_sys::Reflect::get(&p, &"now".into())
+                .ok()?
+                .dyn_into()
+                .ok()?;
+            now.call0(&p).ok()?.as_f64()
+        })
+        .unwrap_or_else(js_sys::Date::now)
+        / 1000.0
+}
+
+/// The generation benchmark of `var bench` on this browser's device (`"webgpu"` or `"cpu"`),
+/// at `precision` (`"f32"`, `"f16"`, `"int8"`): a model directory's files when `config_json`
+/// is given, else the official preset of `depth` with random weights (the VQ-VAE at 256 px).
+/// Resolves to the report as JSON, with `wasm_memory_mib` (this module's linear memory,
+/// which only grows: its peak) added.
+#[allow(clippy::too_many_arguments)]
+#[wasm_bindgen]
+pub async fn bench(
+    backend: String,
+    precision: String,
+    depth: usize,
+    config_json: Option<String>,
+    vqvae: Option<Vec<u8>>,
+    var: Option<Vec<u8>>,
+    runs: usize,
+    top_k: usize,
+    decode: bool,
+) -> Result<String, JsError> {
+    let device = device_for(&backend).await?;
+    let storage: Storage = precision.parse().map_err(js_error)?;
+    let model = match (config_json, vqvae, var) {
+        (Some(config), Some(vq), Some(tr)) => {
+            load_model_bytes_as(&config, &vq, &tr, storage, &device).map_err(js_error)?
+        }
+        (None, None, None) => {
+            let mut config = ModelConfig::official(depth);
+            config.patch_nums = OFFICIAL_PATCH_NUMS.to_vec();
+            config.name = format!("VAR-d{depth} (random)");
+            Model::random_stored(config, 0, storage, &device).map_err(js_error)?
+        }
+        _ => {
+            return Err(JsError::new(
+                "a model needs its config, VQ-VAE and transformer files together",
+            ));
+        }
+    };
+    let settings = BenchSettings {
+        runs,
+        params: SamplingParams {
+            cfg: 1.5,
+            top_k,
+            top_p: 0.96,
+            ..SamplingParams::default()
+        },
+        decode,
+    };
+    let label = format!("{backend} (burn-wgpu on WebGPU)");
+    let label = if backend == "webgpu" {
+        label
+    } else {
+        "burn-flex CPU (wasm)".into()
+    };
+    let report = crate::bench::run(&model, &settings, &label, &performance_now, |_| {})
+        .await
+        .map_err(js_error)?;
+    let mut json = serde_json::to_value(&report).map_err(|e| JsError::new(&e.to_string()))?;
+    let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    let bytes = memory
+        .buffer()
+        .unchecked_into::<js_sys::ArrayBuffer>()
+        .byte_length();
+    json["wasm_memory_mib"] = (bytes as f64 / (1024.0 * 1024.0)).into();
+    Ok(json.to_string())
 }

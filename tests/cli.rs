@@ -372,3 +372,47 @@ fn convert_quantize_int8_writes_a_model_that_generates() {
     args[10] = bad.to_str().unwrap();
     assert_refused(&args, "unknown precision 'int4'");
 }
+
+#[test]
+fn bench_compares_precisions_side_by_side_and_writes_json() {
+    let dir = common::scratch("bench");
+    let json = dir.join("bench.json");
+    let o = var(&[
+        "bench",
+        "--model",
+        &model_dir(),
+        "--precision",
+        "f32,int8",
+        "--runs",
+        "1",
+        "--top-k",
+        "20",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("f32 burn-flex CPU") && table.contains("int8 burn-flex CPU"),
+        "{table}"
+    );
+    let reports: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let reports = reports.as_array().unwrap();
+    assert_eq!(reports.len(), 2);
+    for (report, storage) in reports.iter().zip(["f32", "int8"]) {
+        assert_eq!(report["storage"], storage);
+        let scales = report["scales"].as_array().unwrap();
+        assert_eq!(scales.len(), 4, "the fixture model has 4 scales");
+        let gflop: f64 = scales.iter().map(|s| s["gflop"].as_f64().unwrap()).sum();
+        let total = report["transformer_gflop"].as_f64().unwrap();
+        assert!(gflop > 0.0 && (gflop - total).abs() < 1e-9 * total);
+        let seconds: f64 = scales.iter().map(|s| s["seconds"].as_f64().unwrap()).sum();
+        assert!(seconds > 0.0 && seconds <= report["total_seconds"].as_f64().unwrap());
+        assert!(report["gpu_memory"].is_null(), "no GPU report on the CPU");
+    }
+    assert_refused(
+        &["bench", "--model", &model_dir(), "--precision", "int4"],
+        "int4",
+    );
+}

@@ -5,7 +5,11 @@
 
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
+use var_web::SamplingParams;
+use var_web::bench::{self, BenchSettings};
+use var_web::config::Storage;
 use var_web::kernels::{INT8_TEST_SHAPES, int8_matmul_error, is_gpu};
+use var_web::weights::format::load_model_dir_as;
 
 /// The process's one wgpu device (burn initialises the runtime once).
 fn vulkan() -> Device {
@@ -20,8 +24,16 @@ fn vulkan() -> Device {
         .clone()
 }
 
+/// Tests share the one device; the memory test reads the device's whole allocator, so tests
+/// here run one at a time.
+fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn int8_matmul_matches_the_burn_reference_on_wgpu() {
+    let _one_at_a_time = exclusive();
     let device = vulkan();
     assert!(is_gpu(&device), "the kernel path needs a wgpu device");
     assert!(!is_gpu(&Device::flex()));
@@ -33,6 +45,7 @@ fn int8_matmul_matches_the_burn_reference_on_wgpu() {
 
 #[test]
 fn an_int8_model_on_wgpu_follows_the_same_model_on_the_cpu() {
+    let _one_at_a_time = exclusive();
     let shipped =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(var_web::DEFAULT_MODEL_DIR);
     let dir = tempfile::tempdir().unwrap();
@@ -47,4 +60,40 @@ fn an_int8_model_on_wgpu_follows_the_same_model_on_the_cpu() {
     let r = pollster::block_on(var_web::agreement::compare(&cpu_model, &gpu_model, 20, 3)).unwrap();
     eprintln!("{r:?}");
     assert!(r.top1 >= 0.995 && r.kl < 1e-4, "{r:?}");
+}
+
+#[test]
+fn later_images_allocate_no_gpu_memory() {
+    // The benchmark samples burn's allocator after every scale: once the warm-up image has
+    // run, the KV caches, activations and the int8 kernel's outputs of later images must live
+    // in pages the first image allocated.
+    let _one_at_a_time = exclusive();
+    let shipped =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(var_web::DEFAULT_MODEL_DIR);
+    let device = vulkan();
+    for storage in [Storage::F32, Storage::Int8] {
+        let model = load_model_dir_as(&shipped, storage, &device).unwrap();
+        let settings = BenchSettings {
+            runs: 2,
+            params: SamplingParams {
+                cfg: 4.0,
+                top_k: 100,
+                top_p: 0.95,
+                ..SamplingParams::default()
+            },
+            decode: true,
+        };
+        let start = std::time::Instant::now();
+        let now = || start.elapsed().as_secs_f64();
+        let report =
+            pollster::block_on(bench::run(&model, &settings, "wgpu", &now, |_| {})).unwrap();
+        let memory = report.gpu_memory.expect("a GPU report on wgpu");
+        eprintln!("{storage:?}: {memory:?}");
+        assert!(memory.pages_after_warmup > 0 && memory.reserved_mib_after_warmup > 0.0);
+        assert_eq!(
+            memory.pages_allocated_in_timed_runs, 0,
+            "{storage:?}: {memory:?}"
+        );
+        assert_eq!(report.storage, format!("{storage:?}").to_lowercase());
+    }
 }

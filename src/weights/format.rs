@@ -13,7 +13,7 @@ use burn::tensor::Device;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::pth::PthFile;
-use super::quant::{StoredTensor, store};
+use super::quant::{StoredAs, StoredTensor, store};
 use super::{TensorSource, check_shape, is_recomputed_buffer};
 use crate::config::{ModelConfig, SamplingDefaults, Storage, VarConfig, VqvaeConfig, seq_len};
 use crate::error::{Result, VarError};
@@ -211,6 +211,33 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Model> {
     let vq = read_file(&dir.join(VQVAE_FILE))?;
     let tr = read_file(&dir.join(VAR_FILE))?;
     load_model_bytes(&config, &vq, &tr, device)
+}
+
+/// Loads a model directory as if it had been written at `storage` (see
+/// [`super::quant::StoredAs`]): compares precisions of one model without converting files.
+pub fn load_model_dir_as(dir: &Path, storage: Storage, device: &Device) -> Result<Model> {
+    let config_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path).map_err(|e| VarError::io(&config_path, e))?;
+    let (vq, tr) = (
+        read_file(&dir.join(VQVAE_FILE))?,
+        read_file(&dir.join(VAR_FILE))?,
+    );
+    load_model_bytes_as(&text, &vq, &tr, storage, device)
+}
+
+/// [`load_model_bytes`], read as if the files had been written at `storage`.
+pub fn load_model_bytes_as(
+    config_json: &str,
+    vqvae: &[u8],
+    var: &[u8],
+    storage: Storage,
+    device: &Device,
+) -> Result<Model> {
+    let mut config = ModelConfig::from_json(config_json, CONFIG_FILE)?;
+    config.storage = storage;
+    let mut vq = StoredAs::new(SafetensorsSource::new(vqvae, VQVAE_FILE)?, storage, false);
+    let mut tr = StoredAs::new(SafetensorsSource::new(var, VAR_FILE)?, storage, true);
+    Model::from_sources(config, &mut vq, &mut tr, device)
 }
 
 /// A tensor to be written: name, shape, values.

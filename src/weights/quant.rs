@@ -11,6 +11,7 @@
 use half::f16;
 use safetensors::tensor::Dtype;
 
+use super::TensorSource;
 use super::format::NamedTensor;
 use crate::config::Storage;
 use crate::error::{Result, VarError};
@@ -177,6 +178,61 @@ pub fn decode(
             )));
         }
     })
+}
+
+/// Any source, read back as if it had been written at `storage` (per-channel int8): f16
+/// rounding, and int8 codes with per-row scales for the transformer's matrices, which
+/// [`TensorSource::take_int8`] hands out as they are. Benchmarks build int8 models at
+/// official shapes from random weights this way, in memory, without writing a file.
+pub struct StoredAs<S> {
+    inner: S,
+    storage: Storage,
+    transformer: bool,
+}
+
+impl<S: TensorSource> StoredAs<S> {
+    /// `transformer` selects the rules of the transformer's file (the VQ-VAE's file has no
+    /// int8 tensors), as in [`store`].
+    pub fn new(inner: S, storage: Storage, transformer: bool) -> Self {
+        Self {
+            inner,
+            storage,
+            transformer,
+        }
+    }
+
+    fn quantized(&self, key: &str, shape: &[usize]) -> bool {
+        self.storage == Storage::Int8 && self.transformer && is_int8_candidate(key, shape)
+    }
+}
+
+impl<S: TensorSource> TensorSource for StoredAs<S> {
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let values = self.inner.take(key, shape)?;
+        Ok(match self.storage {
+            Storage::F32 => values,
+            _ if self.quantized(key, shape) => {
+                let (codes, scales) = quantize_int8(&values, shape[1], shape[1]);
+                dequantize_int8(&codes, &scales, shape[1])
+            }
+            _ => values
+                .into_iter()
+                .map(|x| f16::from_f32(x).to_f32())
+                .collect(),
+        })
+    }
+
+    fn unused(&self) -> Vec<String> {
+        self.inner.unused()
+    }
+
+    fn take_int8(&mut self, key: &str, shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        if !self.quantized(key, shape) {
+            return Ok(None);
+        }
+        let values = self.inner.take(key, shape)?;
+        Ok(Some(quantize_int8(&values, shape[1], shape[1])))
+    }
 }
 
 #[cfg(test)]

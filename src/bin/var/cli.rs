@@ -9,16 +9,17 @@ use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use var_web::config::{ModelConfig, OFFICIAL_PATCH_NUMS, parse_patch_nums};
+use var_web::bench::{BenchReport, BenchSettings, GpuMemory};
+use var_web::config::{ModelConfig, OFFICIAL_PATCH_NUMS, Storage, parse_patch_nums};
 use var_web::edit::{describe_mask, inpaint, keep_grid};
 use var_web::error::{Result, VarError};
-use var_web::generate::{Generation, generate, read_f32};
+use var_web::generate::{generate, read_f32};
 use var_web::model::Model;
 use var_web::picture::{overlay_mask, read_mask, read_picture, side_by_side, write_png};
 use var_web::sampler::SamplingParams;
 use var_web::train::plot::write_atomically;
 use var_web::verify::{GoldenMeta, verify};
-use var_web::weights::format::{convert_pth_at, load_model_dir};
+use var_web::weights::format::{convert_pth_at, load_model_dir, load_model_dir_as};
 
 #[derive(Parser)]
 #[command(
@@ -130,17 +131,36 @@ enum Command {
         #[arg(long, default_value = "www")]
         root: PathBuf,
     },
-    /// Time one generation at the official d16 + 256 px VQ-VAE shapes (random weights) on the CPU.
+    /// Time generation per scale, f32 against int8 and CPU against GPU side by side, with
+    /// FLOPs, GFLOP/s and memory: the official d16 + 256 px VQ-VAE shapes with random weights,
+    /// or a model directory.
     Bench {
+        /// A model directory; without it, the official preset of `--depth` with random weights.
+        #[arg(long)]
+        model: Option<PathBuf>,
         /// Transformer depth of the official preset (16, 20, 24, 30).
         #[arg(long, default_value_t = 16)]
         depth: usize,
-        /// Timed runs after one warm-up run; the median is reported.
+        /// Backends to compare, comma-separated: cpu (burn-flex), wgpu (the GPU through wgpu,
+        /// Vulkan on Linux; our WGSL kernels run there).
+        #[arg(long, value_delimiter = ',', default_value = "cpu")]
+        backend: Vec<BenchBackend>,
+        /// Storage precisions to compare, comma-separated: f32, f16, int8 (int8 weights stay
+        /// int8 on wgpu; the CPU dequantizes them at load).
+        #[arg(long, value_delimiter = ',', default_value = "f32")]
+        precision: Vec<Storage>,
+        /// Timed runs after one warm-up run; medians are reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Top-k of the timed runs (the reference's FID setting samples from 900).
         #[arg(long, default_value_t = 900)]
         top_k: usize,
+        /// Leave the final VQ-VAE decode out.
+        #[arg(long)]
+        no_decode: bool,
+        /// Also write the reports as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -536,7 +556,28 @@ fn run(command: Command) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { depth, runs, top_k } => bench(depth, runs, top_k, &device),
+        Command::Bench {
+            model,
+            depth,
+            backend,
+            precision,
+            runs,
+            top_k,
+            no_decode,
+            json,
+        } => {
+            let settings = BenchSettings {
+                runs,
+                params: SamplingParams {
+                    cfg: 1.5,
+                    top_k,
+                    top_p: 0.96,
+                    ..SamplingParams::default()
+                },
+                decode: !no_decode,
+            };
+            bench(model, depth, &backend, &precision, &settings, json)
+        }
     }
 }
 
@@ -654,67 +695,205 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// Resets this process's peak resident memory (`VmHWM`), so each configuration of a
+/// side-by-side benchmark reports its own peak (Linux ≥ 4.0; elsewhere peaks accumulate).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn bench(depth: usize, runs: usize, top_k: usize, device: &Device) -> Result<ExitCode> {
-    let mut config = ModelConfig::official(depth);
-    config.patch_nums = OFFICIAL_PATCH_NUMS.to_vec();
-    let pb = spinner(&format!("building random VAR-d{depth} + VQ-VAE"));
-    let model = Model::random(config, 0, device)?;
-    pb.finish_and_clear();
-    let params = SamplingParams {
-        cfg: 1.5,
-        top_k,
-        top_p: 0.96,
-        ..SamplingParams::default()
-    };
-    let k = model.config.num_scales();
-    let mut per_scale: Vec<Vec<f64>> = vec![Vec::new(); k];
-    let (mut totals, mut decodes) = (Vec::new(), Vec::new());
-    for round in 0..=runs.max(1) {
-        let pb = scale_bar(k, if round == 0 { "warm-up" } else { "timed run" });
-        let start = Instant::now();
-        let mut run = pollster::block_on(Generation::new(&model, &[0], &params, None))?;
-        let mut times = Vec::with_capacity(k);
-        let mut last = Instant::now();
-        while pollster::block_on(run.step())?.is_some() {
-            times.push(last.elapsed().as_secs_f64());
-            last = Instant::now();
-            pb.inc(1);
-        }
-        let decode_start = Instant::now();
-        let _ = pollster::block_on(read_f32(run.image()))?;
-        let decode = decode_start.elapsed().as_secs_f64();
-        let total = start.elapsed().as_secs_f64();
-        pb.finish_and_clear();
-        if round > 0 {
-            times
-                .iter()
-                .enumerate()
-                .for_each(|(si, t)| per_scale[si].push(*t));
-            totals.push(total);
-            decodes.push(decode);
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BenchBackend {
+    Cpu,
+    Wgpu,
+}
+
+impl BenchBackend {
+    fn device(self) -> Result<Device> {
+        match self {
+            BenchBackend::Cpu => Ok(Device::flex()),
+            BenchBackend::Wgpu => {
+                static WGPU: std::sync::OnceLock<std::result::Result<Device, String>> =
+                    std::sync::OnceLock::new();
+                WGPU.get_or_init(|| {
+                    let options = Device::wgpu_options();
+                    // burn's WGSL path on Linux is Vulkan (its SPIR-V compiler rejects our
+                    // WGSL templates; docs/burn-custom-kernels.md).
+                    #[cfg(target_os = "linux")]
+                    let options = options.graphics_api(burn::tensor::wgpu::WgpuBackend::Vulkan);
+                    options.init().map_err(|e| e.to_string())
+                })
+                .clone()
+                .map_err(|e| {
+                    VarError::InvalidArgument(format!(
+                        "no wgpu device: {e} (on Linux without a GPU, install mesa-vulkan-drivers for lavapipe)"
+                    ))
+                })
+            }
         }
     }
-    println!(
-        "VAR-d{depth} + 256 px VQ-VAE, random weights, burn-flex CPU, batch 1 with CFG, top-k {top_k}; median of {runs} runs"
-    );
-    println!("{:<6} {:>6} {:>10}", "scale", "tokens", "seconds");
-    for (si, pn) in model.config.patch_nums.iter().enumerate() {
-        println!(
-            "{:<6} {:>6} {:>10.3}",
-            si,
-            pn * pn,
-            median(per_scale[si].clone())
-        );
+
+    fn label(self) -> &'static str {
+        match self {
+            BenchBackend::Cpu => "burn-flex CPU",
+            BenchBackend::Wgpu => "wgpu",
+        }
     }
-    println!("{:<13} {:>10.3}", "decode", median(decodes));
-    println!("{:<13} {:>10.3}", "total", median(totals));
-    if let Some(mib) = peak_rss_mib() {
-        println!("peak RSS {mib:.0} MiB (weights, KV cache and activations)");
+}
+
+fn bench(
+    model_dir: Option<PathBuf>,
+    depth: usize,
+    backends: &[BenchBackend],
+    precisions: &[Storage],
+    settings: &BenchSettings,
+    json: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let mut reports = Vec::new();
+    let mut peaks = Vec::new();
+    for &backend in backends {
+        let device = backend.device()?;
+        for &storage in precisions {
+            reset_peak_rss();
+            let what = format!(
+                "{} {storage:?} on {}",
+                model_label(&model_dir, depth),
+                backend.label()
+            );
+            let pb = spinner(&format!("loading {what}"));
+            let model = match &model_dir {
+                Some(dir) => load_model_dir_as(dir, storage, &device),
+                None => {
+                    let mut config = ModelConfig::official(depth);
+                    config.patch_nums = OFFICIAL_PATCH_NUMS.to_vec();
+                    config.name = format!("VAR-d{depth} (random)");
+                    Model::random_stored(config, 0, storage, &device)
+                }
+            };
+            pb.finish_and_clear();
+            let model = model?;
+            let k = model.config.num_scales();
+            let pb = scale_bar(settings.runs + 1, &what);
+            let start = Instant::now();
+            let now = || start.elapsed().as_secs_f64();
+            let report = pollster::block_on(var_web::bench::run(
+                &model,
+                settings,
+                backend.label(),
+                &now,
+                |round| {
+                    pb.set_position(round as u64);
+                    pb.set_message(if round == 0 {
+                        format!("{what}, warm-up")
+                    } else {
+                        what.clone()
+                    });
+                },
+            ));
+            pb.finish_and_clear();
+            let report = report?;
+            debug_assert_eq!(report.scales.len(), k);
+            peaks.push(peak_rss_mib());
+            reports.push(report);
+        }
+    }
+    print_bench(&reports, &peaks, settings);
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&reports).expect("reports serialise");
+        write_atomically(&path, text.as_bytes())?;
+        println!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn model_label(model_dir: &Option<PathBuf>, depth: usize) -> String {
+    match model_dir {
+        Some(dir) => dir.display().to_string(),
+        None => format!("VAR-d{depth}"),
+    }
+}
+
+/// The reports side by side: one column per configuration, seconds per scale.
+fn print_bench(reports: &[BenchReport], peaks: &[Option<f64>], settings: &BenchSettings) {
+    let Some(first) = reports.first() else {
+        return;
+    };
+    println!(
+        "{}: batch 1 with CFG {}, top-k {}, top-p {}; median of {} timed runs after a warm-up",
+        first.model, settings.params.cfg, settings.params.top_k, settings.params.top_p, first.runs
+    );
+    let columns: Vec<String> = reports
+        .iter()
+        .map(|r| format!("{} {}", r.storage, r.backend))
+        .collect();
+    let header: String = columns.iter().map(|c| format!(" {c:>22}")).collect();
+    println!("{:<16} {:>7} {:>9}{header}", "", "tokens", "GFLOP");
+    let row = |label: &str, tokens: String, gflop: Option<f64>, cells: Vec<String>| {
+        let cells: String = cells.iter().map(|c| format!(" {c:>22}")).collect();
+        let gflop = gflop.map_or(String::new(), |g| format!("{g:.2}"));
+        println!("{label:<16} {tokens:>7} {gflop:>9}{cells}");
+    };
+    let timed = |s: f64, gflop: f64| format!("{s:.3} s {:>6.1} GF/s", gflop / s);
+    for (si, scale) in first.scales.iter().enumerate() {
+        let cells = reports
+            .iter()
+            .map(|r| timed(r.scales[si].seconds, r.scales[si].gflop))
+            .collect();
+        row(
+            &format!("scale {si}"),
+            scale.tokens.to_string(),
+            Some(scale.gflop),
+            cells,
+        );
+    }
+    let tokens: usize = first.scales.iter().map(|s| s.tokens).sum();
+    let cells = reports
+        .iter()
+        .map(|r| timed(r.transformer_seconds, r.transformer_gflop))
+        .collect();
+    row(
+        "transformer",
+        tokens.to_string(),
+        Some(first.transformer_gflop),
+        cells,
+    );
+    if first.decode_seconds.is_some() {
+        let cells = reports
+            .iter()
+            .map(|r| timed(r.decode_seconds.unwrap_or(f64::NAN), r.decode_gflop))
+            .collect();
+        row(
+            "VQ-VAE decode",
+            String::new(),
+            Some(first.decode_gflop),
+            cells,
+        );
+    }
+    let cells = reports
+        .iter()
+        .map(|r| format!("{:.3} s", r.total_seconds))
+        .collect();
+    let decode_gflop = first.decode_seconds.map_or(0.0, |_| first.decode_gflop);
+    row(
+        "total",
+        String::new(),
+        Some(first.transformer_gflop + decode_gflop),
+        cells,
+    );
+    let cells = peaks
+        .iter()
+        .map(|p| p.map_or("-".into(), |mib| format!("{mib:.0} MiB")))
+        .collect();
+    row("peak RSS", String::new(), None, cells);
+    if reports.iter().any(|r| r.gpu_memory.is_some()) {
+        let gpu = |f: &dyn Fn(&GpuMemory) -> String| -> Vec<String> {
+            reports
+                .iter()
+                .map(|r| r.gpu_memory.as_ref().map_or("-".into(), f))
+                .collect()
+        };
+        let cells = gpu(&|m| format!("{:.0} MiB", m.reserved_mib_peak));
+        row("GPU reserved", String::new(), None, cells);
+        let cells = gpu(&|m| m.pages_allocated_in_timed_runs.to_string());
+        row("GPU allocs, timed", String::new(), None, cells);
+    }
 }
