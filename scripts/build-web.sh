@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/var-web/target}"
 cargo build --bin var
 wasm-pack build --target web --out-dir www/pkg --release --no-typescript --no-pack
 model=www/models/fixture-mini
-if [ ! -f "$model/var.safetensors" ]; then
+if [ ! -f "$model/config.json" ]; then
   "$CARGO_TARGET_DIR/debug/var" convert --vae tests/fixtures/vae_tiny.pth \
     --var tests/fixtures/var_mini.pth --patch-nums 1,2,3,4 --out "$model"
 fi

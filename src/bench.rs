@@ -106,6 +106,9 @@ pub struct ScaleTiming {
 pub struct GpuMemory {
     /// Bytes reserved from the device once the warm-up image is done, in MiB.
     pub reserved_mib_after_warmup: f64,
+    /// Bytes of live tensors then (the weights, mostly), in MiB: reserved memory comes in
+    /// pages, so this is what tells precisions apart.
+    pub in_use_mib_after_warmup: f64,
     /// The most reserved at any scale of the timed runs, in MiB.
     pub reserved_mib_peak: f64,
     /// Device allocations (pages) held after the warm-up image.
@@ -150,6 +153,7 @@ fn memory_report(device: &Device) -> Option<MemoryReport> {
 struct MemorySample {
     pages: Vec<(String, u64)>,
     reserved: u64,
+    in_use: u64,
 }
 
 impl MemorySample {
@@ -176,9 +180,11 @@ impl MemorySample {
                 add(format!("{} ", aux.name), &aux.pools);
             }
         }
+        let usage = report.usage();
         Some(Self {
             pages,
-            reserved: report.usage().bytes_reserved,
+            reserved: usage.bytes_reserved,
+            in_use: usage.bytes_in_use,
         })
     }
 
@@ -256,7 +262,9 @@ pub async fn run(
         let end = now();
         if round == 0 {
             after_warmup = MemorySample::take(&device);
-            warmup_memory = after_warmup.as_ref().map(|m| (m.total_pages(), m.reserved));
+            warmup_memory = after_warmup
+                .as_ref()
+                .map(|m| (m.total_pages(), m.reserved, m.in_use));
             continue;
         }
         for (si, t) in times.into_iter().enumerate() {
@@ -299,8 +307,9 @@ pub async fn run(
         decode_gflop,
         decode_gflops: decode_seconds.map(|s| decode_gflop / s),
         total_seconds: median(totals),
-        gpu_memory: warmup_memory.map(|(pages, reserved)| GpuMemory {
+        gpu_memory: warmup_memory.map(|(pages, reserved, in_use)| GpuMemory {
             reserved_mib_after_warmup: reserved as f64 / MIB,
+            in_use_mib_after_warmup: in_use as f64 / MIB,
             reserved_mib_peak: peak_reserved.max(reserved) as f64 / MIB,
             pages_after_warmup: pages,
             pages_allocated_in_timed_runs: new_pages,

@@ -236,11 +236,27 @@ pub struct ModelConfig {
     pub storage: Storage,
 }
 
+/// The ImageNet-1k (ILSVRC 2012) class names in label order, the classes of the official
+/// models: WordNet lemmas, "tench, Tinca tinca" to "toilet tissue, toilet paper, bathroom
+/// tissue" (data, one name per line).
+const IMAGENET_CLASSES: &str = include_str!("imagenet_classes.txt");
+
+/// Names for `num_classes` classes: ImageNet's for 1000 (the official models), else
+/// "class i".
+pub fn default_class_names(num_classes: usize) -> Vec<String> {
+    let imagenet: Vec<&str> = IMAGENET_CLASSES.lines().collect();
+    if num_classes == imagenet.len() {
+        imagenet.into_iter().map(str::to_string).collect()
+    } else {
+        (0..num_classes).map(|i| format!("class {i}")).collect()
+    }
+}
+
 impl ModelConfig {
     /// The official 256 px ImageNet model of the given depth (16, 20, 24 or 30).
     pub fn official(depth: usize) -> Self {
         let var = VarConfig::official(depth);
-        let class_names = (0..var.num_classes).map(|i| format!("class {i}")).collect();
+        let class_names = default_class_names(var.num_classes);
         Self {
             name: format!("var-d{depth}"),
             image_size: 256,
@@ -394,6 +410,19 @@ pub fn parse_patch_nums(text: &str) -> Result<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn official_models_name_the_imagenet_classes() {
+        let names = ModelConfig::official(16).class_names;
+        assert_eq!(names.len(), 1000);
+        assert_eq!(names[0], "tench, Tinca tinca");
+        assert_eq!(names[281], "tabby, tabby cat");
+        assert_eq!(names[400], "academic gown, academic robe, judge's robe");
+        assert_eq!(names[999], "toilet tissue, toilet paper, bathroom tissue");
+        // Names are what the page's picker searches: none empty, no stray whitespace.
+        assert!(names.iter().all(|n| !n.is_empty() && n.trim() == n));
+        assert_eq!(default_class_names(3), ["class 0", "class 1", "class 2"]);
+    }
 
     #[test]
     fn official_sizes() {

@@ -35,6 +35,9 @@ pub enum VarError {
         #[source]
         source: crate::weights::pth::PthError,
     },
+    /// A shard of a sharded model does not match its manifest.
+    #[error("model shard {file}: {message}")]
+    Shard { file: String, message: String },
     /// A safetensors file is malformed.
     #[error("malformed safetensors file {file}: {message}")]
     Safetensors { file: String, message: String },

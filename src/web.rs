@@ -21,7 +21,8 @@ use crate::error::VarError;
 use crate::generate::{EditSource, Generation, read_f32};
 use crate::model::Model;
 use crate::sampler::SamplingParams;
-use crate::weights::format::{load_model_bytes, load_model_bytes_as};
+use crate::weights::format::{load_model_bytes, load_model_bytes_as, load_model_shards};
+use crate::weights::shards::{Manifest, memory_budget};
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -228,6 +229,74 @@ impl VarModel {
                 }
             }
             Ok(image)
+        })
+    }
+}
+
+/// A sharded model (`manifest.json` + shards) arriving one shard at a time: the worker
+/// downloads a shard, hands it over (it is checked against the manifest here, so a corrupt
+/// cache entry is caught before anything is built), and lets its own copy go; `finish`
+/// builds the model once every shard is in and releases the shards' bytes.
+#[wasm_bindgen]
+pub struct ShardedLoad {
+    config_json: String,
+    config: ModelConfig,
+    manifest: Manifest,
+    shards: Vec<Option<Vec<u8>>>,
+}
+
+#[wasm_bindgen]
+impl ShardedLoad {
+    #[wasm_bindgen(constructor)]
+    pub fn new(config_json: String, manifest_json: String) -> Result<ShardedLoad, JsError> {
+        let config = ModelConfig::from_json(&config_json, "config.json").map_err(js_error)?;
+        let manifest = Manifest::from_json(&manifest_json).map_err(js_error)?;
+        Ok(ShardedLoad {
+            config_json,
+            config,
+            shards: vec![None; manifest.shards.len()],
+            manifest,
+        })
+    }
+
+    /// Checks shard `index` (size and SHA-256 against the manifest) and keeps it.
+    #[wasm_bindgen(js_name = addShard)]
+    pub fn add_shard(&mut self, index: usize, bytes: Vec<u8>) -> Result<(), JsError> {
+        self.manifest.check_shard(index, &bytes).map_err(js_error)?;
+        self.shards[index] = Some(bytes);
+        Ok(())
+    }
+
+    /// The memory the model will need, as JSON (`weights_bytes`, `kv_cache_bytes`,
+    /// `activations_bytes`), on a GPU (`gpu`) or the CPU.
+    pub fn budget(&self, gpu: bool) -> String {
+        let budget = memory_budget(&self.config, &self.manifest, gpu);
+        serde_json::to_string(&budget).expect("a budget serialises")
+    }
+
+    /// Builds the model on `"webgpu"` or `"cpu"`; every shard must have been added.
+    pub async fn finish(self, backend: String) -> Result<VarModel, JsError> {
+        let missing: Vec<&str> = self
+            .shards
+            .iter()
+            .zip(&self.manifest.shards)
+            .filter(|(bytes, _)| bytes.is_none())
+            .map(|(_, s)| s.file.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return Err(JsError::new(&format!(
+                "shards not loaded yet: {}",
+                missing.join(", ")
+            )));
+        }
+        let device = device_for(&backend).await?;
+        let shards: Vec<Vec<u8>> = self.shards.into_iter().flatten().collect();
+        let model = load_model_shards(&self.config_json, &self.manifest, &shards, &device)
+            .map_err(js_error)?;
+        Ok(VarModel {
+            model: Rc::new(model),
+            backend,
+            cancelled: Rc::new(Cell::new(false)),
         })
     }
 }

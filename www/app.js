@@ -7,7 +7,7 @@ const DEFAULT_MODEL = 'models/fashion-mnist/';
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'), note: $('backend-note'), modelUrl: $('model-url'), loadModel: $('load-model'),
-  progress: $('progress'), progressBar: $('progress-bar'), progressText: $('progress-text'),
+  progress: $('progress'), progressBar: $('progress-bar'), progressText: $('progress-text'), budget: $('budget'),
   classFilter: $('class-filter'), classSelect: $('class-select'), seed: $('seed'), randomSeed: $('random-seed'),
   cfg: $('cfg'), topK: $('top-k'), topP: $('top-p'), smooth: $('smooth'), generate: $('generate'),
   cancel: $('cancel'), download: $('download'), clearCache: $('clear-cache'), output: $('output'),
@@ -93,6 +93,7 @@ function loadModel(url) {
   config = null;
   downloads.clear();
   ui.progress.hidden = false;
+  ui.budget.hidden = true;
   setStatus('loading', `Loading the model from ${url}…`);
   worker.postMessage({ type: MSG.LOAD, url: new URL(url, location.href).href, backend: query.get('backend') || 'auto' });
 }
@@ -105,9 +106,23 @@ function showProgress() {
     total += d.total || d.loaded;
   }
   ui.progressBar.value = total ? loaded / total : 0;
-  const parts = [...downloads].map(([f, d]) => `${f} ${(d.loaded / 1e6).toFixed(1)}${d.total ? `/${(d.total / 1e6).toFixed(1)}` : ''} MB`);
-  ui.progressText.textContent = parts.join(', ');
+  const mb = (d) => `${(d.loaded / 1e6).toFixed(1)}${d.total ? `/${(d.total / 1e6).toFixed(1)}` : ''} MB`;
+  if (downloads.size <= 3) {
+    ui.progressText.textContent = [...downloads].map(([f, d]) => `${f} ${mb(d)}`).join(', ');
+    return;
+  }
+  // A sharded model: the total, how many files are done (and how many came from the cache),
+  // and the file in flight.
+  const all = [...downloads.values()];
+  const done = all.filter((d) => d.total && d.loaded >= d.total);
+  const fromCache = all.filter((d) => d.cached).length;
+  const current = [...downloads].find(([, d]) => d.loaded > 0 && d.loaded < (d.total || Infinity));
+  ui.progressText.textContent = `${(loaded / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB in all, `
+    + `${done.length} of ${all.length} files${fromCache ? ` (${fromCache} from the cache)` : ''}`
+    + `${current ? `; ${current[0]} ${mb(current[1])}` : ''}`;
 }
+
+const mib = (b) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 
 worker.onmessage = ({ data }) => {
   switch (data.type) {
@@ -115,6 +130,14 @@ worker.onmessage = ({ data }) => {
       downloads.set(data.file, data);
       showProgress();
       break;
+    case MSG.BUDGET: {
+      const total = data.weights_bytes + data.kv_cache_bytes + data.activations_bytes;
+      const where = data.backend === 'webgpu' ? 'GPU' : 'CPU';
+      ui.budget.textContent = `Downloading ${mib(data.download_bytes)}; running it needs about ${mib(total)} of ${where} memory `
+        + `(weights ${mib(data.weights_bytes)}, KV cache ${mib(data.kv_cache_bytes)}, activations ${mib(data.activations_bytes)}).`;
+      ui.budget.hidden = false;
+      break;
+    }
     case MSG.READY: {
       config = data.config;
       backend = data.backend;

@@ -46,6 +46,7 @@ function renderTable(reports) {
     row(['VQ-VAE decode', '', first.decode_gflop.toFixed(2), ...reports.map((r) => cell(r.decode_seconds, r.decode_gflop))]);
   }
   row(['total', '', '', ...reports.map((r) => `${r.total_seconds.toFixed(3)} s`)]);
+  row(['GPU in use', '', '', ...reports.map((r) => (r.gpu_memory ? `${r.gpu_memory.in_use_mib_after_warmup.toFixed(1)} MiB` : '-'))]);
   row(['GPU reserved', '', '', ...reports.map((r) => (r.gpu_memory ? `${r.gpu_memory.reserved_mib_peak.toFixed(0)} MiB` : '-'))]);
   row(['GPU allocs, timed', '', '', ...reports.map((r) => (r.gpu_memory ? r.gpu_memory.pages_allocated_in_timed_runs : '-'))]);
   row(['wasm memory', '', '', ...reports.map((r) => `${r.wasm_memory_mib.toFixed(0)} MiB`)]);

@@ -11,7 +11,11 @@
 //   {type: 'cancel'}                            stop the running generation before its next scale
 //   {type: 'clear-cache'}                       delete cached model files
 // Worker -> page
-//   {type: 'progress', file, loaded, total}     download progress of one file (total may be 0 if unknown)
+//   {type: 'progress', file, loaded, total, cached}
+//                                               download progress of one file (total may be 0 if
+//                                               unknown; cached: read from the Cache API)
+//   {type: 'budget', weights_bytes, kv_cache_bytes, activations_bytes, download_bytes, backend}
+//                                               a sharded model's memory needs, before its download
 //   {type: 'ready', backend, reason, config, cached}
 //                                               backend: 'webgpu' | 'cpu'; reason: why not WebGPU (or '')
 //   {type: 'scale', id, si, patch, size, ms, rgba}   rgba: ArrayBuffer (transferred), size x size RGBA
@@ -30,6 +34,7 @@ export const MSG = Object.freeze({
   CANCEL: 'cancel',
   CLEAR_CACHE: 'clear-cache',
   PROGRESS: 'progress',
+  BUDGET: 'budget',
   READY: 'ready',
   SCALE: 'scale',
   DONE: 'done',
@@ -39,4 +44,6 @@ export const MSG = Object.freeze({
 });
 
 export const MODEL_FILES = ['config.json', 'vqvae.safetensors', 'var.safetensors'];
+// A sharded model directory (var convert) has this beside config.json, and its shards.
+export const MANIFEST_FILE = 'manifest.json';
 export const CACHE_NAME = 'var-web-models-v1';

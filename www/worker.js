@@ -1,22 +1,27 @@
 // The inference worker: loads the model (WebGPU first, CPU fallback) and runs generations.
 // All model work happens here; the page only draws. See protocol.js for the messages.
-import init, { VarModel } from './pkg/var_web.js';
-import { MSG, MODEL_FILES, CACHE_NAME } from './protocol.js';
+import init, { VarModel, ShardedLoad } from './pkg/var_web.js';
+import { MSG, MODEL_FILES, MANIFEST_FILE, CACHE_NAME } from './protocol.js';
 
 let model = null;
 let running = null; // id of the generation in progress
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
-// Fetches one file with progress, from the Cache API when present; stores it there otherwise.
-async function fetchCached(url, file) {
-  let cache = null;
+async function openCache() {
   try {
-    cache = await caches.open(CACHE_NAME);
+    return await caches.open(CACHE_NAME);
   } catch (_) {
-    cache = null; // no Cache API (e.g. opaque origin): download every time
+    return null; // no Cache API (e.g. opaque origin): download every time
   }
-  const hit = cache && (await cache.match(url));
+}
+
+// Fetches one file with progress, from the Cache API when present; stores it there otherwise.
+// `key` is the cache entry (a shard's includes its checksum, so a new model at the same URL
+// never reads an old shard).
+async function fetchCached(url, file, key = url) {
+  const cache = await openCache();
+  const hit = cache && (await cache.match(key));
   if (hit) {
     const bytes = new Uint8Array(await hit.arrayBuffer());
     post({ type: MSG.PROGRESS, file, loaded: bytes.length, total: bytes.length, cached: true });
@@ -48,7 +53,7 @@ async function fetchCached(url, file) {
   }
   if (cache) {
     try {
-      await cache.put(url, new Response(bytes));
+      await cache.put(key, new Response(bytes));
     } catch (e) {
       // QuotaExceededError and friends: keep the model in memory and say why it is not cached.
       console.warn(`not caching ${file}: ${e.name}: ${e.message}`);
@@ -101,8 +106,105 @@ async function webgpuProblem(files) {
   return '';
 }
 
+// The manifest of a sharded model, or null for a model in three files. From the network
+// first (a model may have been replaced), else from the cache (offline reloads).
+async function fetchManifest(url) {
+  const href = new URL(MANIFEST_FILE, url).href;
+  const cache = await openCache();
+  try {
+    const response = await fetch(href, { cache: 'no-cache' });
+    if (response.status === 404) return null;
+    if (!response.ok) throw new Error(`${MANIFEST_FILE}: the server answered ${response.status} ${response.statusText}`);
+    const text = await response.text();
+    if (cache) await cache.put(href, new Response(text)).catch(() => {});
+    return text;
+  } catch (e) {
+    const hit = cache && (await cache.match(href));
+    if (hit) return hit.text();
+    throw e;
+  }
+}
+
+// The largest tensor of a sharded model as the device holds it (f16 is decoded to f32;
+// int8 matrices of the transformer stay int8 on a GPU).
+function largestShardedTensor(manifest) {
+  let best = ['', 0];
+  for (const [part, tensors] of Object.entries(manifest.tensors)) {
+    for (const [name, t] of Object.entries(tensors)) {
+      const size = t.dtype === 'F16' || t.dtype === 'BF16' ? t.length * 2
+        : t.dtype === 'I8' && part !== 'var' ? t.length * 4 : t.length;
+      if (size > best[1]) best = [`${part}/${name}`, size];
+    }
+  }
+  return best;
+}
+
+// Downloads (or reads from the cache) every shard, checks it in wasm and hands it over one
+// at a time; the worker keeps no shard after handing it over. A shard that fails its check
+// is dropped from the cache, so a reload downloads it again.
+async function addShards(loader, manifest, url) {
+  let cached = true;
+  for (const [i, shard] of manifest.shards.entries()) {
+    const href = new URL(shard.file, url).href;
+    const key = `${href}?sha256=${shard.sha256}`;
+    const file = await fetchCached(href, shard.file, key);
+    cached &&= file.cached;
+    try {
+      loader.addShard(i, file.bytes);
+    } catch (e) {
+      const cache = await openCache();
+      if (cache) await cache.delete(key);
+      throw e;
+    }
+  }
+  return cached;
+}
+
+async function loadSharded(url, preference, manifestText) {
+  const manifest = JSON.parse(manifestText);
+  const configFile = await fetchCached(new URL('config.json', url).href, 'config.json');
+  const configJson = new TextDecoder().decode(configFile.bytes);
+  let loader = new ShardedLoad(configJson, manifestText); // checks the manifest
+  let reason = preference === 'cpu' ? 'the CPU was requested (?backend=cpu)' : '';
+  if (!reason) {
+    reason = await webgpuProblem([]);
+    const [name, size] = largestShardedTensor(manifest);
+    const adapter = reason ? null : await navigator.gpu.requestAdapter();
+    if (adapter) {
+      const limit = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
+      if (size > limit) {
+        reason = `tensor ${name} needs ${mib(size)} but this GPU binds at most ${mib(limit)} (maxStorageBufferBindingSize/maxBufferSize)`;
+      }
+    }
+  }
+  const gpu = !reason;
+  const budget = JSON.parse(loader.budget(gpu));
+  const downloadBytes = manifest.shards.reduce((a, s) => a + s.bytes, 0);
+  post({ type: MSG.BUDGET, ...budget, download_bytes: downloadBytes, backend: gpu ? 'webgpu' : 'cpu' });
+  // Every shard's size is known up front, so the page's total is right from the start.
+  for (const shard of manifest.shards) post({ type: MSG.PROGRESS, file: shard.file, loaded: 0, total: shard.bytes });
+  const cached = await addShards(loader, manifest, url);
+  let backend = 'cpu';
+  if (gpu) {
+    try {
+      model = await loader.finish('webgpu');
+      backend = 'webgpu';
+    } catch (e) {
+      if (!String(e.message).startsWith('WebGPU')) throw e;
+      reason = e.message;
+      // `finish` consumed the shards: read them again, from the cache this time.
+      loader = new ShardedLoad(configJson, manifestText);
+      await addShards(loader, manifest, url);
+    }
+  }
+  if (backend === 'cpu') model = await loader.finish('cpu');
+  post({ type: MSG.READY, backend, reason, config: JSON.parse(model.configJson()), cached: cached && configFile.cached });
+}
+
 async function load(url, preference) {
   await init();
+  const manifest = await fetchManifest(url);
+  if (manifest !== null) return loadSharded(url, preference, manifest);
   const [configFile, vqvaeFile, varFile] = await Promise.all(
     MODEL_FILES.map((f) => fetchCached(new URL(f, url).href, f)),
   );

@@ -4,7 +4,8 @@
 //! `var.safetensors`. Tensors keep the reference implementation's key names and layouts, so the
 //! one key table is the modules' `load` functions and a converted official checkpoint is
 //! byte-for-byte the same numbers. `config.storage` says how tensors are stored (f32, f16 or
-//! int8, see [`super::quant`]).
+//! int8, see [`super::quant`]). Large models are written sharded instead: `manifest.json` and
+//! shards of bounded size (see [`super::shards`]); every loader here reads both layouts.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::pth::PthFile;
 use super::quant::{StoredAs, StoredTensor, store};
+use super::shards::{MANIFEST_FILE, Manifest, Part, ShardedSource, write_part};
 use super::{TensorSource, check_shape, is_recomputed_buffer};
 use crate::config::{ModelConfig, SamplingDefaults, Storage, VarConfig, VqvaeConfig, seq_len};
 use crate::error::{Result, VarError};
@@ -203,14 +205,56 @@ pub fn load_model_bytes(
     Model::from_sources(config, &mut vq, &mut tr, device)
 }
 
-/// Loads a model directory written by `var convert` or by training.
+/// Loads a model directory written by `var convert` or by training, sharded or not.
 pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Model> {
     let config_path = dir.join(CONFIG_FILE);
     let config =
         std::fs::read_to_string(&config_path).map_err(|e| VarError::io(&config_path, e))?;
+    let manifest_path = dir.join(MANIFEST_FILE);
+    if manifest_path.exists() {
+        let manifest =
+            std::fs::read_to_string(&manifest_path).map_err(|e| VarError::io(&manifest_path, e))?;
+        let manifest = Manifest::from_json(&manifest)?;
+        let shards = manifest
+            .shards
+            .iter()
+            .map(|s| read_file(&dir.join(&s.file)))
+            .collect::<Result<Vec<_>>>()?;
+        return load_model_shards(&config, &manifest, &shards, device);
+    }
     let vq = read_file(&dir.join(VQVAE_FILE))?;
     let tr = read_file(&dir.join(VAR_FILE))?;
     load_model_bytes(&config, &vq, &tr, device)
+}
+
+/// Loads a sharded model from its config, its manifest and every shard's bytes in manifest
+/// order (each checked against the manifest).
+pub fn load_model_shards(
+    config_json: &str,
+    manifest: &Manifest,
+    shards: &[Vec<u8>],
+    device: &Device,
+) -> Result<Model> {
+    if shards.len() != manifest.shards.len() {
+        return Err(VarError::InvalidArgument(format!(
+            "the manifest lists {} shards, {} were given",
+            manifest.shards.len(),
+            shards.len()
+        )));
+    }
+    let config = ModelConfig::from_json(config_json, CONFIG_FILE)?;
+    let of = |part: Part| -> Vec<(usize, &[u8])> {
+        manifest
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.part == part)
+            .map(|(i, _)| (i, shards[i].as_slice()))
+            .collect()
+    };
+    let mut vq = ShardedSource::new(manifest, Part::Vqvae, &of(Part::Vqvae))?;
+    let mut tr = ShardedSource::new(manifest, Part::Var, &of(Part::Var))?;
+    Model::from_sources(config, &mut vq, &mut tr, device)
 }
 
 /// Loads a model directory as if it had been written at `storage` (see
@@ -284,16 +328,7 @@ pub fn write_model_dir_grouped(
     var: &[NamedTensor],
     group: usize,
 ) -> Result<()> {
-    if dir.exists()
-        && std::fs::read_dir(dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(VarError::InvalidArgument(format!(
-            "output directory {} already exists and is not empty; remove it or choose another",
-            dir.display()
-        )));
-    }
+    refuse_non_empty(dir)?;
     write_files_atomically(
         dir,
         &[
@@ -308,6 +343,51 @@ pub fn write_model_dir_grouped(
             ),
         ],
     )
+}
+
+/// [`write_model_dir`] in shards of at most `shard_bytes` each, with `manifest.json`.
+pub fn write_model_dir_sharded(
+    dir: &Path,
+    config: &ModelConfig,
+    vqvae: &[NamedTensor],
+    var: &[NamedTensor],
+    shard_bytes: usize,
+) -> Result<()> {
+    refuse_non_empty(dir)?;
+    let mut manifest = Manifest::new(shard_bytes);
+    let mut files = write_part(
+        &mut manifest,
+        Part::Vqvae,
+        store(vqvae, config.storage, false, 0),
+        shard_bytes,
+    )?;
+    files.extend(write_part(
+        &mut manifest,
+        Part::Var,
+        store(var, config.storage, true, 0),
+        shard_bytes,
+    )?);
+    let (config_json, manifest_json) = (config.to_json(), manifest.to_json());
+    let mut all: Vec<(&str, &[u8])> = vec![
+        (CONFIG_FILE, config_json.as_bytes()),
+        (MANIFEST_FILE, manifest_json.as_bytes()),
+    ];
+    all.extend(files.iter().map(|(f, b)| (f.as_str(), b.as_slice())));
+    write_files_atomically(dir, &all)
+}
+
+fn refuse_non_empty(dir: &Path) -> Result<()> {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(VarError::InvalidArgument(format!(
+            "output directory {} already exists and is not empty; remove it or choose another",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Makes `dir` hold exactly `files`, all or nothing: everything is written to a hidden sibling
@@ -429,7 +509,7 @@ pub fn infer_config(
             shared_aln: var("shared_ada_lin.1.weight").is_some(),
         },
         vqvae,
-        class_names: (0..num_classes).map(|i| format!("class {i}")).collect(),
+        class_names: crate::config::default_class_names(num_classes),
         sampling: SamplingDefaults::default(),
         storage: Storage::F32,
     };
@@ -499,15 +579,25 @@ pub fn convert_pth(
     out: &Path,
     progress: impl FnMut(&str),
 ) -> Result<ModelConfig> {
-    convert_pth_at(vae_path, var_path, patch_nums, Storage::F32, out, progress)
+    convert_pth_at(
+        vae_path,
+        var_path,
+        patch_nums,
+        Storage::F32,
+        None,
+        out,
+        progress,
+    )
 }
 
-/// [`convert_pth`] writing at `storage` (int8 per output channel).
+/// [`convert_pth`] writing at `storage` (int8 per output channel), in shards of at most
+/// `shard_bytes` when given.
 pub fn convert_pth_at(
     vae_path: &Path,
     var_path: &Path,
     patch_nums: &[usize],
     storage: Storage,
+    shard_bytes: Option<usize>,
     out: &Path,
     mut progress: impl FnMut(&str),
 ) -> Result<ModelConfig> {
@@ -532,7 +622,11 @@ pub fn convert_pth_at(
             })
             .collect()
     };
-    write_model_dir(out, &config, &collect(&vae)?, &collect(&var)?)?;
+    let (vae, var) = (collect(&vae)?, collect(&var)?);
+    match shard_bytes {
+        Some(max) => write_model_dir_sharded(out, &config, &vae, &var, max)?,
+        None => write_model_dir(out, &config, &vae, &var)?,
+    }
     Ok(config)
 }
 

@@ -10,6 +10,7 @@ pub mod export;
 pub mod format;
 pub mod pth;
 pub mod quant;
+pub mod shards;
 
 use std::collections::BTreeMap;
 

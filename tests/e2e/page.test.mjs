@@ -34,6 +34,15 @@ before(async () => {
   const q = spawnSync(varBin, ['quantize', '--model', good, '--precision', 'int8', '--out', int8], { encoding: 'utf8' });
   assert.equal(q.status, 0, q.stderr);
 
+  // The reference fixture converted into 1 MiB shards (16 files), as `var convert` writes
+  // official models.
+  const sharded = join(www, 'models', 'e2e-sharded');
+  rmSync(sharded, { recursive: true, force: true });
+  const fixtures = join(root, 'tests', 'fixtures');
+  const c = spawnSync(varBin, ['convert', '--vae', join(fixtures, 'vae_tiny.pth'), '--var', join(fixtures, 'var_mini.pth'),
+    '--patch-nums', '1,2,3,4', '--shard-mib', '1', '--out', sharded], { encoding: 'utf8' });
+  assert.equal(c.status, 0, c.stderr);
+
   server = spawn(varBin, ['serve', '--port', '0', '--root', www], { stdio: ['ignore', 'pipe', 'inherit'] });
   base = await new Promise((resolve, reject) => {
     server.stdout.on('data', (chunk) => {
@@ -54,6 +63,7 @@ after(async () => {
   server?.kill();
   rmSync(join(www, 'models', 'e2e-broken'), { recursive: true, force: true });
   rmSync(join(www, 'models', 'e2e-int8'), { recursive: true, force: true });
+  rmSync(join(www, 'models', 'e2e-sharded'), { recursive: true, force: true });
   if (Object.keys(results).length) console.log(`# timings ${JSON.stringify(results)}`);
 });
 
@@ -304,4 +314,47 @@ test('the bench page measures f32 and int8 on WebGPU; GPU memory does not grow a
   assert.match(header, /f32 .*int8 /);
   results.bench = reports.map((r) => ({ storage: r.storage, total_s: r.total_seconds, gpu: r.gpu_memory }));
   await page.close();
+});
+
+test('a sharded model: budget shown, every shard downloaded, then read from the cache on reload', { timeout: LONG }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('404')) console.log(`[page] ${m.text()}`); });
+  const manifest = JSON.parse(readFileSync(join(www, 'models', 'e2e-sharded', 'manifest.json'), 'utf8'));
+  assert.ok(manifest.shards.length >= 10, `${manifest.shards.length} shards`);
+  // Count the shard requests that reach the server.
+  const fetched = [];
+  page.on('request', (r) => { if (r.url().includes('e2e-sharded/') && r.url().endsWith('.safetensors')) fetched.push(r.url()); });
+  await page.goto(`${base}?model=models/e2e-sharded/&backend=cpu`);
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: LONG });
+  assert.equal(await state(page), 'ready', await page.textContent('#status'));
+  assert.equal(fetched.length, manifest.shards.length, 'every shard downloaded once');
+  const budget = await page.textContent('#budget');
+  const total = manifest.shards.reduce((a, s) => a + s.bytes, 0);
+  assert.match(budget, new RegExp(`^Downloading ${Math.round(total / 2 ** 20)} MiB; running it needs about \\d+ MiB of CPU memory \\(weights \\d+ MiB, KV cache \\d+ MiB, activations \\d+ MiB\\)\\.$`));
+  assert.doesNotMatch(await page.textContent('#status'), /from the cache/);
+  // It generates (a 16 px fixture model: the canvas gets every scale).
+  await page.click('#generate');
+  await page.waitForFunction(() => document.getElementById('status').dataset.state === 'done', null, { timeout: LONG });
+  assert.equal(await page.locator('#output').getAttribute('data-scale'), '3');
+
+  // Reload: the manifest is asked for again (the model may have changed), the shards are not.
+  fetched.length = 0;
+  await page.reload();
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: LONG });
+  assert.match(await page.textContent('#status'), /from the cache/);
+  assert.deepEqual(fetched, [], 'no shard downloaded again');
+  assert.match(await page.textContent('#progress-text'), new RegExp(`${manifest.shards.length + 1} of ${manifest.shards.length + 1} files \\(${manifest.shards.length + 1} from the cache\\)`));
+
+  // A shard replaced on the server (another model at the same URL) is caught by its checksum.
+  await page.route('**/e2e-sharded/manifest.json', async (route) => {
+    const m = JSON.parse(JSON.stringify(manifest));
+    m.shards[1].sha256 = 'f'.repeat(64);
+    await route.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(m) });
+  });
+  await page.reload();
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: LONG });
+  assert.equal(await state(page), 'error');
+  assert.match(await page.textContent('#status'), new RegExp(`${manifest.shards[1].file}: its SHA-256 differs from the manifest's`));
+  await context.close();
 });

@@ -55,6 +55,10 @@ enum Command {
         /// f16 elsewhere).
         #[arg(long, default_value = "f32")]
         quantize: String,
+        /// Largest shard in MiB: the directory holds manifest.json and shards the page
+        /// downloads, checks and caches one by one. 0 writes the two files unsharded.
+        #[arg(long, default_value_t = 64)]
+        shard_mib: usize,
     },
     /// Rewrite an f32 model directory at another precision (int8 transformer weights, f16
     /// elsewhere; or f16 throughout).
@@ -305,11 +309,13 @@ fn run(command: Command) -> Result<ExitCode> {
             patch_nums,
             out,
             quantize,
+            shard_mib,
         } => {
             let patch_nums = parse_patch_nums(&patch_nums)?;
             let storage = quantize.parse()?;
+            let shards = (shard_mib > 0).then_some(shard_mib << 20);
             let pb = spinner("converting");
-            let cfg = convert_pth_at(&vae, &var, &patch_nums, storage, &out, |m| {
+            let cfg = convert_pth_at(&vae, &var, &patch_nums, storage, shards, &out, |m| {
                 pb.set_message(m.to_string())
             });
             pb.finish_and_clear();
@@ -891,6 +897,8 @@ fn print_bench(reports: &[BenchReport], peaks: &[Option<f64>], settings: &BenchS
                 .map(|r| r.gpu_memory.as_ref().map_or("-".into(), f))
                 .collect()
         };
+        let cells = gpu(&|m| format!("{:.1} MiB", m.in_use_mib_after_warmup));
+        row("GPU in use", String::new(), None, cells);
         let cells = gpu(&|m| format!("{:.0} MiB", m.reserved_mib_peak));
         row("GPU reserved", String::new(), None, cells);
         let cells = gpu(&|m| m.pages_allocated_in_timed_runs.to_string());

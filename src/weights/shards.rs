@@ -1,0 +1,419 @@
+//! Sharded model directories, for models too large for one browser buffer.
+//!
+//! Beside `config.json`, a sharded directory holds `manifest.json` and the tensors of each
+//! part (the VQ-VAE, the transformer) split over safetensors files of at most a set size
+//! (64 MiB by default): `vqvae-000.safetensors`, `var-000.safetensors`, … Each shard is a
+//! complete safetensors file, so a shard is parsed with the same reader as a whole file, and
+//! a page can download, check, cache and hand over one shard at a time.
+//!
+//! The manifest lists every shard (file, part, size, SHA-256) and every tensor (shard,
+//! dtype, shape, byte offset and length inside the shard file). Reading it is defensive: file
+//! names must be plain names, sizes and checksums must match, and every tensor the manifest
+//! names must be where it says, with nothing else in the shard.
+
+use std::collections::BTreeMap;
+
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::TensorSource;
+use super::format::{SafetensorsSource, stored_bytes};
+use super::quant::StoredTensor;
+use crate::error::{Result, VarError};
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The manifest's `format` field.
+const FORMAT: &str = "var-web-shards";
+const VERSION: u32 = 1;
+/// The default largest shard: well inside every browser's buffer and binding limits, and a
+/// unit small enough to download again when a connection drops.
+pub const DEFAULT_SHARD_BYTES: usize = 64 << 20;
+
+/// The two tensor files of a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Vqvae,
+    Var,
+}
+
+impl Part {
+    fn stem(self) -> &'static str {
+        match self {
+            Part::Vqvae => "vqvae",
+            Part::Var => "var",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardEntry {
+    pub file: String,
+    pub part: Part,
+    pub bytes: u64,
+    /// Lower-case hex SHA-256 of the whole file.
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorEntry {
+    /// Index into `shards`.
+    pub shard: usize,
+    /// The safetensors dtype name (`F32`, `F16`, `I8`, …).
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    /// Where the tensor's bytes start in the shard file, and how many there are.
+    pub offset: u64,
+    pub length: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub version: u32,
+    /// The largest shard the writer aimed for (a single tensor larger than this gets a shard
+    /// of its own).
+    pub shard_bytes_max: u64,
+    pub shards: Vec<ShardEntry>,
+    /// Per part, tensor name → where it lives.
+    pub tensors: BTreeMap<Part, BTreeMap<String, TensorEntry>>,
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Manifest {
+    /// Total bytes of every shard of `part` (all parts when `None`).
+    pub fn bytes(&self, part: Option<Part>) -> u64 {
+        self.shards
+            .iter()
+            .filter(|s| part.is_none_or(|p| s.part == p))
+            .map(|s| s.bytes)
+            .sum()
+    }
+
+    /// Parses and checks a manifest: its format and version, plain shard file names, and
+    /// tensors that point at existing shards of their own part.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let bad = |m: String| VarError::Config(format!("{MANIFEST_FILE}: {m}"));
+        let manifest: Manifest =
+            serde_json::from_str(text).map_err(|e| bad(format!("not a model manifest: {e}")))?;
+        if manifest.format != FORMAT || manifest.version != VERSION {
+            return Err(bad(format!(
+                "format '{}' version {} is not one this build reads ({FORMAT} version {VERSION})",
+                manifest.format, manifest.version
+            )));
+        }
+        for shard in &manifest.shards {
+            let plain = !shard.file.is_empty()
+                && !shard.file.starts_with('.')
+                && shard
+                    .file
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !plain {
+                return Err(bad(format!(
+                    "shard file name '{}' is not a plain file name",
+                    shard.file
+                )));
+            }
+            if shard.sha256.len() != 64 || !shard.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(bad(format!("shard {} has no valid SHA-256", shard.file)));
+            }
+        }
+        for (part, tensors) in &manifest.tensors {
+            for (name, t) in tensors {
+                match manifest.shards.get(t.shard) {
+                    Some(s) if s.part == *part && t.offset.saturating_add(t.length) <= s.bytes => {}
+                    _ => {
+                        return Err(bad(format!(
+                            "tensor '{name}' points outside the {} shards",
+                            part.stem()
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(manifest)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a manifest serialises")
+    }
+
+    /// Checks one downloaded shard against its entry: size, then checksum.
+    pub fn check_shard(&self, index: usize, bytes: &[u8]) -> Result<()> {
+        let shard = self.shards.get(index).ok_or_else(|| {
+            VarError::InvalidArgument(format!("the manifest has no shard {index}"))
+        })?;
+        if bytes.len() as u64 != shard.bytes {
+            return Err(VarError::Shard {
+                file: shard.file.clone(),
+                message: format!(
+                    "{} bytes, the manifest says {}: the download is incomplete or the file was replaced",
+                    bytes.len(),
+                    shard.bytes
+                ),
+            });
+        }
+        if sha256_hex(bytes) != shard.sha256 {
+            return Err(VarError::Shard {
+                file: shard.file.clone(),
+                message: "its SHA-256 differs from the manifest's: the file is corrupt or belongs to another model".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Splits one part's stored tensors into shards of at most `max_bytes` (an int8 weight stays
+/// with its `.scales`), serialises them, and records them in `manifest`. Returns the files.
+pub fn write_part(
+    manifest: &mut Manifest,
+    part: Part,
+    tensors: Vec<StoredTensor>,
+    max_bytes: usize,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    // Units that must share a shard: a tensor and the `.scales` written right after it.
+    let mut units: Vec<Vec<StoredTensor>> = Vec::new();
+    for t in tensors {
+        match units.last_mut() {
+            Some(last) if t.name == format!("{}.scales", last[0].name) => last.push(t),
+            _ => units.push(vec![t]),
+        }
+    }
+    // Sizes count the safetensors header too (8 bytes, then JSON of about a name and 100
+    // bytes per tensor), so that whole files stay within the bound.
+    const FILE_OVERHEAD: usize = 8 + 64;
+    let header = |t: &StoredTensor| t.name.len() + 128;
+    let mut groups: Vec<Vec<StoredTensor>> = vec![Vec::new()];
+    let mut size = FILE_OVERHEAD;
+    for unit in units {
+        let unit_bytes: usize = unit.iter().map(|t| t.bytes.len() + header(t)).sum();
+        let current = groups.last().expect("never empty");
+        if !current.is_empty() && size + unit_bytes > max_bytes {
+            groups.push(Vec::new());
+            size = FILE_OVERHEAD;
+        }
+        size += unit_bytes;
+        groups.last_mut().expect("never empty").extend(unit);
+    }
+    let mut files = Vec::new();
+    let table = manifest.tensors.entry(part).or_default();
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let index = manifest.shards.len();
+        let file = format!("{}-{:03}.safetensors", part.stem(), files.len());
+        let single = group
+            .iter()
+            .filter(|t| !t.name.ends_with(".scales"))
+            .count()
+            == 1;
+        let bytes = stored_bytes(&group)?;
+        debug_assert!(
+            bytes.len() <= max_bytes || single,
+            "{file}: {}",
+            bytes.len()
+        );
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| VarError::Safetensors {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        for (name, view) in st.tensors() {
+            let offset = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+            table.insert(
+                name,
+                TensorEntry {
+                    shard: index,
+                    dtype: format!("{:?}", view.dtype()),
+                    shape: view.shape().to_vec(),
+                    offset: offset as u64,
+                    length: view.data().len() as u64,
+                },
+            );
+        }
+        manifest.shards.push(ShardEntry {
+            file: file.clone(),
+            part,
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(&bytes),
+        });
+        files.push((file, bytes));
+    }
+    Ok(files)
+}
+
+impl Manifest {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            format: FORMAT.into(),
+            version: VERSION,
+            shard_bytes_max: max_bytes as u64,
+            shards: Vec::new(),
+            tensors: BTreeMap::new(),
+        }
+    }
+}
+
+/// One part's tensors over its shards, as one [`TensorSource`].
+pub struct ShardedSource<'a> {
+    shards: Vec<SafetensorsSource<'a>>,
+    /// Tensor name → index into `shards`.
+    index: BTreeMap<String, usize>,
+}
+
+impl<'a> ShardedSource<'a> {
+    /// `shards`: every shard of `part`, in manifest order, as (manifest index, bytes). Each is
+    /// checked against the manifest (size, checksum, and exactly the tensors it lists, with
+    /// their dtypes, shapes and offsets).
+    pub fn new(manifest: &Manifest, part: Part, shards: &[(usize, &'a [u8])]) -> Result<Self> {
+        let expected: Vec<usize> = (0..manifest.shards.len())
+            .filter(|&i| manifest.shards[i].part == part)
+            .collect();
+        let given: Vec<usize> = shards.iter().map(|(i, _)| *i).collect();
+        if expected != given {
+            return Err(VarError::InvalidArgument(format!(
+                "the {} part needs shards {expected:?} of the manifest, got {given:?}",
+                part.stem()
+            )));
+        }
+        let empty = BTreeMap::new();
+        let table = manifest.tensors.get(&part).unwrap_or(&empty);
+        let mut sources = Vec::with_capacity(shards.len());
+        let mut index = BTreeMap::new();
+        for (slot, &(i, bytes)) in shards.iter().enumerate() {
+            manifest.check_shard(i, bytes)?;
+            let file = &manifest.shards[i].file;
+            let st = SafeTensors::deserialize(bytes).map_err(|e| VarError::Safetensors {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+            let listed = table.iter().filter(|(_, t)| t.shard == i).count();
+            let mismatch = |what: String| VarError::Shard {
+                file: file.clone(),
+                message: format!("{what}, unlike the manifest"),
+            };
+            if st.len() != listed {
+                return Err(mismatch(format!("holds {} tensors", st.len())));
+            }
+            for (name, view) in st.tensors() {
+                let t = table
+                    .get(&name)
+                    .filter(|t| t.shard == i)
+                    .ok_or_else(|| mismatch(format!("holds tensor '{name}'")))?;
+                let offset = (view.data().as_ptr() as usize - bytes.as_ptr() as usize) as u64;
+                let same = t.dtype == format!("{:?}", view.dtype())
+                    && t.shape == view.shape()
+                    && t.offset == offset
+                    && t.length == view.data().len() as u64;
+                if !same {
+                    return Err(mismatch(format!(
+                        "stores '{name}' as {:?} {:?} at byte {offset}",
+                        view.dtype(),
+                        view.shape()
+                    )));
+                }
+                index.insert(name, slot);
+            }
+            sources.push(SafetensorsSource::new(bytes, file)?);
+        }
+        Ok(Self {
+            shards: sources,
+            index,
+        })
+    }
+
+    fn shard_of(&mut self, key: &str) -> Option<&mut SafetensorsSource<'a>> {
+        let slot = *self.index.get(key)?;
+        self.shards.get_mut(slot)
+    }
+}
+
+impl TensorSource for ShardedSource<'_> {
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        match self.shard_of(key) {
+            Some(shard) => shard.take(key, shape),
+            None => Err(VarError::MissingTensor {
+                key: key.to_string(),
+                shape: shape.to_vec(),
+            }),
+        }
+    }
+
+    fn unused(&self) -> Vec<String> {
+        self.shards.iter().flat_map(|s| s.unused()).collect()
+    }
+
+    fn take_int8(&mut self, key: &str, shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        match self.shard_of(key) {
+            Some(shard) => shard.take_int8(key, shape),
+            None => Ok(None),
+        }
+    }
+}
+
+/// What a model will need in device memory, estimated before downloading it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MemoryBudget {
+    /// Weights as they sit on the device: int8 matrices stay int8 (with their scales) on a
+    /// GPU and are dequantized to f32 on the CPU; f16 tensors are decoded to f32.
+    pub weights_bytes: u64,
+    /// The KV cache of one image with CFG (2 rows), every scale.
+    pub kv_cache_bytes: u64,
+    /// The largest live activations: the last scale's attention scores, MLP hidden state and
+    /// logits, or the decoder's full-resolution feature maps, whichever is larger, three
+    /// buffers deep.
+    pub activations_bytes: u64,
+}
+
+impl MemoryBudget {
+    pub fn total(&self) -> u64 {
+        self.weights_bytes + self.kv_cache_bytes + self.activations_bytes
+    }
+}
+
+/// [`MemoryBudget`] of a sharded model on a GPU (`gpu`) or the CPU.
+pub fn memory_budget(
+    config: &crate::config::ModelConfig,
+    manifest: &Manifest,
+    gpu: bool,
+) -> MemoryBudget {
+    let weights_bytes = manifest
+        .tensors
+        .iter()
+        .flat_map(|(part, tensors)| tensors.values().map(move |t| (*part, t)))
+        .map(|(part, t)| match t.dtype.as_str() {
+            "I8" if gpu && part == Part::Var => t.length,
+            "I8" => t.length * 4,
+            "F16" | "BF16" => t.length * 2,
+            _ => t.length,
+        })
+        .sum();
+    let v = &config.var;
+    let (rows, f32_bytes) = (2u64, 4u64);
+    let tokens = config.seq_len() as u64;
+    let last = config.patch_nums.last().map_or(1, |p| p * p) as u64;
+    let c = v.embed_dim as u64;
+    let kv_cache_bytes = v.depth as u64 * 2 * rows * tokens * c * f32_bytes;
+    let transformer = rows
+        * f32_bytes
+        * (v.num_heads as u64 * last * tokens
+            + last * v.mlp_hidden() as u64
+            + last * config.vqvae.vocab_size as u64);
+    let side = config.image_size as u64;
+    let widest = config.vqvae.ch * config.vqvae.ch_mult[0];
+    let decoder = widest as u64 * side * side * f32_bytes;
+    MemoryBudget {
+        weights_bytes,
+        kv_cache_bytes,
+        activations_bytes: 3 * transformer.max(decoder),
+    }
+}

@@ -1,0 +1,223 @@
+//! Sharded model directories: `var convert` splits the tensors over bounded shards with a
+//! manifest; the loader reads them back to the same model and refuses a shard that is
+//! truncated, corrupt, misplaced or named like a path.
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use var_web::config::Storage;
+use var_web::generate::{generate, read_f32};
+use var_web::model::Model;
+use var_web::sampler::SamplingParams;
+use var_web::weights::format::{CONFIG_FILE, convert_pth_at, load_model_dir};
+use var_web::weights::shards::{MANIFEST_FILE, Manifest, Part, memory_budget};
+
+const SMALL_SHARD: usize = 64 << 10;
+
+fn convert(tag: &str, storage: Storage, shard_bytes: Option<usize>) -> PathBuf {
+    let out = common::scratch(tag).join("m");
+    convert_pth_at(
+        &common::fixture("vae_tiny.pth"),
+        &common::fixture("var_mini.pth"),
+        &[1, 2, 3, 4],
+        storage,
+        shard_bytes,
+        &out,
+        |_| {},
+    )
+    .unwrap();
+    out
+}
+
+fn manifest(dir: &Path) -> Manifest {
+    Manifest::from_json(&std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap()).unwrap()
+}
+
+fn image(model: &Model) -> Vec<f32> {
+    let params = SamplingParams {
+        cfg: 2.0,
+        top_k: 50,
+        top_p: 0.9,
+        seed: 3,
+        ..SamplingParams::default()
+    };
+    let img = pollster::block_on(generate(model, &[1], &params, None, |_| {
+        std::ops::ControlFlow::Continue(())
+    }))
+    .unwrap();
+    pollster::block_on(read_f32(img)).unwrap()
+}
+
+#[test]
+fn shards_are_bounded_and_load_to_the_same_model() {
+    for storage in [Storage::F32, Storage::Int8] {
+        let whole = convert(&format!("whole-{storage:?}"), storage, None);
+        let sharded = convert(&format!("sharded-{storage:?}"), storage, Some(SMALL_SHARD));
+        let m = manifest(&sharded);
+        for part in [Part::Vqvae, Part::Var] {
+            assert!(
+                m.shards.iter().filter(|s| s.part == part).count() > 1,
+                "{storage:?}: the fixture spans several {part:?} shards at 64 KiB"
+            );
+        }
+        let tensors = &m.tensors[&Part::Var];
+        for (index, shard) in m.shards.iter().enumerate() {
+            let bytes = std::fs::read(sharded.join(&shard.file)).unwrap();
+            assert_eq!(bytes.len() as u64, shard.bytes);
+            // The file stays within the bound, unless the shard is one tensor (with its
+            // scales) that is larger than the bound by itself.
+            let held: Vec<(&String, u64)> = m.tensors[&shard.part]
+                .iter()
+                .filter(|(_, t)| t.shard == index)
+                .map(|(n, t)| (n, t.length))
+                .collect();
+            let units = held.iter().filter(|(n, _)| !n.ends_with(".scales")).count();
+            assert!(
+                bytes.len() <= SMALL_SHARD || units == 1,
+                "{} is {} bytes with {units} tensors",
+                shard.file,
+                bytes.len()
+            );
+        }
+        // An int8 weight and its scales share a shard (the loader reads them together).
+        for (name, t) in tensors {
+            if let Some(s) = tensors.get(&format!("{name}.scales")) {
+                assert_eq!(s.shard, t.shard, "{name}");
+                assert_eq!(t.dtype, "I8");
+            }
+        }
+        let a = load_model_dir(&whole, &Device::flex()).unwrap();
+        let b = load_model_dir(&sharded, &Device::flex()).unwrap();
+        assert_eq!(a.config, b.config);
+        assert_eq!(
+            image(&a),
+            image(&b),
+            "{storage:?}: same weights, same image"
+        );
+        // The manifest's offsets point at the tensors' bytes.
+        let (name, t) = tensors.iter().next().unwrap();
+        let file = std::fs::read(sharded.join(&m.shards[t.shard].file)).unwrap();
+        let header = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+        assert!(t.offset as usize >= 8 + header, "{name}");
+    }
+}
+
+fn refused(dir: &Path, change: impl FnOnce(&Path, &Manifest), needle: &str) {
+    let copy = common::scratch(&format!("bad-{}", needle.replace(' ', "-"))).join("m");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    change(&copy, &manifest(&copy));
+    let err = load_model_dir(&copy, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(needle), "expected '{needle}' in: {err}");
+}
+
+#[test]
+fn damaged_shards_and_manifests_are_refused_by_name() {
+    let dir = convert("damage", Storage::Int8, Some(SMALL_SHARD));
+    let m = manifest(&dir);
+    let victim = m
+        .shards
+        .iter()
+        .find(|s| s.part == Part::Var)
+        .unwrap()
+        .file
+        .clone();
+    let at = |d: &Path| d.join(&victim);
+
+    // One flipped byte: the checksum names the shard.
+    refused(
+        &dir,
+        |d, _| {
+            let mut bytes = std::fs::read(at(d)).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x40;
+            std::fs::write(at(d), bytes).unwrap();
+        },
+        &format!("{victim}: its SHA-256 differs"),
+    );
+    // Cut short: the size names it.
+    refused(
+        &dir,
+        |d, _| {
+            let bytes = std::fs::read(at(d)).unwrap();
+            std::fs::write(at(d), &bytes[..bytes.len() / 2]).unwrap();
+        },
+        "the download is incomplete",
+    );
+    // A missing shard file.
+    refused(&dir, |d, _| std::fs::remove_file(at(d)).unwrap(), &victim);
+    // A manifest that sends the reader outside the directory.
+    refused(
+        &dir,
+        |d, m| {
+            let mut m = m.clone();
+            m.shards[0].file = "../config.json".into();
+            std::fs::write(d.join(MANIFEST_FILE), m.to_json()).unwrap();
+        },
+        "is not a plain file name",
+    );
+    // A manifest whose tensor table disagrees with the shard (a tensor moved elsewhere).
+    refused(
+        &dir,
+        |d, m| {
+            let mut m = m.clone();
+            let table = m.tensors.get_mut(&Part::Var).unwrap();
+            let (name, entry) = table
+                .iter()
+                .next()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .unwrap();
+            let other = m
+                .shards
+                .iter()
+                .position(|s| s.part == Part::Var && s.file != m.shards[entry.shard].file)
+                .unwrap();
+            table.get_mut(&name).unwrap().shard = other;
+            table.get_mut(&name).unwrap().offset = 0;
+            std::fs::write(d.join(MANIFEST_FILE), m.to_json()).unwrap();
+        },
+        "unlike the manifest",
+    );
+    // Not a manifest at all.
+    refused(
+        &dir,
+        |d, _| std::fs::write(d.join(MANIFEST_FILE), "{\"format\": \"x\"}").unwrap(),
+        "not a model manifest",
+    );
+}
+
+#[test]
+fn the_memory_budget_counts_int8_as_int8_on_a_gpu_only() {
+    let dir = convert("budget", Storage::Int8, Some(SMALL_SHARD));
+    let m = manifest(&dir);
+    let config = var_web::config::ModelConfig::from_json(
+        &std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap(),
+        CONFIG_FILE,
+    )
+    .unwrap();
+    let gpu = memory_budget(&config, &m, true);
+    let cpu = memory_budget(&config, &m, false);
+    let int8: u64 = m.tensors[&Part::Var]
+        .values()
+        .filter(|t| t.dtype == "I8")
+        .map(|t| t.length)
+        .sum();
+    assert!(int8 > 0);
+    assert_eq!(cpu.weights_bytes - gpu.weights_bytes, 3 * int8);
+    // f16 tensors are counted as the f32 they become.
+    assert!(gpu.weights_bytes > m.bytes(None) - int8);
+    let v = &config.var;
+    assert_eq!(
+        gpu.kv_cache_bytes,
+        (v.depth * 2 * 2 * config.seq_len() * v.embed_dim * 4) as u64
+    );
+    assert!(gpu.total() > gpu.weights_bytes);
+}
