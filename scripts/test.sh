@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --web
 # Builds are reused between runs on the same machine (CI starts from a fresh clone).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/var-web/target}"
+# The Vulkan loader (lavapipe, for the wgpu tests) wants a runtime directory; CI has none.
+if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ]; then
+  export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/var-web-runtime-$(id -u)"
+  mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

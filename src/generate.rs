@@ -208,6 +208,22 @@ impl<'m> Generation<'m> {
     pub fn image(&self) -> Tensor<4> {
         (self.model.vqvae.fhat_to_img(self.f_hat.clone()) + 1.0) * 0.5
     }
+
+    /// A cheaper look at f̂ so far: the VQ-VAE decode of f̂ area-averaged to `side`² latent
+    /// positions, an image `side · f` px across (f the VQ-VAE's downsampling factor), or
+    /// [`Self::image`] when the latent is no larger than `side`. The decoder is convolutional,
+    /// so a smaller latent decodes to a smaller image of the same picture, at (side / N)² of
+    /// the full decode's cost.
+    pub fn preview(&self, side: usize) -> Tensor<4> {
+        let n = self.model.config.latent_size();
+        if side >= n {
+            return self.image();
+        }
+        let down =
+            crate::vqvae::resample::area_matrix(side.max(1), n).to_tensor(&self.model.device());
+        let small = crate::vqvae::resample::resample(self.f_hat.clone(), &down);
+        (self.model.vqvae.fhat_to_img(small) + 1.0) * 0.5
+    }
 }
 
 /// Generates one image per label and returns them as `[B, 3, H, W]` in [0, 1].

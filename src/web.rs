@@ -103,6 +103,9 @@ async fn yield_to_event_loop() -> Result<(), JsError> {
         .map_err(|_| JsError::new("waiting for the event loop failed"))
 }
 
+/// The largest latent a per-scale preview decodes (8: a quarter of the official 16x16).
+const PREVIEW_LATENT: usize = 8;
+
 /// A loaded model on one device.
 #[wasm_bindgen]
 pub struct VarModel {
@@ -195,7 +198,6 @@ impl VarModel {
                 more_smooth: p.more_smooth,
                 seed: p.seed,
             };
-            let size = model.config.image_size;
             let edit = match edit {
                 Some(request) => Some(request.prepare(&model).await?),
                 None => None,
@@ -204,11 +206,22 @@ impl VarModel {
                 .await
                 .map_err(js_error)?;
             let mut last = js_sys::Date::now();
-            // Every scale's preview is the full decode of f̂ so far, so the last preview is the
-            // final image.
+            // Models with a latent wider than PREVIEW_LATENT (the official 256 px ones) preview
+            // each scale by decoding f̂ at the scale's own token-map size, at most
+            // PREVIEW_LATENT across: all nine previews together cost about one full decode
+            // instead of nine. Smaller models show the full decode at every scale. The last
+            // scale is always the full decode, the final image.
+            let final_scale = model.config.num_scales() - 1;
+            let latent = model.config.latent_size();
             let mut image = JsValue::NULL;
             while let Some(step) = run.step().await.map_err(js_error)? {
-                let pixels = read_f32(run.image()).await.map_err(js_error)?;
+                let picture = if step.si == final_scale || latent <= PREVIEW_LATENT {
+                    run.image()
+                } else {
+                    run.preview(step.patch.min(PREVIEW_LATENT))
+                };
+                let size = picture.dims()[3];
+                let pixels = read_f32(picture).await.map_err(js_error)?;
                 let rgba = Uint8ClampedArray::from(to_rgba(&pixels, size).as_slice());
                 image = rgba.clone().into();
                 let now = js_sys::Date::now();

@@ -93,3 +93,62 @@ fn shipped_model_generates_recognisable_garments() {
     let rgb = Model::to_rgb8(&images, labels.len(), size);
     assert!(rgb.iter().all(|i| i.len() == plane * 3));
 }
+
+/// Runs a whole generation of `label` and returns (final image at 32 px, preview at 16 px),
+/// both `[3, H, W]` row-major in [0, 1].
+fn final_and_preview(model: &Model, label: usize) -> (Vec<f32>, Vec<f32>) {
+    let params = model.config.sampling.params(5);
+    let mut run = pollster::block_on(var_web::generate::Generation::new(
+        model,
+        &[label],
+        &params,
+        None,
+    ))
+    .unwrap();
+    while pollster::block_on(run.step()).unwrap().is_some() {}
+    let full = run.image();
+    assert_eq!(
+        run.preview(8).dims(),
+        full.dims(),
+        "no preview at the full latent"
+    );
+    let preview = run.preview(4);
+    assert_eq!(preview.dims(), [1, 3, 16, 16]);
+    let read = |t| pollster::block_on(var_web::generate::read_f32(t)).unwrap();
+    (read(full), read(preview))
+}
+
+#[test]
+fn a_preview_is_a_smaller_decode_of_the_same_picture() {
+    let model = load_model_dir(&repo(var_web::DEFAULT_MODEL_DIR), &Device::flex()).unwrap();
+    // 2x2 average of a [3, 32, 32] image.
+    let half = |img: &[f32]| -> Vec<f32> {
+        (0..3 * 16 * 16)
+            .map(|i| {
+                let (c, y, x) = (i / 256, i / 16 % 16, i % 16);
+                let at = |dy: usize, dx: usize| img[c * 1024 + (2 * y + dy) * 32 + 2 * x + dx];
+                (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) / 4.0
+            })
+            .collect()
+    };
+    let mad = |a: &[f32], b: &[f32]| {
+        a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+    };
+    // A trouser and a bag: their previews must each look like their own final image (halved)
+    // more than like the other's.
+    let (trouser, trouser_preview) = final_and_preview(&model, 1);
+    let (bag, bag_preview) = final_and_preview(&model, 8);
+    assert!(trouser_preview.iter().all(|v| (0.0..=1.0).contains(v)));
+    let (own_t, other_t) = (
+        mad(&trouser_preview, &half(&trouser)),
+        mad(&trouser_preview, &half(&bag)),
+    );
+    let (own_b, other_b) = (
+        mad(&bag_preview, &half(&bag)),
+        mad(&bag_preview, &half(&trouser)),
+    );
+    eprintln!(
+        "trouser preview: {own_t:.3} to its image, {other_t:.3} to the bag's; bag: {own_b:.3} vs {other_b:.3}"
+    );
+    assert!(own_t < 0.6 * other_t && own_b < 0.6 * other_b);
+}

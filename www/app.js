@@ -164,14 +164,18 @@ worker.onmessage = ({ data }) => {
       if (data.id !== runId) return; // a stale message from an earlier run
       drawRgba(ui.output, data.rgba, data.size);
       ui.output.dataset.scale = String(data.si);
+      // Large models preview a scale with a cheaper, smaller decode (worker: PREVIEW_LATENT).
+      const preview = data.size < config.image_size;
+      ui.output.dataset.preview = preview ? 'true' : 'false';
       scaleMs.push(data.ms);
       const li = document.createElement('li');
       const thumb = document.createElement('canvas');
       drawRgba(thumb, data.rgba, data.size);
-      li.append(thumb, `${data.patch}×${data.patch} · ${data.ms.toFixed(0)} ms`);
+      li.append(thumb, `${data.patch}×${data.patch} · ${data.ms.toFixed(0)} ms${preview ? ` · ${data.size} px preview` : ''}`);
       ui.thumbs.append(li);
       const n = config.patch_nums.length;
-      setStatus('busy', `Scale ${data.si + 1} of ${n} (${data.patch}×${data.patch} tokens)…`);
+      const shown = preview ? `: a ${data.size} px preview, the full ${config.image_size} px decode comes with the last scale` : '';
+      setStatus('busy', `Scale ${data.si + 1} of ${n} (${data.patch}×${data.patch} tokens)${shown}…`);
       break;
     }
     case MSG.SOURCE:
@@ -183,6 +187,7 @@ worker.onmessage = ({ data }) => {
     case MSG.DONE:
       if (data.id !== runId) return;
       drawRgba(ui.output, data.rgba, data.size);
+      ui.output.dataset.preview = 'false';
       haveImage = true;
       if (runKind === 'edit') {
         result = new ImageData(new Uint8ClampedArray(data.rgba), data.size, data.size);
