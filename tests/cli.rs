@@ -416,3 +416,19 @@ fn bench_compares_precisions_side_by_side_and_writes_json() {
         "int4",
     );
 }
+
+#[test]
+fn random_checkpoint_refuses_a_depth_that_is_not_official() {
+    let out = common::scratch("random-ckpt");
+    assert_refused(
+        &[
+            "random-checkpoint",
+            "--depth",
+            "17",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "there is no official VAR-d17",
+    );
+    assert!(!out.join("var_d17.pth").exists());
+}

@@ -251,3 +251,39 @@ fn export_round_trips_the_checkpoint() {
     let again = var_web::weights::format::load_model_dir(&dir, &Device::flex()).unwrap();
     assert_eq!(again.config, model.config);
 }
+
+#[test]
+fn written_checkpoints_read_back_exactly() {
+    // Our torch.save writer (used by `var random-checkpoint`) against our reader, on the
+    // reference fixture's tensors: same keys, shapes and values, and the converter accepts it.
+    use var_web::weights::pth_write::write_state_dict;
+    let dir = common::scratch("pth-write");
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in ["vae_tiny.pth", "var_mini.pth"] {
+        let original = PthFile::open(&common::fixture(name)).unwrap();
+        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = original
+            .keys()
+            .map(|k| {
+                let shape = original.get(k).unwrap().shape.clone();
+                (k.to_string(), shape, original.read_f32(k).unwrap())
+            })
+            .collect();
+        let path = dir.join(name);
+        write_state_dict(&path, &tensors).unwrap();
+        let back = PthFile::open(&path).unwrap();
+        assert_eq!(back.keys().count(), tensors.len());
+        for (key, shape, values) in &tensors {
+            assert_eq!(&back.get(key).unwrap().shape, shape, "{key}");
+            assert_eq!(&back.read_f32(key).unwrap(), values, "{key}");
+        }
+    }
+    let out = dir.join("model");
+    convert_pth(
+        &dir.join("vae_tiny.pth"),
+        &dir.join("var_mini.pth"),
+        &[1, 2, 3, 4],
+        &out,
+        |_| {},
+    )
+    .unwrap();
+}

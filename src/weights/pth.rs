@@ -997,58 +997,7 @@ mod tests {
         PthFile::open(&Path::new(FIXTURES).join(name)).unwrap()
     }
 
-    /// A tensor view: storage offset, shape, strides.
-    type View<'a> = (i32, &'a [i32], &'a [i32]);
-
-    /// Hand-assembled protocol-2 pickles, laid out the way `torch.save` writes them.
-    struct P(Vec<u8>);
-
-    impl P {
-        fn new() -> Self {
-            P(vec![0x80, 2])
-        }
-        fn op(mut self, bytes: &[u8]) -> Self {
-            self.0.extend_from_slice(bytes);
-            self
-        }
-        fn s(self, text: &str) -> Self {
-            let len = (text.len() as u32).to_le_bytes();
-            self.op(b"X").op(&len).op(text.as_bytes())
-        }
-        fn int(self, v: i32) -> Self {
-            self.op(b"J").op(&v.to_le_bytes())
-        }
-        fn global(self, module: &str, name: &str) -> Self {
-            self.op(format!("c{module}\n{name}\n").as_bytes())
-        }
-        fn ints(self, values: &[i32]) -> Self {
-            values.iter().fold(self.op(b"("), |p, &v| p.int(v)).op(b"t")
-        }
-        /// `OrderedDict()` via REDUCE, as torch pickles one.
-        fn odict(self) -> Self {
-            self.global("collections", "OrderedDict").op(b")R")
-        }
-        /// `_rebuild_tensor_v2` of `(offset, shape, stride)` over `numel` elements of `class`.
-        fn tensor(self, class: &str, numel: i32, (offset, shape, stride): View) -> Self {
-            self.global("torch._utils", "_rebuild_tensor_v2")
-                .op(b"((")
-                .s("storage")
-                .global("torch", class)
-                .s("0")
-                .s("cpu")
-                .int(numel)
-                .op(b"tQ")
-                .int(offset)
-                .ints(shape)
-                .ints(stride)
-                .op(&[0x89])
-                .odict()
-                .op(b"tR")
-        }
-        fn done(self) -> Vec<u8> {
-            self.op(b".").0
-        }
-    }
+    use crate::weights::pth_write::{Pickle as P, View};
 
     fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
@@ -1077,7 +1026,7 @@ mod tests {
         let pickle = P::new()
             .odict()
             .s("w")
-            .tensor(class, numel, view)
+            .tensor(class, "0", numel, view)
             .op(b"s")
             .done();
         with_storage(&pickle, storage)
@@ -1178,14 +1127,14 @@ mod tests {
             .s("a")
             .global("torch._utils", "_rebuild_parameter")
             .op(b"(")
-            .tensor("FloatStorage", 4, (0, &[2, 2], &[2, 1]))
+            .tensor("FloatStorage", "0", 4, (0, &[2, 2], &[2, 1]))
             .op(&[0x88])
             .odict()
             .op(b"tR")
             .s("b")
-            .tensor("FloatStorage", 4, (2, &[2], &[1]))
+            .tensor("FloatStorage", "0", 4, (2, &[2], &[1]))
             .s("a")
-            .tensor("FloatStorage", 4, (0, &[4], &[1]))
+            .tensor("FloatStorage", "0", 4, (0, &[4], &[1]))
             .op(b"u}")
             .s("_metadata")
             .op(b"h\x00)R")
@@ -1237,7 +1186,7 @@ mod tests {
         let full = P::new()
             .odict()
             .s("w")
-            .tensor("FloatStorage", 4, (0, &[4], &[1]))
+            .tensor("FloatStorage", "0", 4, (0, &[4], &[1]))
             .op(b"s")
             .done();
         for len in 0..full.len() {
@@ -1248,7 +1197,7 @@ mod tests {
             );
         }
         // A string header claiming 4 GiB must report truncation, not allocate.
-        let lying = P::new().op(b"X\xff\xff\xff\xff").0;
+        let lying = P::new().op(b"X\xff\xff\xff\xff").bytes();
         assert!(matches!(
             pickle_err(&lying),
             PthError::PickleTruncated { pos: 2 }
@@ -1261,7 +1210,7 @@ mod tests {
             .global("os", "system")
             .s("echo pwned")
             .op(b"\x85R.")
-            .0;
+            .bytes();
         let err = pickle_err(&os_system);
         assert!(matches!(&err, PthError::ForbiddenGlobal { name, pos: 2 } if name == "os.system"));
         assert!(
@@ -1310,7 +1259,7 @@ mod tests {
         let int_key = P::new()
             .odict()
             .int(1)
-            .tensor("FloatStorage", 1, (0, &[], &[]))
+            .tensor("FloatStorage", "0", 1, (0, &[], &[]))
             .op(b"s");
         let err = pickle_err(&int_key.done());
         assert!(
@@ -1324,7 +1273,7 @@ mod tests {
         let pickle = P::new()
             .odict()
             .s("w")
-            .tensor("FloatStorage", 4, (0, &[4], &[1]))
+            .tensor("FloatStorage", "0", 4, (0, &[4], &[1]))
             .op(b"s");
         let zip = zip_of(&[
             ("archive/data.pkl", &pickle.done()),
@@ -1360,7 +1309,7 @@ mod tests {
             .odict()
             .op(b"q\x00(")
             .s("w")
-            .tensor("FloatStorage", 4, (0, &[2, 2], &[1, 2]))
+            .tensor("FloatStorage", "0", 4, (0, &[2, 2], &[1, 2]))
             .op(b"u}b")
             .done();
         let storage = le([0.0f32, 1.0, 2.0, 3.0].map(f32::to_le_bytes));

@@ -19,7 +19,9 @@ use var_web::picture::{overlay_mask, read_mask, read_picture, side_by_side, writ
 use var_web::sampler::SamplingParams;
 use var_web::train::plot::write_atomically;
 use var_web::verify::{GoldenMeta, verify};
+use var_web::weights::export::export_module;
 use var_web::weights::format::{convert_pth_at, load_model_dir, load_model_dir_as};
+use var_web::weights::pth_write::write_state_dict;
 
 #[derive(Parser)]
 #[command(
@@ -134,6 +136,19 @@ enum Command {
         /// Directory to serve (the page and its wasm package).
         #[arg(long, default_value = "www")]
         root: PathBuf,
+    },
+    /// Write random weights under the official key names and shapes as PyTorch checkpoints
+    /// (`vae_ch160v4096z32.pth`, `var_d{depth}.pth`): the converter and the page at official
+    /// scale without the official files.
+    RandomCheckpoint {
+        /// Transformer depth of the official preset (16, 20, 24, 30).
+        #[arg(long, default_value_t = 16)]
+        depth: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory (created if missing; existing checkpoints are replaced).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Time generation per scale, f32 against int8 and CPU against GPU side by side, with
     /// FLOPs, GFLOP/s and memory: the official d16 + 256 px VQ-VAE shapes with random weights,
@@ -560,6 +575,25 @@ fn run(command: Command) -> Result<ExitCode> {
             var_web::serve::serve(&root, port, |url| {
                 println!("serving {} at {url}", root.display());
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RandomCheckpoint { depth, seed, out } => {
+            if ![16, 20, 24, 30].contains(&depth) {
+                return Err(VarError::InvalidArgument(format!(
+                    "there is no official VAR-d{depth}: the depths are 16, 20, 24 and 30"
+                )));
+            }
+            std::fs::create_dir_all(&out).map_err(|e| VarError::io(&out, e))?;
+            let pb = spinner(&format!("building random VAR-d{depth} + VQ-VAE"));
+            let model = Model::random(ModelConfig::official(depth), seed, &device)?;
+            let vae = out.join("vae_ch160v4096z32.pth");
+            let var = out.join(format!("var_d{depth}.pth"));
+            pb.set_message(format!("writing {}", vae.display()));
+            write_state_dict(&vae, &export_module(&model.vqvae))?;
+            pb.set_message(format!("writing {}", var.display()));
+            write_state_dict(&var, &export_module(&model.var))?;
+            pb.finish_and_clear();
+            println!("wrote {} and {}", vae.display(), var.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+// The official-scale proof without the official files: writes a random-weight VAR-d16 and
+// 256 px VQ-VAE as PyTorch checkpoints with the official key names and shapes
+// (`var random-checkpoint`), converts them like the real ones (`var convert --quantize int8`,
+// 64 MiB shards), then loads the model in headless Chromium through the page and generates
+// one image, reporting load time, generation time per scale and the browser's peak memory.
+//
+//   node scripts/d16-in-browser.mjs [--backend webgpu|cpu] [--class 207] [--work DIR]
+//
+// Slow where WebGPU is a CPU emulation (SwiftShader): minutes per image. Needs the page built
+// (scripts/build-web.sh). The model goes to www/models/var-d16-random/ (gitignored).
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
+import { homedir, tmpdir } from 'node:os';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { chromium } = createRequire(join(root, 'tests', 'e2e', 'package.json'))('playwright-core');
+const args = process.argv.slice(2);
+const option = (name, fallback) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
+};
+const backend = option('backend', 'webgpu');
+const label = option('class', '207');
+const work = option('work', join(tmpdir(), 'var-d16-random'));
+const targetDir = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'var-web', 'target');
+const varBin = process.env.VAR_BIN || join(targetDir, 'debug', 'var');
+const model = join(root, 'www', 'models', 'var-d16-random');
+const HOUR = 3600 * 1000;
+
+function run(cmd, argv) {
+  console.error(`$ ${cmd} ${argv.join(' ')}`);
+  const start = Date.now();
+  const r = spawnSync(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error(`${cmd} ${argv[0]} failed (exit ${r.status})`);
+  return (Date.now() - start) / 1000;
+}
+
+// Resident memory of a process and all its descendants, in bytes (Linux /proc).
+function treeRss(pid) {
+  const children = new Map();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(Number(entry));
+    } catch (_) { /* the process ended */ }
+  }
+  let total = 0;
+  const stack = [pid];
+  while (stack.length) {
+    const p = stack.pop();
+    try {
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      const kb = Number((status.match(/VmRSS:\s+(\d+)/) || [0, 0])[1]);
+      total += kb * 1024;
+    } catch (_) { /* gone */ }
+    stack.push(...(children.get(p) || []));
+  }
+  return total;
+}
+
+const report = { backend, class: Number(label) };
+if (!existsSync(join(work, 'var_d16.pth'))) {
+  report.checkpoint_s = run(varBin, ['random-checkpoint', '--depth', '16', '--out', work]);
+}
+if (!existsSync(join(model, 'manifest.json'))) {
+  rmSync(model, { recursive: true, force: true });
+  report.convert_s = run(varBin, ['convert', '--vae', join(work, 'vae_ch160v4096z32.pth'),
+    '--var', join(work, 'var_d16.pth'), '--quantize', 'int8', '--out', model]);
+}
+const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
+report.shards = manifest.shards.length;
+report.download_mib = manifest.shards.reduce((a, s) => a + s.bytes, 0) / 2 ** 20;
+
+const server = spawn(varBin, ['serve', '--port', '0', '--root', join(root, 'www')], { stdio: ['ignore', 'pipe', 'inherit'] });
+let browser;
+let peak = 0;
+let sampler;
+try {
+  const base = await new Promise((resolve, reject) => {
+    server.stdout.on('data', (chunk) => {
+      const m = String(chunk).match(/(http:\/\/127\.0\.0\.1:\d+\/)/);
+      if (m) resolve(m[1]);
+    });
+    server.on('exit', (code) => reject(new Error(`var serve exited with ${code}`)));
+  });
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  const browserPid = browser.process()?.pid;
+  sampler = setInterval(() => { if (browserPid) peak = Math.max(peak, treeRss(browserPid)); }, 500);
+  const page = await browser.newPage();
+  page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('404')) console.error(`[page] ${m.text()}`); });
+  const query = backend === 'cpu' ? '&backend=cpu' : '';
+  let start = Date.now();
+  await page.goto(`${base}?model=models/var-d16-random/${query}`);
+  await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: HOUR, polling: 1000 });
+  report.load_s = (Date.now() - start) / 1000;
+  report.status = await page.textContent('#status');
+  report.budget = await page.textContent('#budget');
+  if ((await page.locator('#status').getAttribute('data-state')) !== 'ready') throw new Error(report.status);
+  report.backend_used = await page.locator('#status').getAttribute('data-backend');
+  report.peak_rss_mib_after_load = peak / 2 ** 20;
+  await page.selectOption('#class-select', label);
+  start = Date.now();
+  await page.click('#generate');
+  await page.waitForFunction(() => ['done', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: 3 * HOUR, polling: 1000 });
+  report.generate_s = (Date.now() - start) / 1000;
+  report.final_status = await page.textContent('#status');
+  report.scales = await page.locator('#thumbs li').allTextContents();
+  const size = await page.evaluate(() => document.getElementById('output').width);
+  report.image_px = size;
+  report.peak_rss_mib = peak / 2 ** 20;
+  console.log(JSON.stringify(report, null, 1));
+} catch (e) {
+  report.error = e.message ?? String(e);
+  report.peak_rss_mib = peak / 2 ** 20;
+  console.log(JSON.stringify(report, null, 1));
+  process.exitCode = 1;
+} finally {
+  clearInterval(sampler);
+  await browser?.close();
+  server.kill();
+}
