@@ -95,8 +95,10 @@ try {
     args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run'],
   });
-  const browserPid = browser.process()?.pid;
-  sampler = setInterval(() => { if (browserPid) peak = Math.max(peak, treeRss(browserPid)); }, 500);
+  // Chromium runs as a child of this process: its memory is this process tree's, less this
+  // process and the server.
+  const browserRss = () => treeRss(process.pid) - process.memoryUsage().rss - treeRss(server.pid);
+  sampler = setInterval(() => { peak = Math.max(peak, browserRss()); }, 500);
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('404')) console.error(`[page] ${m.text()}`); });
   const query = backend === 'cpu' ? '&backend=cpu' : '';

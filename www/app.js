@@ -33,6 +33,8 @@ let backend = '';
 let runId = 0;
 let scaleMs = [];
 const downloads = new Map();
+// Notices from the worker during a load (e.g. a file that could not be cached).
+const notices = [];
 let editing = false; // edit mode: the mask is shown and painted over the output
 let runKind = 'generate'; // what the running or last run was: 'generate' | 'edit'
 let haveImage = false; // the output canvas holds a finished image
@@ -92,6 +94,7 @@ function fillClasses(names, filter = '') {
 function loadModel(url) {
   config = null;
   downloads.clear();
+  notices.length = 0;
   ui.progress.hidden = false;
   ui.budget.hidden = true;
   setStatus('loading', `Loading the model from ${url}…`);
@@ -130,6 +133,9 @@ worker.onmessage = ({ data }) => {
       downloads.set(data.file, data);
       showProgress();
       break;
+    case MSG.NOTICE:
+      notices.push(data.message);
+      break;
     case MSG.BUDGET: {
       const total = data.weights_bytes + data.kv_cache_bytes + data.activations_bytes;
       const where = data.backend === 'webgpu' ? 'GPU' : 'CPU';
@@ -154,8 +160,9 @@ worker.onmessage = ({ data }) => {
       ui.topK.value = s.top_k;
       ui.topP.value = s.top_p;
       ui.smooth.checked = s.more_smooth;
-      ui.note.hidden = !data.reason;
-      ui.note.textContent = data.reason ? `Running on the CPU: ${data.reason}.` : '';
+      const lines = [...(data.reason ? [`Running on the CPU: ${data.reason}.`] : []), ...notices];
+      ui.note.hidden = lines.length === 0;
+      ui.note.textContent = lines.join(' ');
       const where = backend === 'webgpu' ? 'WebGPU' : 'the CPU';
       setStatus('ready', `Ready: ${config.name} (${config.var.num_classes} classes, ${config.image_size} px) on ${where}${data.cached ? ', from the cache' : ''}.`);
       break;

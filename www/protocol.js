@@ -14,6 +14,8 @@
 //   {type: 'progress', file, loaded, total, cached}
 //                                               download progress of one file (total may be 0 if
 //                                               unknown; cached: read from the Cache API)
+//   {type: 'notice', message}                  something the person should know that is not an
+//                                               error (a file could not be cached)
 //   {type: 'budget', weights_bytes, kv_cache_bytes, activations_bytes, download_bytes, backend}
 //                                               a sharded model's memory needs, before its download
 //   {type: 'ready', backend, reason, config, cached}
@@ -35,6 +37,7 @@ export const MSG = Object.freeze({
   CLEAR_CACHE: 'clear-cache',
   PROGRESS: 'progress',
   BUDGET: 'budget',
+  NOTICE: 'notice',
   READY: 'ready',
   SCALE: 'scale',
   DONE: 'done',

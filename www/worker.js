@@ -56,7 +56,10 @@ async function fetchCached(url, file, key = url) {
       await cache.put(key, new Response(bytes));
     } catch (e) {
       // QuotaExceededError and friends: keep the model in memory and say why it is not cached.
-      console.warn(`not caching ${file}: ${e.name}: ${e.message}`);
+      const why = e.name === 'QuotaExceededError'
+        ? "the browser's storage quota for this site is full (Clear cached models frees it)"
+        : `${e.name}: ${e.message}`;
+      post({ type: MSG.NOTICE, message: `${file} is not cached, so the next visit downloads it again: ${why}.` });
     }
   }
   return { bytes, cached: false };

@@ -9,7 +9,6 @@
 pub mod export;
 pub mod format;
 pub mod pth;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod pth_write;
 pub mod quant;
 pub mod shards;
