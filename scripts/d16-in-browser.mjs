@@ -101,11 +101,19 @@ try {
   sampler = setInterval(() => { peak = Math.max(peak, browserRss()); }, 500);
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error' && !m.text().includes('404')) console.error(`[page] ${m.text()}`); });
+  // What the page says, every 30 s, on stderr: a long run shows where it is.
+  const progress = setInterval(async () => {
+    const text = await page.textContent('#status').catch(() => '');
+    const files = await page.textContent('#progress-text').catch(() => '');
+    console.error(`[${new Date().toISOString().slice(11, 19)}] ${text} ${files} (browser RSS ${(peak / 2 ** 20).toFixed(0)} MiB peak)`);
+  }, 30000);
+  page.on('close', () => clearInterval(progress));
   const query = backend === 'cpu' ? '&backend=cpu' : '';
   let start = Date.now();
   await page.goto(`${base}?model=models/var-d16-random/${query}`);
   await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: HOUR, polling: 1000 });
   report.load_s = (Date.now() - start) / 1000;
+  console.error(`loaded in ${report.load_s.toFixed(1)} s`);
   report.status = await page.textContent('#status');
   report.budget = await page.textContent('#budget');
   if ((await page.locator('#status').getAttribute('data-state')) !== 'ready') throw new Error(report.status);
@@ -121,6 +129,7 @@ try {
   const size = await page.evaluate(() => document.getElementById('output').width);
   report.image_px = size;
   report.peak_rss_mib = peak / 2 ** 20;
+  clearInterval(progress);
   console.log(JSON.stringify(report, null, 1));
 } catch (e) {
   report.error = e.message ?? String(e);
