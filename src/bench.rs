@@ -90,6 +90,23 @@ pub struct BenchSettings {
     pub decode: bool,
 }
 
+impl BenchSettings {
+    /// The reference's FID sampling (CFG 1.5 so both halves run, top-p 0.96) at `top_k`: what
+    /// `var bench` and the bench page measure.
+    pub fn reference(runs: usize, top_k: usize, decode: bool) -> Self {
+        Self {
+            runs,
+            params: SamplingParams {
+                cfg: 1.5,
+                top_k,
+                top_p: 0.96,
+                ..SamplingParams::default()
+            },
+            decode,
+        }
+    }
+}
+
 /// One scale's median time.
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleTiming {

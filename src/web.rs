@@ -406,16 +406,7 @@ pub async fn bench(
             ));
         }
     };
-    let settings = BenchSettings {
-        runs,
-        params: SamplingParams {
-            cfg: 1.5,
-            top_k,
-            top_p: 0.96,
-            ..SamplingParams::default()
-        },
-        decode,
-    };
+    let settings = BenchSettings::reference(runs, top_k, decode);
     let label = format!("{backend} (burn-wgpu on WebGPU)");
     let label = if backend == "webgpu" {
         label

@@ -606,16 +606,7 @@ fn run(command: Command) -> Result<ExitCode> {
             no_decode,
             json,
         } => {
-            let settings = BenchSettings {
-                runs,
-                params: SamplingParams {
-                    cfg: 1.5,
-                    top_k,
-                    top_p: 0.96,
-                    ..SamplingParams::default()
-                },
-                decode: !no_decode,
-            };
+            let settings = BenchSettings::reference(runs, top_k, !no_decode);
             bench(model, depth, &backend, &precision, &settings, json)
         }
     }
