@@ -26,26 +26,25 @@ const WIDTH: u32 = 64;
 /// Rows each invocation accumulates (every decoded weight is reused this many times).
 const ROWS: u32 = 4;
 
-/// A Linear layer with int8 weights, one f32 scale per output channel.
+/// An int8 weight matrix as the kernel reads it: packed 4 codes per word, one f32 scale per
+/// output channel. Built straight from a file's codes (a model loader stages these on the GPU
+/// as each shard arrives), then wrapped in an [`Int8Linear`] with its bias.
 #[derive(Clone, Debug)]
-pub struct Int8Linear {
+pub struct Int8Weight {
     /// `[K/4, N]` words; byte j of word (kb, n) is W[n, 4kb + j] (i32 bits of u32 words).
     codes: Tensor<2, Int>,
     /// `[N]`.
     scales: Tensor<1>,
-    /// `[N]` (zeros when the layer has none: the kernel always adds it).
-    bias: Tensor<1>,
     d_in: usize,
     d_out: usize,
 }
 
-impl Int8Linear {
-    /// From PyTorch-layout int8 codes `[d_out, d_in]` (row-major), per-row scales and an
-    /// optional bias. `d_in` must be a multiple of 4.
+impl Int8Weight {
+    /// From PyTorch-layout int8 codes `[d_out, d_in]` (row-major) and per-row scales. `d_in`
+    /// must be a multiple of 4.
     pub fn new(
         codes: &[i8],
         scales: Vec<f32>,
-        bias: Option<Vec<f32>>,
         d_in: usize,
         d_out: usize,
         device: &Device,
@@ -67,22 +66,95 @@ impl Int8Linear {
                 ]);
             }
         }
-        let vector = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [d_out]), device);
         Ok(Self {
             codes: Tensor::from_data(TensorData::new(words, [k4, d_out]), device),
-            scales: vector(scales),
-            bias: vector(bias.unwrap_or_else(|| vec![0.0; d_out])),
+            scales: Tensor::from_data(TensorData::new(scales, [d_out]), device),
             d_in,
             d_out,
         })
     }
 
+    /// `[d_out, d_in]`, the layout the file stores.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.d_out, self.d_in]
+    }
+
+    /// The f32 matrix `[d_in, d_out]` (the layout a matmul from the right wants), unpacked and
+    /// scaled with plain burn ops: the kernel's reference, and how an int8 tensor that is not
+    /// a Linear layer's weight (an embedding table) is read on the device.
+    pub fn dequantized(&self) -> Tensor<2> {
+        let [k4, n] = self.codes.dims();
+        // Byte j of each word, sign-extended: (w << (24 − 8j)) >> 24 on i32.
+        let bytes: Vec<Tensor<3, Int>> = (0..4)
+            .map(|j| {
+                let shifted = self.codes.clone().bitwise_left_shift_scalar(24 - 8 * j);
+                shifted.bitwise_right_shift_scalar(24).unsqueeze_dim::<3>(1)
+            })
+            .collect();
+        let w = Tensor::cat(bytes, 1).reshape([k4 * 4, n]).float();
+        w * self.scales.clone().unsqueeze_dim::<2>(0)
+    }
+}
+
+/// `t` transposed into a new contiguous matrix. On a GPU this is one copy kernel on the
+/// device (tensors staged there never come back to the host); elsewhere the lazy view is
+/// returned, which only the staged GPU loader produces.
+pub fn transposed_contiguous(t: Tensor<2>) -> Tensor<2> {
+    let t = t.transpose();
+    match t.clone().try_into_primitive::<Cube>() {
+        Ok(primitive) => {
+            Tensor::from_primitive::<Cube>(burn::backend::wgpu::into_contiguous(primitive))
+        }
+        Err(_) => t,
+    }
+}
+
+/// A Linear layer with int8 weights, one f32 scale per output channel.
+#[derive(Clone, Debug)]
+pub struct Int8Linear {
+    weight: Int8Weight,
+    /// `[N]` (zeros when the layer has none: the kernel always adds it).
+    bias: Tensor<1>,
+}
+
+impl Int8Linear {
+    /// From PyTorch-layout int8 codes `[d_out, d_in]` (row-major), per-row scales and an
+    /// optional bias. `d_in` must be a multiple of 4.
+    pub fn new(
+        codes: &[i8],
+        scales: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        d_in: usize,
+        d_out: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let weight = Int8Weight::new(codes, scales, d_in, d_out, device)?;
+        let bias = bias.map(|b| Tensor::<1>::from_data(TensorData::new(b, [d_out]), device));
+        Self::from_weight(weight, bias)
+    }
+
+    /// From a packed weight and an optional `[d_out]` bias on the same device.
+    pub fn from_weight(weight: Int8Weight, bias: Option<Tensor<1>>) -> Result<Self> {
+        let d_out = weight.d_out;
+        let bias = match bias {
+            Some(b) if b.dims() != [d_out] => {
+                return Err(VarError::InvalidArgument(format!(
+                    "an int8 layer with {d_out} outputs needs a [{d_out}] bias, not {:?}",
+                    b.dims()
+                )));
+            }
+            Some(b) => b,
+            None => Tensor::zeros([d_out], &weight.scales.device()),
+        };
+        Ok(Self { weight, bias })
+    }
+
     pub fn d_in(&self) -> usize {
-        self.d_in
+        self.weight.d_in
     }
 
     pub fn d_out(&self) -> usize {
-        self.d_out
+        self.weight.d_out
     }
 
     /// `x [M, K] → [M, N]`: the WGSL kernel on a GPU device, [`Self::forward_reference`]
@@ -97,8 +169,18 @@ impl Int8Linear {
     /// The WGSL kernel, or `None` when the tensors are not on a wgpu/WebGPU device.
     pub fn forward_gpu(&self, x: Tensor<2>) -> Option<Tensor<2>> {
         let x = x.try_into_primitive::<Cube>().ok()?;
-        let codes = self.codes.clone().try_into_primitive::<Cube>().ok()?;
-        let scales = self.scales.clone().try_into_primitive::<Cube>().ok()?;
+        let codes = self
+            .weight
+            .codes
+            .clone()
+            .try_into_primitive::<Cube>()
+            .ok()?;
+        let scales = self
+            .weight
+            .scales
+            .clone()
+            .try_into_primitive::<Cube>()
+            .ok()?;
         let bias = self.bias.clone().try_into_primitive::<Cube>().ok()?;
         Some(Tensor::from_primitive::<Cube>(launch_int8_matmul(
             x, codes, scales, bias,
@@ -108,17 +190,7 @@ impl Int8Linear {
     /// The same product with plain burn ops: unpack, dequantize, matmul (the CPU path, and
     /// what the kernel is tested against).
     pub fn forward_reference(&self, x: Tensor<2>) -> Tensor<2> {
-        let [k4, n] = self.codes.dims();
-        // Byte j of each word, sign-extended: (w << (24 − 8j)) >> 24 on i32.
-        let bytes: Vec<Tensor<3, Int>> = (0..4)
-            .map(|j| {
-                let shifted = self.codes.clone().bitwise_left_shift_scalar(24 - 8 * j);
-                shifted.bitwise_right_shift_scalar(24).unsqueeze_dim::<3>(1)
-            })
-            .collect();
-        let w = Tensor::cat(bytes, 1).reshape([k4 * 4, n]).float();
-        x.matmul(w * self.scales.clone().unsqueeze_dim::<2>(0))
-            + self.bias.clone().unsqueeze_dim::<2>(0)
+        x.matmul(self.weight.dequantized()) + self.bias.clone().unsqueeze_dim::<2>(0)
     }
 }
 

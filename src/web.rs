@@ -21,8 +21,9 @@ use crate::error::VarError;
 use crate::generate::{EditSource, Generation, read_f32};
 use crate::model::Model;
 use crate::sampler::SamplingParams;
-use crate::weights::format::{load_model_bytes, load_model_bytes_as, load_model_shards};
+use crate::weights::format::{load_model_bytes, load_model_bytes_as};
 use crate::weights::shards::{Manifest, memory_budget};
+use crate::weights::staged::StagedModel;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -246,69 +247,55 @@ impl VarModel {
     }
 }
 
-/// A sharded model (`manifest.json` + shards) arriving one shard at a time: the worker
-/// downloads a shard, hands it over (it is checked against the manifest here, so a corrupt
-/// cache entry is caught before anything is built), and lets its own copy go; `finish`
-/// builds the model once every shard is in and releases the shards' bytes.
+/// Loading a sharded model (`manifest.json` + shards) one shard at a time: `open` checks the
+/// config and manifest and opens the device, each `addShard` checks a shard (size, SHA-256
+/// and tensor table against the manifest, so a bad download or cache entry is caught before
+/// anything is built) and puts its tensors on the device, so wasm memory never holds more
+/// than one shard; `finish` assembles the model.
 #[wasm_bindgen]
 pub struct ShardedLoad {
-    config_json: String,
-    config: ModelConfig,
-    manifest: Manifest,
-    shards: Vec<Option<Vec<u8>>>,
+    staged: StagedModel,
+    backend: String,
 }
 
 #[wasm_bindgen]
 impl ShardedLoad {
-    #[wasm_bindgen(constructor)]
-    pub fn new(config_json: String, manifest_json: String) -> Result<ShardedLoad, JsError> {
-        let config = ModelConfig::from_json(&config_json, "config.json").map_err(js_error)?;
+    /// For `"webgpu"` or `"cpu"`. A device that cannot be opened fails with a sentence that
+    /// starts with "WebGPU".
+    pub async fn open(
+        config_json: String,
+        manifest_json: String,
+        backend: String,
+    ) -> Result<ShardedLoad, JsError> {
+        // The files are checked before the device is asked for, so bad files are reported
+        // as such and not as a device problem.
+        ModelConfig::from_json(&config_json, "config.json").map_err(js_error)?;
         let manifest = Manifest::from_json(&manifest_json).map_err(js_error)?;
-        Ok(ShardedLoad {
-            config_json,
-            config,
-            shards: vec![None; manifest.shards.len()],
-            manifest,
-        })
+        let device = device_for(&backend).await?;
+        let staged = StagedModel::new(&config_json, manifest, &device).map_err(js_error)?;
+        Ok(ShardedLoad { staged, backend })
     }
 
-    /// Checks shard `index` (size and SHA-256 against the manifest) and keeps it.
+    /// Checks shard `index` against the manifest and puts its tensors on the device.
     #[wasm_bindgen(js_name = addShard)]
-    pub fn add_shard(&mut self, index: usize, bytes: Vec<u8>) -> Result<(), JsError> {
-        self.manifest.check_shard(index, &bytes).map_err(js_error)?;
-        self.shards[index] = Some(bytes);
-        Ok(())
+    pub fn add_shard(&mut self, index: usize, bytes: &[u8]) -> Result<(), JsError> {
+        self.staged.add_shard(index, bytes).map_err(js_error)
     }
 
-    /// The memory the model will need, as JSON (`weights_bytes`, `kv_cache_bytes`,
-    /// `activations_bytes`), on a GPU (`gpu`) or the CPU.
-    pub fn budget(&self, gpu: bool) -> String {
-        let budget = memory_budget(&self.config, &self.manifest, gpu);
+    /// The memory the model will need on this device, as JSON (`weights_bytes`,
+    /// `kv_cache_bytes`, `activations_bytes`).
+    pub fn budget(&self) -> String {
+        let gpu = self.backend == "webgpu";
+        let budget = memory_budget(self.staged.config(), self.staged.manifest(), gpu);
         serde_json::to_string(&budget).expect("a budget serialises")
     }
 
-    /// Builds the model on `"webgpu"` or `"cpu"`; every shard must have been added.
-    pub async fn finish(self, backend: String) -> Result<VarModel, JsError> {
-        let missing: Vec<&str> = self
-            .shards
-            .iter()
-            .zip(&self.manifest.shards)
-            .filter(|(bytes, _)| bytes.is_none())
-            .map(|(_, s)| s.file.as_str())
-            .collect();
-        if !missing.is_empty() {
-            return Err(JsError::new(&format!(
-                "shards not loaded yet: {}",
-                missing.join(", ")
-            )));
-        }
-        let device = device_for(&backend).await?;
-        let shards: Vec<Vec<u8>> = self.shards.into_iter().flatten().collect();
-        let model = load_model_shards(&self.config_json, &self.manifest, &shards, &device)
-            .map_err(js_error)?;
+    /// Builds the model; every shard must have been added.
+    pub fn finish(self) -> Result<VarModel, JsError> {
+        let model = self.staged.finish().map_err(js_error)?;
         Ok(VarModel {
             model: Rc::new(model),
-            backend,
+            backend: self.backend,
             cancelled: Rc::new(Cell::new(false)),
         })
     }

@@ -3,13 +3,16 @@
 //! the same checks in headless Chromium on WebGPU.
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
 use var_web::SamplingParams;
 use var_web::bench::{self, BenchSettings};
 use var_web::config::Storage;
+use var_web::generate::{generate, read_f32};
 use var_web::kernels::{INT8_TEST_SHAPES, int8_matmul_error, is_gpu};
-use var_web::weights::format::load_model_dir_as;
+use var_web::weights::format::{convert_pth_at, load_model_dir, load_model_dir_as};
 
 /// The process's one wgpu device (burn initialises the runtime once).
 fn vulkan() -> Device {
@@ -60,6 +63,54 @@ fn an_int8_model_on_wgpu_follows_the_same_model_on_the_cpu() {
     let r = pollster::block_on(var_web::agreement::compare(&cpu_model, &gpu_model, 20, 3)).unwrap();
     eprintln!("{r:?}");
     assert!(r.top1 >= 0.995 && r.kl < 1e-4, "{r:?}");
+}
+
+/// A sharded model is staged on the GPU shard by shard (f32 tensors as device buffers, int8
+/// matrices packed for the kernel, Linear weights transposed there, int8 embeddings
+/// dequantized there); the image must be the one the same model gives loaded whole.
+#[test]
+fn a_sharded_model_staged_on_the_gpu_draws_what_the_whole_model_draws() {
+    let _one_at_a_time = exclusive();
+    let gpu = vulkan();
+    let params = SamplingParams {
+        cfg: 2.0,
+        top_k: 50,
+        top_p: 0.9,
+        seed: 11,
+        ..SamplingParams::default()
+    };
+    let image = |dir: &std::path::Path| {
+        let model = load_model_dir(dir, &gpu).unwrap();
+        let img = pollster::block_on(generate(&model, &[2], &params, None, |_| {
+            std::ops::ControlFlow::Continue(())
+        }))
+        .unwrap();
+        pollster::block_on(read_f32(img)).unwrap()
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    for storage in [Storage::F32, Storage::Int8] {
+        let convert = |name: &str, shard_bytes: Option<usize>| {
+            let out = scratch.path().join(format!("{name}-{storage:?}"));
+            convert_pth_at(
+                &common::fixture("vae_tiny.pth"),
+                &common::fixture("var_mini.pth"),
+                &[1, 2, 3, 4],
+                storage,
+                shard_bytes,
+                &out,
+                |_| {},
+            )
+            .unwrap();
+            out
+        };
+        let whole = image(&convert("whole", None));
+        let sharded = image(&convert("sharded", Some(64 << 10)));
+        let worst = whole
+            .iter()
+            .zip(&sharded)
+            .fold(0f32, |a, (w, s)| a.max((w - s).abs()));
+        assert!(worst == 0.0, "{storage:?}: pixels differ by up to {worst}");
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ use var_web::model::Model;
 use var_web::sampler::SamplingParams;
 use var_web::weights::format::{CONFIG_FILE, convert_pth_at, load_model_dir};
 use var_web::weights::shards::{MANIFEST_FILE, Manifest, Part, memory_budget};
+use var_web::weights::staged::StagedModel;
 
 const SMALL_SHARD: usize = 64 << 10;
 
@@ -185,6 +186,37 @@ fn damaged_shards_and_manifests_are_refused_by_name() {
             std::fs::write(d.join(MANIFEST_FILE), m.to_json()).unwrap();
         },
         "unlike the manifest",
+    );
+    // Shard by shard, as the page loads: in any order, each once, all before the model.
+    let config = std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap();
+    let shard = |i: usize| std::fs::read(dir.join(&m.shards[i].file)).unwrap();
+    let mut staged = StagedModel::new(&config, m.clone(), &Device::flex()).unwrap();
+    let last = m.shards.len() - 1;
+    staged.add_shard(last, &shard(last)).unwrap();
+    let err = staged
+        .add_shard(last, &shard(last))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("{}: was already added", m.shards[last].file)),
+        "{err}"
+    );
+    let err = staged.add_shard(0, &shard(1)).unwrap_err().to_string();
+    assert!(
+        err.contains(&m.shards[0].file),
+        "a shard handed over as another: {err}"
+    );
+    for i in 0..last - 1 {
+        staged.add_shard(i, &shard(i)).unwrap();
+    }
+    assert_eq!(staged.missing(), [m.shards[last - 1].file.as_str()]);
+    let err = staged.finish().err().unwrap().to_string();
+    assert!(
+        err.contains(&format!(
+            "shards not loaded yet: {}",
+            m.shards[last - 1].file
+        )),
+        "{err}"
     );
     // Not a manifest at all.
     refused(

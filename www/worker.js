@@ -142,8 +142,8 @@ function largestShardedTensor(manifest) {
   return best;
 }
 
-// Downloads (or reads from the cache) every shard, checks it in wasm and hands it over one
-// at a time; the worker keeps no shard after handing it over. A shard that fails its check
+// Downloads (or reads from the cache) every shard and hands it to wasm one at a time, which
+// checks it and puts its tensors on the device; neither side keeps a shard after that. A shard that fails its check
 // is dropped from the cache, so a reload downloads it again.
 async function addShards(loader, manifest, url) {
   let cached = true;
@@ -163,11 +163,21 @@ async function addShards(loader, manifest, url) {
   return cached;
 }
 
+// Opens a shard-by-shard load on `backend`, shows its memory budget and the files to come.
+async function openSharded(configJson, manifestText, manifest, backend) {
+  const loader = await ShardedLoad.open(configJson, manifestText, backend); // checks both files
+  const budget = JSON.parse(loader.budget());
+  const downloadBytes = manifest.shards.reduce((a, s) => a + s.bytes, 0);
+  post({ type: MSG.BUDGET, ...budget, download_bytes: downloadBytes, backend });
+  // Every shard's size is known up front, so the page's total is right from the start.
+  for (const shard of manifest.shards) post({ type: MSG.PROGRESS, file: shard.file, loaded: 0, total: shard.bytes });
+  return loader;
+}
+
 async function loadSharded(url, preference, manifestText) {
   const manifest = JSON.parse(manifestText);
   const configFile = await fetchCached(new URL('config.json', url).href, 'config.json');
   const configJson = new TextDecoder().decode(configFile.bytes);
-  let loader = new ShardedLoad(configJson, manifestText); // checks the manifest
   let reason = preference === 'cpu' ? 'the CPU was requested (?backend=cpu)' : '';
   if (!reason) {
     reason = await webgpuProblem([]);
@@ -180,27 +190,34 @@ async function loadSharded(url, preference, manifestText) {
       }
     }
   }
-  const gpu = !reason;
-  const budget = JSON.parse(loader.budget(gpu));
-  const downloadBytes = manifest.shards.reduce((a, s) => a + s.bytes, 0);
-  post({ type: MSG.BUDGET, ...budget, download_bytes: downloadBytes, backend: gpu ? 'webgpu' : 'cpu' });
-  // Every shard's size is known up front, so the page's total is right from the start.
-  for (const shard of manifest.shards) post({ type: MSG.PROGRESS, file: shard.file, loaded: 0, total: shard.bytes });
-  const cached = await addShards(loader, manifest, url);
-  let backend = 'cpu';
-  if (gpu) {
+  // Each shard's tensors go to the device as the shard arrives, so the device is opened
+  // before the download.
+  let loader = null;
+  if (!reason) {
     try {
-      model = await loader.finish('webgpu');
-      backend = 'webgpu';
+      loader = await openSharded(configJson, manifestText, manifest, 'webgpu');
     } catch (e) {
       if (!String(e.message).startsWith('WebGPU')) throw e;
       reason = e.message;
-      // `finish` consumed the shards: read them again, from the cache this time.
-      loader = new ShardedLoad(configJson, manifestText);
-      await addShards(loader, manifest, url);
     }
   }
-  if (backend === 'cpu') model = await loader.finish('cpu');
+  let backend = loader ? 'webgpu' : 'cpu';
+  loader ??= await openSharded(configJson, manifestText, manifest, 'cpu');
+  let cached;
+  try {
+    cached = await addShards(loader, manifest, url);
+    model = loader.finish();
+  } catch (e) {
+    // Only a device problem starts again on the CPU (from the cache this time); a bad file
+    // fails the same way there.
+    if (backend !== 'webgpu' || !String(e.message).startsWith('WebGPU')) throw e;
+    reason = e.message;
+    backend = 'cpu';
+    try { loader.free(); } catch (_) { /* `finish` already took it */ }
+    loader = await openSharded(configJson, manifestText, manifest, 'cpu');
+    cached = await addShards(loader, manifest, url);
+    model = loader.finish();
+  }
   post({ type: MSG.READY, backend, reason, config: JSON.parse(model.configJson()), cached: cached && configFile.cached });
 }
 

@@ -15,7 +15,8 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 use super::pth::PthFile;
 use super::quant::{StoredAs, StoredTensor, store};
-use super::shards::{MANIFEST_FILE, Manifest, Part, ShardedSource, write_part};
+use super::shards::{MANIFEST_FILE, Manifest, Part, write_part};
+use super::staged::StagedModel;
 use super::{TensorSource, check_shape, is_recomputed_buffer};
 use crate::config::{ModelConfig, SamplingDefaults, Storage, VarConfig, VqvaeConfig, seq_len};
 use crate::error::{Result, VarError};
@@ -214,47 +215,16 @@ pub fn load_model_dir(dir: &Path, device: &Device) -> Result<Model> {
     if manifest_path.exists() {
         let manifest =
             std::fs::read_to_string(&manifest_path).map_err(|e| VarError::io(&manifest_path, e))?;
-        let manifest = Manifest::from_json(&manifest)?;
-        let shards = manifest
-            .shards
-            .iter()
-            .map(|s| read_file(&dir.join(&s.file)))
-            .collect::<Result<Vec<_>>>()?;
-        return load_model_shards(&config, &manifest, &shards, device);
+        let mut staged = StagedModel::new(&config, Manifest::from_json(&manifest)?, device)?;
+        // One shard in memory at a time.
+        for (i, file) in staged.manifest().shards.clone().iter().enumerate() {
+            staged.add_shard(i, &read_file(&dir.join(&file.file))?)?;
+        }
+        return staged.finish();
     }
     let vq = read_file(&dir.join(VQVAE_FILE))?;
     let tr = read_file(&dir.join(VAR_FILE))?;
     load_model_bytes(&config, &vq, &tr, device)
-}
-
-/// Loads a sharded model from its config, its manifest and every shard's bytes in manifest
-/// order (each checked against the manifest).
-pub fn load_model_shards(
-    config_json: &str,
-    manifest: &Manifest,
-    shards: &[Vec<u8>],
-    device: &Device,
-) -> Result<Model> {
-    if shards.len() != manifest.shards.len() {
-        return Err(VarError::InvalidArgument(format!(
-            "the manifest lists {} shards, {} were given",
-            manifest.shards.len(),
-            shards.len()
-        )));
-    }
-    let config = ModelConfig::from_json(config_json, CONFIG_FILE)?;
-    let of = |part: Part| -> Vec<(usize, &[u8])> {
-        manifest
-            .shards
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.part == part)
-            .map(|(i, _)| (i, shards[i].as_slice()))
-            .collect()
-    };
-    let mut vq = ShardedSource::new(manifest, Part::Vqvae, &of(Part::Vqvae))?;
-    let mut tr = ShardedSource::new(manifest, Part::Var, &of(Part::Var))?;
-    Model::from_sources(config, &mut vq, &mut tr, device)
 }
 
 /// Loads a model directory as if it had been written at `storage` (see

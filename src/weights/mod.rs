@@ -12,6 +12,7 @@ pub mod pth;
 pub mod pth_write;
 pub mod quant;
 pub mod shards;
+pub mod staged;
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,7 @@ use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::error::{Result, VarError};
-use crate::kernels::Int8Linear;
+use crate::kernels::{Int8Linear, Int8Weight, transposed_contiguous};
 use crate::transformer::dense::Dense;
 
 /// Something that hands out named f32 tensors.
@@ -34,6 +35,41 @@ pub trait TensorSource {
     /// way, for kernels that keep them as they are; `None` means "use [`Self::take`]".
     fn take_int8(&mut self, _key: &str, _shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
         Ok(None)
+    }
+    /// `key` when the source already holds it on the device (a sharded model staged shard by
+    /// shard, see [`staged`]), after checking its shape; `None` means "use [`Self::take`]".
+    fn take_on_device(&mut self, _key: &str, _shape: &[usize]) -> Result<Option<OnDevice>> {
+        Ok(None)
+    }
+}
+
+/// A tensor that is already in device memory.
+// burn's tensor handles are a few hundred bytes each; each value is moved once at load.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum OnDevice {
+    /// f32 values, flat, in the file's row-major order.
+    Float(Tensor<1>),
+    /// An int8 matrix packed as the int8 kernel reads it (GPU only).
+    Int8(Int8Weight),
+}
+
+impl OnDevice {
+    /// The values as a row-major f32 tensor of `shape` (an int8 matrix is dequantized on
+    /// the device).
+    fn into_float<const D: usize>(self, shape: [usize; D]) -> Tensor<D> {
+        match self {
+            OnDevice::Float(t) => t.reshape(shape),
+            OnDevice::Int8(w) => transposed_contiguous(w.dequantized()).reshape(shape),
+        }
+    }
+
+    /// A Linear layer's `[d_in, d_out]` matrix from PyTorch's `[d_out, d_in]`.
+    fn into_linear_weight(self, d_in: usize, d_out: usize) -> Tensor<2> {
+        match self {
+            OnDevice::Float(t) => transposed_contiguous(t.reshape([d_out, d_in])),
+            OnDevice::Int8(w) => w.dequantized(),
+        }
     }
 }
 
@@ -190,6 +226,9 @@ impl<'a> Loader<'a> {
 
     /// A tensor with exactly this shape.
     pub fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        if let Some(staged) = self.source.take_on_device(key, &shape)? {
+            return Ok(staged.into_float(shape));
+        }
         let values = self.source.take(key, &shape)?;
         Ok(Tensor::from_data(
             TensorData::new(values, shape),
@@ -206,18 +245,33 @@ impl<'a> Loader<'a> {
     }
 
     /// `nn.Linear(d_in, d_out)`: PyTorch stores `[out, in]`, burn multiplies by `[in, out]`.
-    ///
-    /// The transpose is done here on the host so the device holds a contiguous `[in, out]`
-    /// matrix; a lazy transposed view would be re-laid out by every matmul.
     pub fn linear(&mut self, key: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
-        let w = self.source.take(&format!("{key}.weight"), &[d_out, d_in])?;
+        let weight_key = format!("{key}.weight");
+        let weight = match self.source.take_on_device(&weight_key, &[d_out, d_in])? {
+            Some(staged) => staged.into_linear_weight(d_in, d_out),
+            None => self.host_linear_weight(&weight_key, d_in, d_out)?,
+        };
+        self.linear_from(key, weight, bias)
+    }
+
+    /// The transpose is done on the host so the device holds a contiguous `[in, out]` matrix;
+    /// a lazy transposed view would be re-laid out by every matmul.
+    fn host_linear_weight(&mut self, key: &str, d_in: usize, d_out: usize) -> Result<Tensor<2>> {
+        let w = self.source.take(key, &[d_out, d_in])?;
         let mut t = vec![0f32; w.len()];
         for (o, row) in w.chunks_exact(d_in).enumerate() {
             for (i, v) in row.iter().enumerate() {
                 t[i * d_out + o] = *v;
             }
         }
-        let weight = Tensor::from_data(TensorData::new(t, [d_in, d_out]), &self.device);
+        Ok(Tensor::from_data(
+            TensorData::new(t, [d_in, d_out]),
+            &self.device,
+        ))
+    }
+
+    fn linear_from(&mut self, key: &str, weight: Tensor<2>, bias: bool) -> Result<Linear> {
+        let d_out = weight.dims()[1];
         let bias = if bias {
             Some(self.param(&format!("{key}.bias"), [d_out])?)
         } else {
@@ -232,19 +286,29 @@ impl<'a> Loader<'a> {
     /// A transformer Linear layer: int8 in GPU memory when the file stores it as int8 per
     /// output channel and the device is a GPU (our WGSL kernel), else f32 as [`Self::linear`].
     pub fn dense(&mut self, key: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Dense> {
-        if d_in.is_multiple_of(4) && crate::kernels::is_gpu(&self.device) {
-            let weight_key = format!("{key}.weight");
-            if let Some((codes, scales)) = self.source.take_int8(&weight_key, &[d_out, d_in])? {
-                let bias = if bias {
-                    Some(self.source.take(&format!("{key}.bias"), &[d_out])?)
-                } else {
-                    None
-                };
-                let layer = Int8Linear::new(&codes, scales, bias, d_in, d_out, &self.device)?;
-                return Ok(Dense::int8(layer));
-            }
+        if !(d_in.is_multiple_of(4) && crate::kernels::is_gpu(&self.device)) {
+            return Ok(Dense::float(self.linear(key, d_in, d_out, bias)?));
         }
-        Ok(Dense::float(self.linear(key, d_in, d_out, bias)?))
+        let weight_key = format!("{key}.weight");
+        let weight = match self.source.take_on_device(&weight_key, &[d_out, d_in])? {
+            Some(OnDevice::Int8(weight)) => weight,
+            Some(staged) => {
+                let weight = staged.into_linear_weight(d_in, d_out);
+                return Ok(Dense::float(self.linear_from(key, weight, bias)?));
+            }
+            None => match self.source.take_int8(&weight_key, &[d_out, d_in])? {
+                Some((codes, scales)) => {
+                    Int8Weight::new(&codes, scales, d_in, d_out, &self.device)?
+                }
+                None => return Ok(Dense::float(self.linear(key, d_in, d_out, bias)?)),
+            },
+        };
+        let bias = if bias {
+            Some(self.tensor(&format!("{key}.bias"), [d_out])?)
+        } else {
+            None
+        };
+        Ok(Dense::int8(Int8Linear::from_weight(weight, bias)?))
     }
 
     /// `nn.Conv2d(c_in, c_out, k, stride)` with bias; burn's weight layout equals PyTorch's.

@@ -17,7 +17,6 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::TensorSource;
 use super::format::{SafetensorsSource, stored_bytes};
 use super::quant::StoredTensor;
 use crate::error::{Result, VarError};
@@ -263,100 +262,46 @@ impl Manifest {
     }
 }
 
-/// One part's tensors over its shards, as one [`TensorSource`].
-pub struct ShardedSource<'a> {
-    shards: Vec<SafetensorsSource<'a>>,
-    /// Tensor name → index into `shards`.
-    index: BTreeMap<String, usize>,
-}
-
-impl<'a> ShardedSource<'a> {
-    /// `shards`: every shard of `part`, in manifest order, as (manifest index, bytes). Each is
-    /// checked against the manifest (size, checksum, and exactly the tensors it lists, with
-    /// their dtypes, shapes and offsets).
-    pub fn new(manifest: &Manifest, part: Part, shards: &[(usize, &'a [u8])]) -> Result<Self> {
-        let expected: Vec<usize> = (0..manifest.shards.len())
-            .filter(|&i| manifest.shards[i].part == part)
-            .collect();
-        let given: Vec<usize> = shards.iter().map(|(i, _)| *i).collect();
-        if expected != given {
-            return Err(VarError::InvalidArgument(format!(
-                "the {} part needs shards {expected:?} of the manifest, got {given:?}",
-                part.stem()
-            )));
-        }
+impl Manifest {
+    /// Checks shard `index` (size, checksum, then exactly the tensors the manifest lists for
+    /// it, with their dtypes, shapes and offsets) and opens it for reading.
+    pub fn open_shard<'a>(&self, index: usize, bytes: &'a [u8]) -> Result<SafetensorsSource<'a>> {
+        self.check_shard(index, bytes)?;
+        let shard = &self.shards[index];
+        let file = &shard.file;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| VarError::Safetensors {
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
         let empty = BTreeMap::new();
-        let table = manifest.tensors.get(&part).unwrap_or(&empty);
-        let mut sources = Vec::with_capacity(shards.len());
-        let mut index = BTreeMap::new();
-        for (slot, &(i, bytes)) in shards.iter().enumerate() {
-            manifest.check_shard(i, bytes)?;
-            let file = &manifest.shards[i].file;
-            let st = SafeTensors::deserialize(bytes).map_err(|e| VarError::Safetensors {
-                file: file.clone(),
-                message: e.to_string(),
-            })?;
-            let listed = table.iter().filter(|(_, t)| t.shard == i).count();
-            let mismatch = |what: String| VarError::Shard {
-                file: file.clone(),
-                message: format!("{what}, unlike the manifest"),
-            };
-            if st.len() != listed {
-                return Err(mismatch(format!("holds {} tensors", st.len())));
+        let table = self.tensors.get(&shard.part).unwrap_or(&empty);
+        let listed = table.iter().filter(|(_, t)| t.shard == index).count();
+        let mismatch = |what: String| VarError::Shard {
+            file: file.clone(),
+            message: format!("{what}, unlike the manifest"),
+        };
+        if st.len() != listed {
+            return Err(mismatch(format!("holds {} tensors", st.len())));
+        }
+        for (name, view) in st.tensors() {
+            let t = table
+                .get(&name)
+                .filter(|t| t.shard == index)
+                .ok_or_else(|| mismatch(format!("holds tensor '{name}'")))?;
+            let offset = (view.data().as_ptr() as usize - bytes.as_ptr() as usize) as u64;
+            let same = t.dtype == format!("{:?}", view.dtype())
+                && t.shape == view.shape()
+                && t.offset == offset
+                && t.length == view.data().len() as u64;
+            if !same {
+                return Err(mismatch(format!(
+                    "stores '{name}' as {:?} {:?} at byte {offset}",
+                    view.dtype(),
+                    view.shape()
+                )));
             }
-            for (name, view) in st.tensors() {
-                let t = table
-                    .get(&name)
-                    .filter(|t| t.shard == i)
-                    .ok_or_else(|| mismatch(format!("holds tensor '{name}'")))?;
-                let offset = (view.data().as_ptr() as usize - bytes.as_ptr() as usize) as u64;
-                let same = t.dtype == format!("{:?}", view.dtype())
-                    && t.shape == view.shape()
-                    && t.offset == offset
-                    && t.length == view.data().len() as u64;
-                if !same {
-                    return Err(mismatch(format!(
-                        "stores '{name}' as {:?} {:?} at byte {offset}",
-                        view.dtype(),
-                        view.shape()
-                    )));
-                }
-                index.insert(name, slot);
-            }
-            sources.push(SafetensorsSource::new(bytes, file)?);
         }
-        Ok(Self {
-            shards: sources,
-            index,
-        })
-    }
-
-    fn shard_of(&mut self, key: &str) -> Option<&mut SafetensorsSource<'a>> {
-        let slot = *self.index.get(key)?;
-        self.shards.get_mut(slot)
-    }
-}
-
-impl TensorSource for ShardedSource<'_> {
-    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        match self.shard_of(key) {
-            Some(shard) => shard.take(key, shape),
-            None => Err(VarError::MissingTensor {
-                key: key.to_string(),
-                shape: shape.to_vec(),
-            }),
-        }
-    }
-
-    fn unused(&self) -> Vec<String> {
-        self.shards.iter().flat_map(|s| s.unused()).collect()
-    }
-
-    fn take_int8(&mut self, key: &str, shape: &[usize]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
-        match self.shard_of(key) {
-            Some(shard) => shard.take_int8(key, shape),
-            None => Ok(None),
-        }
+        SafetensorsSource::new(bytes, file)
     }
 }
 

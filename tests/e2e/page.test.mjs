@@ -358,3 +358,28 @@ test('a sharded model: budget shown, every shard downloaded, then read from the 
   assert.match(await page.textContent('#status'), new RegExp(`${manifest.shards[1].file}: its SHA-256 differs from the manifest's`));
   await context.close();
 });
+
+// The shard-by-shard load puts each shard's tensors on the GPU as it arrives (Linear weights
+// transposed there); the picture must be the one the same weights give loaded whole.
+test('a sharded model staged on WebGPU draws the same pixels as the model in three files', { timeout: LONG }, async () => {
+  const draw = async (model) => {
+    const page = await openPage(`?model=models/${model}/`);
+    await waitState(page, ['ready', 'error']);
+    assert.equal(await state(page), 'ready', await page.textContent('#status'));
+    assert.equal(await page.locator('#status').getAttribute('data-backend'), 'webgpu', await page.textContent('#backend-note'));
+    await page.selectOption('#class-select', '1');
+    await page.fill('#seed', '5');
+    await page.click('#generate');
+    await waitState(page, ['done', 'error']);
+    assert.equal(await state(page), 'done', await page.textContent('#status'));
+    const pixels = await canvasPixels(page, 'output');
+    await page.close();
+    return pixels;
+  };
+  const whole = await draw('fixture-mini');
+  const sharded = await draw('e2e-sharded');
+  assert.equal(sharded.length, whole.length);
+  const differ = sharded.filter((v, i) => v !== whole[i]).length;
+  assert.equal(differ, 0, `${differ} of ${whole.length} channel values differ`);
+  assert.ok(new Set(whole).size > 8, 'a picture, not a flat canvas');
+});
