@@ -7,7 +7,9 @@
 // and weight-bound, so each invocation owns one output column and ROWS consecutive rows:
 // every packed word is read and decoded once per ROWS rows, and neighbouring invocations read
 // neighbouring words (coalesced). The per-channel scale factors out of the k-sum and is
-// applied once at the end.
+// applied once at the end. Past a dozen or two rows the weight is re-decoded too often to
+// beat a tiled f32 matmul, so the host sends larger M through `int8_dequantize.wgsl` and
+// burn's matmul instead (`DIRECT_ROWS_MAX` in src/kernels.rs).
 //
 // Every storage binding is read_write although only `y` is written: CubeCL sub-allocates
 // tensors from shared pages, so inputs and output can be ranges of one wgpu buffer, and wgpu

@@ -20,8 +20,9 @@ use crate::model::Model;
 use crate::sampler::SamplingParams;
 
 /// FLOPs (2 per multiply-add) of scale `si` of one transformer forward with `rows` sequences
-/// (2 per image under CFG): AdaLN projections, qkv, attention over every token so far, proj,
-/// MLP, the head's AdaLN and the vocabulary projection. Norms and activations are left out.
+/// (2 per image under CFG): qkv, attention over every token so far, proj, MLP and the
+/// vocabulary projection, plus at scale 0 the AdaLN projections of every block and the head
+/// (once per image). Norms and activations are left out.
 pub fn transformer_flops(config: &ModelConfig, si: usize, rows: usize) -> f64 {
     let v = &config.var;
     let d = v.embed_dim as f64;
@@ -31,10 +32,16 @@ pub fn transformer_flops(config: &ModelConfig, si: usize, rows: usize) -> f64 {
     let hidden = v.mlp_hidden() as f64;
     let vocab = config.vqvae.vocab_size as f64;
     let cvae = config.vqvae.z_channels as f64;
-    let per_block = d * 6.0 * d + l * (d * 3.0 * d + 2.0 * c * d + d * d + 2.0 * d * hidden);
+    let per_block = l * (d * 3.0 * d + 2.0 * c * d + d * d + 2.0 * d * hidden);
     let input = if si == 0 { 0.0 } else { l * cvae * d };
-    let head = d * 2.0 * d + l * d * vocab;
-    2.0 * rows as f64 * (v.depth as f64 * per_block + input + head)
+    // The AdaLN projections depend on the class alone: computed once per image, counted here.
+    let adaln = if si == 0 {
+        v.depth as f64 * d * 6.0 * d + d * 2.0 * d
+    } else {
+        0.0
+    };
+    let head = l * d * vocab;
+    2.0 * rows as f64 * (v.depth as f64 * per_block + input + adaln + head)
 }
 
 /// FLOPs of the VQ-VAE decode of one image (`post_quant_conv` and the decoder's convolutions
@@ -335,6 +342,105 @@ pub async fn run(
     })
 }
 
+/// One Linear layer's matmul at one scale, timed as f32 (burn's matmul on the dequantized
+/// weights) and as int8 (our kernel), medians in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct MatmulTiming {
+    /// Which layer (`qkv`, `proj`, `fc1`, `fc2`, `head`, `ada_lin`, `head_ada`).
+    pub layer: &'static str,
+    pub si: usize,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    /// How many times one image runs it (the blocks' layers once per block).
+    pub per_image: usize,
+    pub f32_ms: f64,
+    pub int8_ms: f64,
+}
+
+/// The transformer's Linear layers at every scale, as (layer, scale, M, K, N, runs per
+/// image), with M = 2 rows per token (CFG). The AdaLN projections run once per image on the
+/// class condition (M = 2) and are listed at scale 0 (`head_ada`: the head's).
+pub fn matmul_shapes(
+    config: &ModelConfig,
+) -> Vec<(&'static str, usize, usize, usize, usize, usize)> {
+    let v = &config.var;
+    let (c, hidden, vocab, depth) = (
+        v.embed_dim,
+        v.mlp_hidden(),
+        config.vqvae.vocab_size,
+        v.depth,
+    );
+    let mut shapes = vec![
+        ("ada_lin", 0, 2, c, 6 * c, depth),
+        ("head_ada", 0, 2, c, 2 * c, 1),
+    ];
+    for (si, &pn) in config.patch_nums.iter().enumerate() {
+        let m = 2 * pn * pn;
+        shapes.extend([
+            ("qkv", si, m, c, 3 * c, depth),
+            ("proj", si, m, c, c, depth),
+            ("fc1", si, m, c, hidden, depth),
+            ("fc2", si, m, hidden, c, depth),
+            ("head", si, m, c, vocab, 1),
+        ]);
+    }
+    shapes
+}
+
+/// Times every shape of [`matmul_shapes`] on `device`: random inputs and int8 codes, one
+/// warm-up each (shader compilation, autotuning), then the median of `runs`. Each timing ends
+/// by reading one value back, which waits for the device.
+pub async fn matmuls(
+    config: &ModelConfig,
+    device: &Device,
+    runs: usize,
+    now: &dyn Fn() -> f64,
+    mut on_shape: impl FnMut(usize, usize),
+) -> Result<Vec<MatmulTiming>> {
+    use crate::kernels::Int8Linear;
+    use burn::tensor::{Distribution, TensorData};
+    let shapes = matmul_shapes(config);
+    let mut out = Vec::with_capacity(shapes.len());
+    for (i, &(layer, si, m, k, n, per_image)) in shapes.iter().enumerate() {
+        on_shape(i, shapes.len());
+        let mut rng = crate::sampler::Rng::new(i as u64);
+        let codes: Vec<i8> = (0..k * n)
+            .map(|_| (rng.uniform() * 254.0 - 127.0).round() as i8)
+            .collect();
+        let scales = vec![0.01f32; n];
+        let int8 = Int8Linear::new(&codes, scales, Some(vec![0.0; n]), k, n, device)?;
+        let float = int8.weight_dequantized();
+        let x = Tensor::<2>::random([m, k], Distribution::Normal(0.0, 1.0), device);
+        let bias = Tensor::<1>::from_data(TensorData::new(vec![0f32; n], [n]), device);
+        let time = async |f: &dyn Fn() -> Tensor<2>| -> Result<f64> {
+            let mut times = Vec::with_capacity(runs);
+            for round in 0..=runs.max(1) {
+                let start = now();
+                read_f32(f().slice([0..1, 0..1])).await?;
+                if round > 0 {
+                    times.push((now() - start) * 1e3);
+                }
+            }
+            Ok(median(times))
+        };
+        let f32_ms =
+            time(&|| x.clone().matmul(float.clone()) + bias.clone().unsqueeze_dim(0)).await?;
+        let int8_ms = time(&|| int8.forward(x.clone())).await?;
+        out.push(MatmulTiming {
+            layer,
+            si,
+            m,
+            k,
+            n,
+            per_image,
+            f32_ms,
+            int8_ms,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +457,39 @@ mod tests {
         assert_eq!(
             transformer_flops(&config, 5, 2),
             2.0 * transformer_flops(&config, 5, 1)
+        );
+    }
+
+    #[test]
+    fn the_timed_matmuls_are_the_transformer_s_linear_layers() {
+        // Every FLOP of an image but attention's (two [l, c] x [c, d] products per block)
+        // and the 32-channel input projection is in one of the timed Linear shapes.
+        let config = ModelConfig::official(16);
+        let v = &config.var;
+        let d = v.embed_dim as f64;
+        let timed: f64 = matmul_shapes(&config)
+            .iter()
+            .map(|&(_, _, m, k, n, per_image)| 2.0 * (m * k * n * per_image) as f64)
+            .sum();
+        let mut rest = 0.0;
+        let mut context = 0;
+        for (si, &pn) in config.patch_nums.iter().enumerate() {
+            let l = (pn * pn) as f64;
+            context += pn * pn;
+            let attention = v.depth as f64 * l * 2.0 * context as f64 * d;
+            let input = if si == 0 {
+                0.0
+            } else {
+                l * config.vqvae.z_channels as f64 * d
+            };
+            rest += 2.0 * 2.0 * (attention + input);
+        }
+        let total: f64 = (0..config.num_scales())
+            .map(|si| transformer_flops(&config, si, 2))
+            .sum();
+        assert!(
+            (timed + rest - total).abs() < 1e-6 * total,
+            "{timed} + {rest} vs {total}"
         );
     }
 

@@ -2,8 +2,9 @@
 //! with a plain burn-ops reference that is also the CPU (burn-flex) path.
 //!
 //! [`Int8Linear`]: a Linear layer whose weights stay int8 on the GPU (packed 4 per u32) and
-//! are dequantized inside the matmul (`shaders/int8_matmul.wgsl`), so an int8 model never
-//! holds f32 transformer weights in GPU memory.
+//! are dequantized inside the matmul (`shaders/int8_matmul.wgsl`) for the first scales' few
+//! rows, or expanded to f32 for one matmul at a time (`shaders/int8_dequantize.wgsl`) for the
+//! larger ones, so an int8 model never holds more than one layer's f32 weight in GPU memory.
 
 use burn::backend::Cube;
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, SourceTemplate};
@@ -25,6 +26,13 @@ pub fn is_gpu(device: &Device) -> bool {
 const WIDTH: u32 = 64;
 /// Rows each invocation accumulates (every decoded weight is reused this many times).
 const ROWS: u32 = 4;
+/// The most rows the direct int8 kernel takes. It re-decodes the weight for every ROWS rows,
+/// so it wins while a matmul is weight-bound (VAR's first scales) and loses to burn's tiled
+/// f32 matmul beyond a dozen or two rows (`var bench --kernels` on lavapipe: 0.15x the f32
+/// time at M = 2, 0.5x at M = 8, 1.0-1.2x at M = 18, 2-7x from M = 32); larger inputs expand
+/// the weight to f32 for the one matmul instead (`shaders/int8_dequantize.wgsl`), within
+/// 0.8-1.5x of the f32 model's matmul.
+pub const DIRECT_ROWS_MAX: usize = 16;
 
 /// An int8 weight matrix as the kernel reads it: packed 4 codes per word, one f32 scale per
 /// output channel. Built straight from a file's codes (a model loader stages these on the GPU
@@ -166,21 +174,29 @@ impl Int8Linear {
         }
     }
 
-    /// The WGSL kernel, or `None` when the tensors are not on a wgpu/WebGPU device.
+    /// The weight as an f32 `[d_in, d_out]` matrix (what an f32 model of the same weights
+    /// holds).
+    pub fn weight_dequantized(&self) -> Tensor<2> {
+        self.weight.dequantized()
+    }
+
+    /// Our WGSL kernels, or `None` when the tensors are not on a wgpu/WebGPU device: the
+    /// direct int8 matmul up to [`DIRECT_ROWS_MAX`] rows, else the weight expanded to f32 on
+    /// the device and burn's matmul.
     pub fn forward_gpu(&self, x: Tensor<2>) -> Option<Tensor<2>> {
-        let x = x.try_into_primitive::<Cube>().ok()?;
-        let codes = self
-            .weight
-            .codes
-            .clone()
-            .try_into_primitive::<Cube>()
-            .ok()?;
+        let cube = |t: Tensor<2, Int>| t.try_into_primitive::<Cube>().ok();
+        let codes = cube(self.weight.codes.clone())?;
         let scales = self
             .weight
             .scales
             .clone()
             .try_into_primitive::<Cube>()
             .ok()?;
+        if x.dims()[0] > DIRECT_ROWS_MAX {
+            let w = Tensor::<2>::from_primitive::<Cube>(launch_int8_dequantize(codes, scales));
+            return Some(x.matmul(w) + self.bias.clone().unsqueeze_dim::<2>(0));
+        }
+        let x = x.try_into_primitive::<Cube>().ok()?;
         let bias = self.bias.clone().try_into_primitive::<Cube>().ok()?;
         Some(Tensor::from_primitive::<Cube>(launch_int8_matmul(
             x, codes, scales, bias,
@@ -210,6 +226,53 @@ impl KernelSource for Int8MatmulSource {
     fn lang(&self) -> &'static str {
         "wgsl"
     }
+}
+
+struct Int8DequantizeSource;
+
+impl KernelSource for Int8DequantizeSource {
+    fn source(&self) -> SourceTemplate {
+        SourceTemplate::new(include_str!("../shaders/int8_dequantize.wgsl"))
+            .register("width", WIDTH.to_string())
+    }
+
+    fn id(&self) -> KernelId {
+        KernelId::new::<Self>().info(WIDTH)
+    }
+
+    fn lang(&self) -> &'static str {
+        "wgsl"
+    }
+}
+
+/// `[K/4, N]` packed codes and `[N]` scales → the f32 `[K, N]` weight.
+fn launch_int8_dequantize(codes: CubeTensor, scales: CubeTensor) -> CubeTensor {
+    use burn::backend::wgpu::into_contiguous;
+    let (codes, scales) = (into_contiguous(codes), into_contiguous(scales));
+    let [k4, n] = [codes.meta.shape()[0], codes.meta.shape()[1]];
+    let client = codes.client.clone();
+    let out = CubeTensor::new_contiguous(
+        client.clone(),
+        codes.device.clone(),
+        Shape::new([4 * k4, n]),
+        client.empty(4 * k4 * n * 4),
+        DType::F32,
+    );
+    let dims = MetadataBindingInfo::custom(vec![k4 as u64 | (n as u64) << 32, 0]);
+    let count = CubeCount::Static((n as u32).div_ceil(WIDTH), k4 as u32, 1);
+    client.launch(
+        Box::new(SourceKernel::new(
+            Int8DequantizeSource,
+            CubeDim::new_1d(WIDTH),
+        )),
+        count,
+        KernelArguments::new()
+            .with_buffer(codes.handle.clone().binding())
+            .with_buffer(scales.handle.clone().binding())
+            .with_buffer(out.handle.clone().binding())
+            .with_info(dims),
+    );
+    out
 }
 
 fn launch_int8_matmul(
@@ -254,10 +317,13 @@ fn launch_int8_matmul(
 }
 
 /// VAR inference shapes: M = tokens of a scale x 2 (CFG), K and N from the shipped model
-/// (128, 512) and d16 (1024, 3072, 4096); odd sizes exercise the edges.
-pub const INT8_TEST_SHAPES: [(usize, usize, usize); 7] = [
+/// (128, 512) and d16 (1024, 3072, 4096); odd sizes exercise the edges, and M on both sides
+/// of [`DIRECT_ROWS_MAX`] both paths.
+pub const INT8_TEST_SHAPES: [(usize, usize, usize); 9] = [
     (2, 128, 384),
     (8, 16, 128),
+    (DIRECT_ROWS_MAX, 64, 96),
+    (DIRECT_ROWS_MAX + 1, 64, 96),
     (18, 128, 512),
     (7, 36, 100),
     (130, 512, 128),

@@ -91,23 +91,30 @@ impl AdaLnBlock {
         })
     }
 
-    /// `x` `[B, l, C]` → `[B, l, C]`; see [`SelfAttention::forward`] for `attn_bias`/`cache`.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        cond: &Modulation,
-        attn_bias: Option<&Tensor<4>>,
-        cache: Option<&mut KvCache>,
-    ) -> Tensor<3> {
+    /// This block's `(g1, g2, s1, s2, b1, b2)`, `[B, 1, 6, C]`. It depends on the class
+    /// alone, so inference computes it once per image (see `Condition`), not once per scale.
+    pub fn modulation(&self, cond: &Modulation) -> Tensor<4> {
         let c = self.embed_dim;
-        let gss = match (cond, &self.ada_lin, &self.ada_gss) {
+        match (cond, &self.ada_lin, &self.ada_gss) {
             (Modulation::PerBlock(silu_cond), Some(lin), _) => {
                 let b = silu_cond.dims()[0];
                 lin.forward(silu_cond.clone()).reshape([b, 1, 6, c])
             }
             (Modulation::Shared(shared), _, Some(gss)) => shared.clone() + gss.val(),
             _ => unreachable!("the model builds blocks and modulation from one config"),
-        };
+        }
+    }
+
+    /// `x` `[B, l, C]` → `[B, l, C]` with this block's [`Self::modulation`] `gss`; see
+    /// [`SelfAttention::forward`] for `attn_bias`/`cache`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        gss: &Tensor<4>,
+        attn_bias: Option<&Tensor<4>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let c = self.embed_dim;
         let b = gss.dims()[0];
         // Order of the six chunks: gamma1, gamma2, scale1, scale2, shift1, shift2.
         let chunk = |i: usize| gss.clone().narrow(2, i, 1).reshape([b, 1, c]);
@@ -137,13 +144,21 @@ impl AdaLnHead {
         })
     }
 
-    /// `x` `[B, l, C]`, `silu_cond` `[B, C]` → `[B, l, C]`.
-    pub fn forward(&self, x: Tensor<3>, silu_cond: Tensor<2>) -> Tensor<3> {
-        let c = self.embed_dim;
+    /// `(scale, shift)`, `[B, 1, 2, C]`, from `silu_cond` `[B, C]` (once per image, like the
+    /// blocks' modulation).
+    pub fn modulation(&self, silu_cond: Tensor<2>) -> Tensor<4> {
         let b = silu_cond.dims()[0];
-        let ss = self.ada_lin.forward(silu_cond).reshape([b, 1, 2, c]);
+        self.ada_lin
+            .forward(silu_cond)
+            .reshape([b, 1, 2, self.embed_dim])
+    }
+
+    /// `x` `[B, l, C]` with [`Self::modulation`] `ss` → `[B, l, C]`.
+    pub fn forward(&self, x: Tensor<3>, ss: &Tensor<4>) -> Tensor<3> {
+        let c = self.embed_dim;
+        let b = ss.dims()[0];
         let scale = ss.clone().narrow(2, 0, 1).reshape([b, 1, c]);
-        let shift = ss.narrow(2, 1, 1).reshape([b, 1, c]);
+        let shift = ss.clone().narrow(2, 1, 1).reshape([b, 1, c]);
         modulate(x, scale, shift)
     }
 }

@@ -177,6 +177,10 @@ enum Command {
         /// Leave the final VQ-VAE decode out.
         #[arg(long)]
         no_decode: bool,
+        /// Time the transformer's Linear layers alone instead, f32 (burn's matmul) against
+        /// int8 (our kernel), at every scale's shape: where the int8 path wins and loses.
+        #[arg(long)]
+        kernels: bool,
         /// Also write the reports as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -604,8 +608,12 @@ fn run(command: Command) -> Result<ExitCode> {
             runs,
             top_k,
             no_decode,
+            kernels,
             json,
         } => {
+            if kernels {
+                return bench_kernels(model, depth, &backend, runs, json);
+            }
             let settings = BenchSettings::reference(runs, top_k, !no_decode);
             bench(model, depth, &backend, &precision, &settings, json)
         }
@@ -830,6 +838,78 @@ fn bench(
     print_bench(&reports, &peaks, settings);
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&reports).expect("reports serialise");
+        write_atomically(&path, text.as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `var bench --kernels`: every Linear shape of the model, f32 against int8, per backend.
+fn bench_kernels(
+    model_dir: Option<PathBuf>,
+    depth: usize,
+    backends: &[BenchBackend],
+    runs: usize,
+    json: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let config = match &model_dir {
+        Some(dir) => {
+            let path = dir.join(var_web::weights::format::CONFIG_FILE);
+            let text = std::fs::read_to_string(&path).map_err(|e| VarError::io(&path, e))?;
+            ModelConfig::from_json(&text, &path.display().to_string())?
+        }
+        None => {
+            let mut config = ModelConfig::official(depth);
+            config.patch_nums = OFFICIAL_PATCH_NUMS.to_vec();
+            config
+        }
+    };
+    let mut all = Vec::new();
+    for &backend in backends {
+        let device = backend.device()?;
+        let what = format!("{} on {}", model_label(&model_dir, depth), backend.label());
+        let pb = scale_bar(var_web::bench::matmul_shapes(&config).len(), &what);
+        let start = Instant::now();
+        let now = || start.elapsed().as_secs_f64();
+        let timings = pollster::block_on(var_web::bench::matmuls(
+            &config,
+            &device,
+            runs,
+            &now,
+            |i, _| pb.set_position(i as u64),
+        ));
+        pb.finish_and_clear();
+        let timings = timings?;
+        println!(
+            "{what}: median of {runs} runs, ms per matmul (M = 2 x tokens, CFG)\n{:<8} {:>2} {:>5} {:>5} {:>5} {:>10} {:>10} {:>6}",
+            "layer", "si", "M", "K", "N", "f32 ms", "int8 ms", "int8/f32"
+        );
+        let (mut f32_total, mut int8_total) = (0.0, 0.0);
+        for t in &timings {
+            println!(
+                "{:<8} {:>2} {:>5} {:>5} {:>5} {:>10.3} {:>10.3} {:>6.2}",
+                t.layer,
+                t.si,
+                t.m,
+                t.k,
+                t.n,
+                t.f32_ms,
+                t.int8_ms,
+                t.int8_ms / t.f32_ms
+            );
+            f32_total += t.f32_ms * t.per_image as f64;
+            int8_total += t.int8_ms * t.per_image as f64;
+        }
+        println!(
+            "one image's Linear layers: f32 {:.2} s, int8 {:.2} s ({:.2}x)\n",
+            f32_total / 1e3,
+            int8_total / 1e3,
+            int8_total / f32_total
+        );
+        all.push(serde_json::json!({ "backend": backend.label(), "matmuls": timings }));
+    }
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&all).expect("timings serialise");
         write_atomically(&path, text.as_bytes())?;
         println!("wrote {}", path.display());
     }
