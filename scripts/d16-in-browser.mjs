@@ -5,7 +5,7 @@
 // 64 MiB shards), then loads the model in headless Chromium through the page and generates
 // one image, reporting load time, generation time per scale and the browser's peak memory.
 //
-//   node scripts/d16-in-browser.mjs [--backend webgpu|cpu] [--class 207] [--work DIR]
+//   node scripts/d16-in-browser.mjs [--backend webgpu|cpu] [--class 207] [--work DIR] [--load-only]
 //
 // Slow where WebGPU is a CPU emulation (SwiftShader): minutes per image. Needs the page built
 // (scripts/build-web.sh). The model goes to www/models/var-d16-random/ (gitignored).
@@ -26,6 +26,8 @@ const option = (name, fallback) => {
 const backend = option('backend', 'webgpu');
 const label = option('class', '207');
 const work = option('work', join(tmpdir(), 'var-d16-random'));
+// Stop once the model is ready: load time and memory without the (long) generation.
+const loadOnly = args.includes('--load-only');
 const targetDir = process.env.CARGO_TARGET_DIR || join(homedir(), '.cache', 'var-web', 'target');
 const varBin = process.env.VAR_BIN || join(targetDir, 'debug', 'var');
 const model = join(root, 'www', 'models', 'var-d16-random');
@@ -119,16 +121,18 @@ try {
   if ((await page.locator('#status').getAttribute('data-state')) !== 'ready') throw new Error(report.status);
   report.backend_used = await page.locator('#status').getAttribute('data-backend');
   report.peak_rss_mib_after_load = peak / 2 ** 20;
-  await page.selectOption('#class-select', label);
-  start = Date.now();
-  await page.click('#generate');
-  await page.waitForFunction(() => ['done', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: 3 * HOUR, polling: 1000 });
-  report.generate_s = (Date.now() - start) / 1000;
-  report.final_status = await page.textContent('#status');
-  report.scales = await page.locator('#thumbs li').allTextContents();
-  const size = await page.evaluate(() => document.getElementById('output').width);
-  report.image_px = size;
-  report.peak_rss_mib = peak / 2 ** 20;
+  if (!loadOnly) {
+    await page.selectOption('#class-select', label);
+    start = Date.now();
+    await page.click('#generate');
+    await page.waitForFunction(() => ['done', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: 3 * HOUR, polling: 1000 });
+    report.generate_s = (Date.now() - start) / 1000;
+    report.final_status = await page.textContent('#status');
+    report.scales = await page.locator('#thumbs li').allTextContents();
+    const size = await page.evaluate(() => document.getElementById('output').width);
+    report.image_px = size;
+    report.peak_rss_mib = peak / 2 ** 20;
+  }
   clearInterval(progress);
   console.log(JSON.stringify(report, null, 1));
 } catch (e) {
