@@ -12,7 +12,7 @@ use var_web::bench::{self, BenchSettings};
 use var_web::config::Storage;
 use var_web::generate::{generate, read_f32};
 use var_web::kernels::{INT8_TEST_SHAPES, int8_matmul_error, is_gpu};
-use var_web::weights::format::{convert_pth_at, load_model_dir, load_model_dir_as};
+use var_web::weights::format::{load_model_dir, load_model_dir_as};
 
 /// The process's one wgpu device (burn initialises the runtime once).
 fn vulkan() -> Device {
@@ -87,24 +87,13 @@ fn a_sharded_model_staged_on_the_gpu_draws_what_the_whole_model_draws() {
         .unwrap();
         pollster::block_on(read_f32(img)).unwrap()
     };
-    let scratch = tempfile::tempdir().unwrap();
     for storage in [Storage::F32, Storage::Int8] {
-        let convert = |name: &str, shard_bytes: Option<usize>| {
-            let out = scratch.path().join(format!("{name}-{storage:?}"));
-            convert_pth_at(
-                &common::fixture("vae_tiny.pth"),
-                &common::fixture("var_mini.pth"),
-                &[1, 2, 3, 4],
-                storage,
-                shard_bytes,
-                &out,
-                |_| {},
-            )
-            .unwrap();
-            out
-        };
-        let whole = image(&convert("whole", None));
-        let sharded = image(&convert("sharded", Some(64 << 10)));
+        let whole = image(&common::convert_mini("staged-whole", storage, None));
+        let sharded = image(&common::convert_mini(
+            "staged-sharded",
+            storage,
+            Some(64 << 10),
+        ));
         let worst = whole
             .iter()
             .zip(&sharded)

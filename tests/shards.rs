@@ -5,33 +5,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::Device;
 use var_web::config::Storage;
 use var_web::generate::{generate, read_f32};
 use var_web::model::Model;
 use var_web::sampler::SamplingParams;
-use var_web::weights::format::{CONFIG_FILE, convert_pth_at, load_model_dir};
+use var_web::weights::format::{CONFIG_FILE, load_model_dir};
 use var_web::weights::shards::{MANIFEST_FILE, Manifest, Part, memory_budget};
 use var_web::weights::staged::StagedModel;
 
 const SMALL_SHARD: usize = 64 << 10;
-
-fn convert(tag: &str, storage: Storage, shard_bytes: Option<usize>) -> PathBuf {
-    let out = common::scratch(tag).join("m");
-    convert_pth_at(
-        &common::fixture("vae_tiny.pth"),
-        &common::fixture("var_mini.pth"),
-        &[1, 2, 3, 4],
-        storage,
-        shard_bytes,
-        &out,
-        |_| {},
-    )
-    .unwrap();
-    out
-}
 
 fn manifest(dir: &Path) -> Manifest {
     Manifest::from_json(&std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap()).unwrap()
@@ -55,8 +40,9 @@ fn image(model: &Model) -> Vec<f32> {
 #[test]
 fn shards_are_bounded_and_load_to_the_same_model() {
     for storage in [Storage::F32, Storage::Int8] {
-        let whole = convert(&format!("whole-{storage:?}"), storage, None);
-        let sharded = convert(&format!("sharded-{storage:?}"), storage, Some(SMALL_SHARD));
+        let whole = common::convert_mini(&format!("whole-{storage:?}"), storage, None);
+        let sharded =
+            common::convert_mini(&format!("sharded-{storage:?}"), storage, Some(SMALL_SHARD));
         let m = manifest(&sharded);
         for part in [Part::Vqvae, Part::Var] {
             assert!(
@@ -122,7 +108,7 @@ fn refused(dir: &Path, change: impl FnOnce(&Path, &Manifest), needle: &str) {
 
 #[test]
 fn damaged_shards_and_manifests_are_refused_by_name() {
-    let dir = convert("damage", Storage::Int8, Some(SMALL_SHARD));
+    let dir = common::convert_mini("damage", Storage::Int8, Some(SMALL_SHARD));
     let m = manifest(&dir);
     let victim = m
         .shards
@@ -228,7 +214,7 @@ fn damaged_shards_and_manifests_are_refused_by_name() {
 
 #[test]
 fn the_memory_budget_counts_int8_as_int8_on_a_gpu_only() {
-    let dir = convert("budget", Storage::Int8, Some(SMALL_SHARD));
+    let dir = common::convert_mini("budget", Storage::Int8, Some(SMALL_SHARD));
     let m = manifest(&dir);
     let config = var_web::config::ModelConfig::from_json(
         &std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap(),

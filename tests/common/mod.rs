@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
+use var_web::config::Storage;
 use var_web::config::parse_patch_nums;
 use var_web::model::Model;
-use var_web::weights::format::{convert_pth, load_model_dir};
+use var_web::weights::format::{convert_pth, convert_pth_at, load_model_dir};
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -22,6 +23,23 @@ pub fn scratch(tag: &str) -> PathBuf {
         .tempdir()
         .unwrap()
         .keep()
+}
+
+/// The mini fixture (`vae_tiny.pth` + `var_mini.pth`, scales 1,2,3,4) converted at `storage`,
+/// in shards of `shard_bytes` (`None`: the three unsharded files), into a new scratch directory.
+pub fn convert_mini(tag: &str, storage: Storage, shard_bytes: Option<usize>) -> PathBuf {
+    let out = scratch(tag).join("m");
+    convert_pth_at(
+        &fixture("vae_tiny.pth"),
+        &fixture("var_mini.pth"),
+        &[1, 2, 3, 4],
+        storage,
+        shard_bytes,
+        &out,
+        |_| {},
+    )
+    .unwrap();
+    out
 }
 
 /// Converts `vae_tiny.pth` + `var_{name}.pth` with the fixture's scales into a model directory
