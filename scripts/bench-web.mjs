@@ -7,21 +7,16 @@
 //
 // Needs the page built (scripts/build-web.sh) and VAR_BIN (default: the cargo target's
 // debug/var) to serve it. playwright-core comes from tests/e2e (scripts/setup.sh --web).
-import { spawn } from 'node:child_process';
 import { writeFileSync, renameSync, existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
+import { servePage, launchChromium, option as harnessOption } from '../tests/e2e/harness.mjs';
 import { homedir } from 'node:os';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { chromium } = createRequire(join(root, 'tests', 'e2e', 'package.json'))('playwright-core');
 
 const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-};
+const option = (name, fallback) => harnessOption(args, name, fallback);
 const valued = ['--model', '--backend', '--precision', '--runs', '--top-k', '--json', '--timeout'];
 for (let i = 0; i < args.length; i += 1) {
   if (valued.includes(args[i]) && i + 1 < args.length) i += 1;
@@ -50,21 +45,10 @@ if (!existsSync(join(root, 'www', 'pkg', 'var_web.js'))) {
   process.exit(1);
 }
 
-const server = spawn(varBin, ['serve', '--port', '0', '--root', join(root, 'www')], { stdio: ['ignore', 'pipe', 'inherit'] });
+const { server, base } = await servePage(varBin, join(root, 'www'));
 let browser;
 try {
-  const base = await new Promise((resolve, reject) => {
-    server.stdout.on('data', (chunk) => {
-      const m = String(chunk).match(/(http:\/\/127\.0\.0\.1:\d+\/)/);
-      if (m) resolve(m[1]);
-    });
-    server.on('exit', (code) => reject(new Error(`var serve exited with ${code}`)));
-  });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium();
   const page = await browser.newPage();
   page.on('console', (m) => { if (m.type() === 'error') console.error(`[page] ${m.text()}`); });
   await page.goto(`${base}bench.html?${query}`);

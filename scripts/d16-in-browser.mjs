@@ -9,20 +9,16 @@
 //
 // Slow where WebGPU is a CPU emulation (SwiftShader): minutes per image. Needs the page built
 // (scripts/build-web.sh). The model goes to www/models/var-d16-random/ (gitignored).
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createRequire } from 'node:module';
+import { servePage, launchChromium, option as harnessOption } from '../tests/e2e/harness.mjs';
 import { homedir, tmpdir } from 'node:os';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { chromium } = createRequire(join(root, 'tests', 'e2e', 'package.json'))('playwright-core');
 const args = process.argv.slice(2);
-const option = (name, fallback) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
-};
+const option = (name, fallback) => harnessOption(args, name, fallback);
 const backend = option('backend', 'webgpu');
 const label = option('class', '207');
 const work = option('work', join(tmpdir(), 'var-d16-random'));
@@ -80,23 +76,12 @@ const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
 report.shards = manifest.shards.length;
 report.download_mib = manifest.shards.reduce((a, s) => a + s.bytes, 0) / 2 ** 20;
 
-const server = spawn(varBin, ['serve', '--port', '0', '--root', join(root, 'www')], { stdio: ['ignore', 'pipe', 'inherit'] });
+const { server, base } = await servePage(varBin, join(root, 'www'));
 let browser;
 let peak = 0;
 let sampler;
 try {
-  const base = await new Promise((resolve, reject) => {
-    server.stdout.on('data', (chunk) => {
-      const m = String(chunk).match(/(http:\/\/127\.0\.0\.1:\d+\/)/);
-      if (m) resolve(m[1]);
-    });
-    server.on('exit', (code) => reject(new Error(`var serve exited with ${code}`)));
-  });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  browser = await launchChromium();
   // Chromium runs as a child of this process: its memory is this process tree's, less this
   // process and the server.
   const browserRss = () => treeRss(process.pid) - process.memoryUsage().rss - treeRss(server.pid);

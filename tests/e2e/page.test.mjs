@@ -2,11 +2,11 @@
 // WebGPU on SwiftShader. Every assertion reads the DOM contract or canvas pixels in the page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, copyFileSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { servePage, launchChromium } from './harness.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const www = join(root, 'www');
@@ -43,19 +43,8 @@ before(async () => {
     '--patch-nums', '1,2,3,4', '--shard-mib', '1', '--out', sharded], { encoding: 'utf8' });
   assert.equal(c.status, 0, c.stderr);
 
-  server = spawn(varBin, ['serve', '--port', '0', '--root', www], { stdio: ['ignore', 'pipe', 'inherit'] });
-  base = await new Promise((resolve, reject) => {
-    server.stdout.on('data', (chunk) => {
-      const m = String(chunk).match(/(http:\/\/127\.0\.0\.1:\d+\/)/);
-      if (m) resolve(m[1]);
-    });
-    server.on('exit', (code) => reject(new Error(`var serve exited with ${code}`)));
-  });
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--enable-unsafe-webgpu', '--no-sandbox', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run'],
-  });
+  ({ server, base } = await servePage(varBin, www));
+  browser = await launchChromium();
 });
 
 after(async () => {
