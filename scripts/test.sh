@@ -8,6 +8,21 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --web
 # Builds are reused between runs on the same machine (CI starts from a fresh clone).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/var-web/target}"
+# Cargo never prunes that cache: each dependency or profile change leaves a full set of stale
+# artifacts behind, and a full disk fails a link half-way through. A cold build needs about
+# MIN_FREE_GB; below that the cache is started afresh (costs one cold build, loses nothing).
+MIN_FREE_GB=${MIN_FREE_GB:-20}
+mkdir -p "$CARGO_TARGET_DIR"
+free_gb=$(( $(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 {print $4}') / 1048576 ))
+if [ "$free_gb" -lt "$MIN_FREE_GB" ]; then
+  echo "== only ${free_gb} GB free on the disk of $CARGO_TARGET_DIR (need ${MIN_FREE_GB}): clearing that build cache"
+  rm -rf "${CARGO_TARGET_DIR:?}/debug" "${CARGO_TARGET_DIR:?}/release" "${CARGO_TARGET_DIR:?}/wasm32-unknown-unknown"
+  free_gb=$(( $(df -Pk "$CARGO_TARGET_DIR" | awk 'NR == 2 {print $4}') / 1048576 ))
+  if [ "$free_gb" -lt "$MIN_FREE_GB" ]; then
+    echo "error: only ${free_gb} GB free on the disk of $CARGO_TARGET_DIR even with the build cache cleared; the tests need ${MIN_FREE_GB} GB." >&2
+    exit 1
+  fi
+fi
 # The Vulkan loader (lavapipe, for the wgpu tests) wants a runtime directory; CI has none.
 if [ -z "${XDG_RUNTIME_DIR:-}" ] || [ ! -d "$XDG_RUNTIME_DIR" ]; then
   export XDG_RUNTIME_DIR="${TMPDIR:-/tmp}/var-web-runtime-$(id -u)"

@@ -343,7 +343,9 @@ pub async fn run(
 }
 
 /// One Linear layer's matmul at one scale, timed as f32 (burn's matmul on the dequantized
-/// weights) and as int8 (our kernel), medians in milliseconds.
+/// weights) and as int8 (our kernel; on the CPU, burn's matmul after dequantizing), medians
+/// in milliseconds. On the CPU the same product also runs through our packed CPU kernels
+/// ([`crate::cpu_kernels`]), f32 and int8.
 #[derive(Clone, Debug, Serialize)]
 pub struct MatmulTiming {
     /// Which layer (`qkv`, `proj`, `fc1`, `fc2`, `head`, `ada_lin`, `head_ada`).
@@ -356,6 +358,10 @@ pub struct MatmulTiming {
     pub per_image: usize,
     pub f32_ms: f64,
     pub int8_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_f32_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_int8_ms: Option<f64>,
 }
 
 /// The transformer's Linear layers at every scale, as (layer, scale, M, K, N, runs per
@@ -398,6 +404,7 @@ pub async fn matmuls(
     now: &dyn Fn() -> f64,
     mut on_shape: impl FnMut(usize, usize),
 ) -> Result<Vec<MatmulTiming>> {
+    use crate::cpu_kernels::CpuLinear;
     use crate::kernels::Int8Linear;
     use burn::tensor::{Distribution, TensorData};
     let shapes = matmul_shapes(config);
@@ -434,6 +441,30 @@ pub async fn matmuls(
         let f32_ms =
             time(&|| x.clone().matmul(float.clone()) + bias.clone().unsqueeze_dim(0)).await?;
         let int8_ms = time(&|| int8.forward(x.clone())).await?;
+        let (cpu_f32_ms, cpu_int8_ms) =
+            if CpuLinear::supported() && !device.is_autodiff() && !crate::kernels::is_gpu(device) {
+                let input = read_f32(x.clone()).await?;
+                let weight = read_f32(float.clone()).await?;
+                let zeros = || Some(vec![0f32; n]);
+                let packed_f32 = CpuLinear::from_f32(&weight, k, n, zeros());
+                let packed_int8 = CpuLinear::from_int8(&codes, &vec![0.01; n], k, n, k, zeros());
+                let time_cpu = |layer: &CpuLinear| {
+                    let mut times = Vec::with_capacity(runs);
+                    for round in 0..=runs.max(1) {
+                        let start = now();
+                        for _ in 0..REPEATS {
+                            std::hint::black_box(layer.forward(&input, m));
+                        }
+                        if round > 0 {
+                            times.push((now() - start) * 1e3 / REPEATS as f64);
+                        }
+                    }
+                    median(times)
+                };
+                (Some(time_cpu(&packed_f32)), Some(time_cpu(&packed_int8)))
+            } else {
+                (None, None)
+            };
         out.push(MatmulTiming {
             layer,
             si,
@@ -443,6 +474,8 @@ pub async fn matmuls(
             per_image,
             f32_ms,
             int8_ms,
+            cpu_f32_ms,
+            cpu_int8_ms,
         });
     }
     Ok(out)

@@ -17,6 +17,7 @@
 pub mod agreement;
 pub mod bench;
 pub mod config;
+pub mod cpu_kernels;
 pub mod edit;
 pub mod error;
 pub mod generate;

@@ -83,6 +83,24 @@ impl Model {
         self.device.clone()
     }
 
+    /// Packs the transformer's f32 Linear layers and the VQ-VAE's convolutions for our CPU
+    /// kernels ([`crate::cpu_kernels`])
+    /// when the model runs on the plain CPU device of an x86-64 machine with AVX2 or AVX-512;
+    /// returns whether it did. Inference only: a packed layer has no burn parameters, so a
+    /// packed model can neither train nor be exported (`var generate`, `inpaint`, `bench`,
+    /// `eval` and `verify` pack; conversion, training and `random-checkpoint` do not).
+    pub fn use_cpu_kernels(&mut self) -> bool {
+        if !crate::cpu_kernels::CpuLinear::supported()
+            || self.device.is_autodiff()
+            || crate::kernels::is_gpu(&self.device)
+        {
+            return false;
+        }
+        self.var.pack_for_cpu();
+        self.vqvae.pack_for_cpu();
+        true
+    }
+
     /// `[B, 3, H, W]` in [0, 1] → 8-bit RGB images, one `Vec` of `H·W·3` bytes per row, rounded
     /// as `(x·255).round()` like the reference's saving code.
     pub fn to_rgb8(images01: &[f32], batch: usize, size: usize) -> Vec<Vec<u8>> {

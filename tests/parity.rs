@@ -7,8 +7,12 @@ mod common;
 
 use var_web::verify::{GoldenMeta, verify};
 
-fn run_parity(name: &str) {
-    let model = common::fixture_model(name);
+fn run_parity(name: &str, cpu_kernels: bool) {
+    let mut model = common::fixture_model(name);
+    if cpu_kernels && !model.use_cpu_kernels() {
+        eprintln!("skipped: this CPU has no AVX2+FMA or AVX-512 for our kernels");
+        return;
+    }
     let meta: GoldenMeta = serde_json::from_str(
         &std::fs::read_to_string(common::fixture(&format!("golden_{name}.json"))).unwrap(),
     )
@@ -26,10 +30,22 @@ fn run_parity(name: &str) {
 
 #[test]
 fn mini_fixture_matches_reference() {
-    run_parity("mini");
+    run_parity("mini", false);
+}
+
+/// The same checks with the transformer's Linear layers on our packed CPU kernels
+/// (`src/cpu_kernels.rs`), as `var generate` runs them.
+#[test]
+fn mini_fixture_matches_reference_on_the_cpu_kernels() {
+    run_parity("mini", true);
 }
 
 #[test]
 fn tiny_fixture_matches_reference() {
-    run_parity("tiny");
+    run_parity("tiny", false);
+}
+
+#[test]
+fn tiny_fixture_matches_reference_on_the_cpu_kernels() {
+    run_parity("tiny", true);
 }

@@ -141,7 +141,8 @@ pub fn evaluate(
             "--per-class must be at least 2 (the Fréchet distance needs a covariance)".into(),
         ));
     }
-    let model = crate::weights::format::load_model_dir(&opts.model, device)?;
+    let mut model = crate::weights::format::load_model_dir(&opts.model, device)?;
+    model.use_cpu_kernels();
     let classifier = Classifier::load_dir(&opts.classifier, device)?;
     let test = FashionMnist::load(&opts.data, Split::Test)?;
     let train = FashionMnist::load(&opts.data, Split::Train)?;

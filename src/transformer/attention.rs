@@ -31,16 +31,17 @@ const MAX_SCALE_MUL: f64 = 4.605_170_185_988_092;
 
 /// `F.normalize(x, dim=-1)`: `x / max(‖x‖, 1e-12)`.
 fn l2_normalize(x: Tensor<4>) -> Tensor<4> {
-    let norm = x
-        .clone()
-        .powf_scalar(2.0)
-        .sum_dim(3)
-        .sqrt()
-        .clamp_min(1e-12);
+    // x·x, not powf(x, 2): the same value, without a pow call per element.
+    let norm = (x.clone() * x.clone()).sum_dim(3).sqrt().clamp_min(1e-12);
     x / norm
 }
 
 impl SelfAttention {
+    pub fn pack_for_cpu(&mut self) {
+        self.mat_qkv.pack_for_cpu();
+        self.proj.pack_for_cpu();
+    }
+
     pub fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
         let c = cfg.embed_dim;
         Ok(Self {

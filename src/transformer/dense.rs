@@ -1,11 +1,15 @@
-//! The transformer's Linear layers, in f32 (training, the CPU, f32 models) or int8 on the GPU
+//! The transformer's Linear layers, in f32 (training, f32 models), int8 on the GPU
 //! ([`Int8Linear`]: the weights stay packed int8 in GPU memory, dequantized inside our WGSL
-//! matmul). One module type, so the model code is the same for every precision.
+//! matmul), or packed for our CPU kernels at inference ([`CpuLinear`]). One module type, so
+//! the model code is the same for every precision and device.
+
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
+use crate::cpu_kernels::CpuLinear;
 use crate::kernels::Int8Linear;
 
 #[derive(Module, Debug)]
@@ -13,6 +17,10 @@ pub struct Dense {
     linear: Option<Linear>,
     #[module(skip)]
     int8: Option<Int8Linear>,
+    /// The weight packed for the CPU kernels; replaces `linear`, so a packed layer has no
+    /// parameters left for burn to train or export.
+    #[module(skip)]
+    cpu: Option<Arc<CpuLinear>>,
 }
 
 impl Dense {
@@ -20,6 +28,7 @@ impl Dense {
         Self {
             linear: Some(linear),
             int8: None,
+            cpu: None,
         }
     }
 
@@ -27,6 +36,7 @@ impl Dense {
         Self {
             linear: None,
             int8: Some(layer),
+            cpu: None,
         }
     }
 
@@ -35,18 +45,45 @@ impl Dense {
         self.int8.is_some()
     }
 
+    /// Moves an f32 layer's weight into the CPU kernels' packing (see
+    /// [`crate::Model::use_cpu_kernels`]); int8 GPU layers and packed ones are left as they are.
+    pub fn pack_for_cpu(&mut self) {
+        let Some(linear) = self.linear.take() else {
+            return;
+        };
+        let [d_in, d_out] = linear.weight.dims();
+        let values = |data: TensorData| {
+            data.try_into_vec::<f32>()
+                .expect("a float Linear layer holds f32 values")
+        };
+        let weight = values(linear.weight.val().into_data());
+        let bias = linear.bias.map(|b| values(b.val().into_data()));
+        self.cpu = Some(Arc::new(CpuLinear::from_f32(&weight, d_in, d_out, bias)));
+    }
+
     /// `x [..., d_in] → [..., d_out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match (&self.linear, &self.int8) {
-            (Some(linear), _) => linear.forward(x),
-            (None, Some(q)) => {
-                let mut dims = x.dims();
-                let rows = dims[..D - 1].iter().product::<usize>();
-                let y = q.forward(x.reshape([rows, q.d_in()]));
-                dims[D - 1] = q.d_out();
-                y.reshape(dims)
-            }
-            (None, None) => unreachable!("a Dense layer is built with weights"),
+        if let Some(linear) = &self.linear {
+            return linear.forward(x);
         }
+        let mut dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        if let Some(q) = &self.int8 {
+            let y = q.forward(x.reshape([rows, q.d_in()]));
+            dims[D - 1] = q.d_out();
+            return y.reshape(dims);
+        }
+        let cpu = self
+            .cpu
+            .as_ref()
+            .expect("a Dense layer is built with weights");
+        let device = x.device();
+        let input = x
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("the CPU kernels take f32 activations");
+        let y = cpu.forward(&input, rows);
+        dims[D - 1] = cpu.d_out();
+        Tensor::from_data(TensorData::new(y, dims), &device)
     }
 }

@@ -1,16 +1,16 @@
 //! The VQ-VAE's CNN building blocks (reference `models/basic_vae.py`).
 
 use burn::module::Module;
-use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{silu, softmax};
 
+use super::conv::Conv;
 use crate::error::Result;
 use crate::weights::Loader;
 
 /// 3x3, stride 1, padding 1: the shape-preserving conv used everywhere.
-pub(crate) fn conv3x3(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Conv2d> {
+pub(crate) fn conv3x3(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Conv> {
     w.conv2d(
         key,
         c_in,
@@ -19,24 +19,34 @@ pub(crate) fn conv3x3(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> R
         1,
         PaddingConfig2d::Explicit(1, 1, 1, 1),
     )
+    .map(Conv::from)
 }
 
-fn conv1x1(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Conv2d> {
+fn conv1x1(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Conv> {
     w.conv2d(key, c_in, c_out, 1, 1, PaddingConfig2d::Valid)
+        .map(Conv::from)
 }
 
 /// `h = conv1(silu(norm1(x))); h = conv2(silu(norm2(h))); out = shortcut(x) + h`.
 #[derive(Module, Debug)]
 pub struct ResnetBlock {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: Conv,
     norm2: GroupNorm,
-    conv2: Conv2d,
+    conv2: Conv,
     /// 1x1 projection, only when the channel count changes.
-    nin_shortcut: Option<Conv2d>,
+    nin_shortcut: Option<Conv>,
 }
 
 impl ResnetBlock {
+    pub fn pack_for_cpu(&mut self) {
+        self.conv1.pack_for_cpu();
+        self.conv2.pack_for_cpu();
+        if let Some(conv) = &mut self.nin_shortcut {
+            conv.pack_for_cpu();
+        }
+    }
+
     pub fn load(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Self> {
         Ok(Self {
             norm1: w.group_norm(&format!("{key}.norm1"), c_in)?,
@@ -68,11 +78,16 @@ impl ResnetBlock {
 #[derive(Module, Debug)]
 pub struct AttnBlock {
     norm: GroupNorm,
-    qkv: Conv2d,
-    proj_out: Conv2d,
+    qkv: Conv,
+    proj_out: Conv,
 }
 
 impl AttnBlock {
+    pub fn pack_for_cpu(&mut self) {
+        self.qkv.pack_for_cpu();
+        self.proj_out.pack_for_cpu();
+    }
+
     pub fn load(w: &mut Loader, key: &str, c: usize) -> Result<Self> {
         Ok(Self {
             norm: w.group_norm(&format!("{key}.norm"), c)?,
@@ -104,10 +119,14 @@ impl AttnBlock {
 /// Nearest-neighbour x2 then a 3x3 conv.
 #[derive(Module, Debug)]
 pub struct Upsample {
-    conv: Conv2d,
+    conv: Conv,
 }
 
 impl Upsample {
+    pub fn pack_for_cpu(&mut self) {
+        self.conv.pack_for_cpu();
+    }
+
     pub fn load(w: &mut Loader, key: &str, c: usize) -> Result<Self> {
         Ok(Self {
             conv: conv3x3(w, &format!("{key}.conv"), c, c)?,
@@ -130,20 +149,26 @@ impl Upsample {
 /// `F.pad(x, (0, 1, 0, 1))`), expressed as the conv's own asymmetric padding.
 #[derive(Module, Debug)]
 pub struct Downsample {
-    conv: Conv2d,
+    conv: Conv,
 }
 
 impl Downsample {
+    pub fn pack_for_cpu(&mut self) {
+        self.conv.pack_for_cpu();
+    }
+
     pub fn load(w: &mut Loader, key: &str, c: usize) -> Result<Self> {
         Ok(Self {
-            conv: w.conv2d(
-                &format!("{key}.conv"),
-                c,
-                c,
-                3,
-                2,
-                PaddingConfig2d::Explicit(0, 0, 1, 1),
-            )?,
+            conv: w
+                .conv2d(
+                    &format!("{key}.conv"),
+                    c,
+                    c,
+                    3,
+                    2,
+                    PaddingConfig2d::Explicit(0, 0, 1, 1),
+                )?
+                .into(),
         })
     }
 
@@ -151,6 +176,12 @@ impl Downsample {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.conv.forward(x)
     }
+}
+
+/// Every convolution of one resolution level's blocks into the CPU kernels' packing.
+pub(crate) fn pack_level_for_cpu(blocks: &mut [ResnetBlock], attn: &mut [AttnBlock]) {
+    blocks.iter_mut().for_each(ResnetBlock::pack_for_cpu);
+    attn.iter_mut().for_each(AttnBlock::pack_for_cpu);
 }
 
 /// One resolution level's ResnetBlocks, each followed by its attention block where the level

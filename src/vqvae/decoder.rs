@@ -1,12 +1,12 @@
 //! The VQ-VAE decoder D: latent f̂ → image (reference `basic_vae.Decoder`).
 
+use super::conv::Conv;
 use burn::module::Module;
 use burn::nn::GroupNorm;
-use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
-use super::blocks::{AttnBlock, ResnetBlock, Upsample, conv3x3, run_level};
+use super::blocks::{AttnBlock, ResnetBlock, Upsample, conv3x3, pack_level_for_cpu, run_level};
 use super::encoder::MidBlock;
 use crate::config::VqvaeConfig;
 use crate::error::Result;
@@ -23,15 +23,28 @@ struct UpLevel {
 
 #[derive(Module, Debug)]
 pub struct Decoder {
-    conv_in: Conv2d,
+    conv_in: Conv,
     mid: MidBlock,
     /// Indexed by level as in the reference's keys (`up.0` is full resolution); run deepest first.
     up: Vec<UpLevel>,
     norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
 }
 
 impl Decoder {
+    /// Every convolution into the CPU kernels' packing ([`Conv::pack_for_cpu`]).
+    pub fn pack_for_cpu(&mut self) {
+        self.conv_in.pack_for_cpu();
+        self.mid.pack_for_cpu();
+        for level in &mut self.up {
+            pack_level_for_cpu(&mut level.block, &mut level.attn);
+            if let Some(up) = &mut level.upsample {
+                up.pack_for_cpu();
+            }
+        }
+        self.conv_out.pack_for_cpu();
+    }
+
     pub fn load(w: &mut Loader, key: &str, cfg: &VqvaeConfig) -> Result<Self> {
         let levels = cfg.ch_mult.len();
         let mut c_in = cfg.ch * cfg.ch_mult[levels - 1];

@@ -2,6 +2,7 @@
 //! decoder D.
 
 pub mod blocks;
+pub mod conv;
 pub mod decoder;
 pub mod encoder;
 pub mod quantizer;
@@ -9,8 +10,8 @@ pub mod resample;
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2d;
 use burn::tensor::{Int, Tensor};
+use conv::Conv;
 
 use crate::config::VqvaeConfig;
 use crate::error::Result;
@@ -25,12 +26,21 @@ pub use quantizer::Quantizer;
 pub struct VqVae {
     pub encoder: Encoder,
     pub decoder: Decoder,
-    quant_conv: Conv2d,
-    post_quant_conv: Conv2d,
+    quant_conv: Conv,
+    post_quant_conv: Conv,
     pub quantize: Quantizer,
 }
 
 impl VqVae {
+    /// Every convolution into the CPU kernels' packing (see [`crate::Model::use_cpu_kernels`]).
+    pub fn pack_for_cpu(&mut self) {
+        self.encoder.pack_for_cpu();
+        self.decoder.pack_for_cpu();
+        self.quant_conv.pack_for_cpu();
+        self.post_quant_conv.pack_for_cpu();
+        self.quantize.pack_for_cpu();
+    }
+
     /// Builds the VQ-VAE for a given scale schedule from reference-named tensors.
     pub fn load(w: &mut Loader, cfg: &VqvaeConfig, patch_nums: &[usize]) -> Result<Self> {
         let c = cfg.z_channels;
@@ -38,8 +48,8 @@ impl VqVae {
         Ok(Self {
             encoder: Encoder::load(w, "encoder", cfg)?,
             decoder: Decoder::load(w, "decoder", cfg)?,
-            quant_conv: w.conv2d("quant_conv", c, c, 3, 1, pad1.clone())?,
-            post_quant_conv: w.conv2d("post_quant_conv", c, c, 3, 1, pad1)?,
+            quant_conv: w.conv2d("quant_conv", c, c, 3, 1, pad1.clone())?.into(),
+            post_quant_conv: w.conv2d("post_quant_conv", c, c, 3, 1, pad1)?.into(),
             quantize: Quantizer::load(w, cfg, patch_nums)?,
         })
     }

@@ -5,9 +5,9 @@
 //! (reconstruct) sums their upsampled, φ-refined embeddings back into f̂. Generation uses the
 //! same steps one scale at a time ([`Quantizer::add_scale`]).
 
+use super::conv::Conv;
 use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Int, Tensor};
 
 use super::resample::{area_matrix, bicubic_matrix, phi_index, resample};
@@ -69,7 +69,7 @@ pub struct Quantizer {
     /// The codebook, `[V, Cvae]`.
     pub embedding: Param<Tensor<2>>,
     /// The K shared φ convolutions (`quant_resi.qresi_ls.*`).
-    qresi_ls: Vec<Conv2d>,
+    qresi_ls: Vec<Conv>,
     #[module(skip)]
     resi_ratio: f32,
     #[module(skip)]
@@ -77,6 +77,11 @@ pub struct Quantizer {
 }
 
 impl Quantizer {
+    /// φ's convolutions into the CPU kernels' packing ([`Conv::pack_for_cpu`]).
+    pub fn pack_for_cpu(&mut self) {
+        self.qresi_ls.iter_mut().for_each(Conv::pack_for_cpu);
+    }
+
     pub fn load(w: &mut Loader, cfg: &VqvaeConfig, patch_nums: &[usize]) -> Result<Self> {
         let c = cfg.z_channels;
         let embedding = w.param("quantize.embedding.weight", [cfg.vocab_size, c])?;
@@ -90,6 +95,7 @@ impl Quantizer {
                     1,
                     PaddingConfig2d::Explicit(1, 1, 1, 1),
                 )
+                .map(Conv::from)
             })
             .collect::<Result<Vec<_>>>()?;
         let scales = ScaleResamplers::new(patch_nums, cfg.share_quant_resi, w.device());

@@ -16,11 +16,11 @@ use super::format::NamedTensor;
 /// transposed.
 fn reference_key(path: &[String], parent: &str) -> (String, bool) {
     let leaf = path.last().map(String::as_str).unwrap_or_default();
-    // `Dense` wraps the transformer's Linear layers in a field of its own (`linear`), which
-    // the reference does not have.
+    // `Dense` and `Conv` wrap the transformer's Linear layers and the VQ-VAE's convolutions
+    // in a field of their own (`linear`, `conv2d`), which the reference does not have.
     let mut parts: Vec<String> = path[..path.len().saturating_sub(1)]
         .iter()
-        .filter(|p| *p != "linear")
+        .filter(|p| *p != "linear" && *p != "conv2d")
         .cloned()
         .collect();
     let is_linear = parent.ends_with("Linear");

@@ -354,7 +354,8 @@ fn run(command: Command) -> Result<ExitCode> {
             golden,
             meta,
         } => {
-            let model = load_model_dir(&model, &device)?;
+            let mut model = load_model_dir(&model, &device)?;
+            model.use_cpu_kernels();
             let meta_text = std::fs::read_to_string(&meta).map_err(|e| VarError::io(&meta, e))?;
             let meta: GoldenMeta =
                 serde_json::from_str(&meta_text).map_err(|e| VarError::Json {
@@ -621,7 +622,8 @@ fn run(command: Command) -> Result<ExitCode> {
 }
 
 fn generate_cmd(a: GenerateArgs, device: &Device) -> Result<ExitCode> {
-    let model = load_model_dir(&a.model, device)?;
+    let mut model = load_model_dir(&a.model, device)?;
+    model.use_cpu_kernels();
     let params = a.sampling.params(&model)?;
     if a.class >= model.config.var.num_classes {
         return Err(VarError::InvalidArgument(format!(
@@ -660,7 +662,8 @@ fn generate_cmd(a: GenerateArgs, device: &Device) -> Result<ExitCode> {
 }
 
 fn inpaint_cmd(a: InpaintArgs, device: &Device) -> Result<ExitCode> {
-    let model = load_model_dir(&a.model, device)?;
+    let mut model = load_model_dir(&a.model, device)?;
+    model.use_cpu_kernels();
     let params = a.sampling.params(&model)?;
     let num_classes = model.config.var.num_classes;
     if let Some(c) = a.class.filter(|&c| c >= num_classes) {
@@ -809,7 +812,8 @@ fn bench(
                 }
             };
             pb.finish_and_clear();
-            let model = model?;
+            let mut model = model?;
+            model.use_cpu_kernels();
             let k = model.config.num_scales();
             let pb = scale_bar(settings.runs + 1, &what);
             let start = Instant::now();
@@ -880,14 +884,24 @@ fn bench_kernels(
         ));
         pb.finish_and_clear();
         let timings = timings?;
+        let cpu = timings.iter().all(|t| t.cpu_f32_ms.is_some());
+        let ours = if cpu {
+            format!(" {:>10} {:>10}", "ours f32", "ours int8")
+        } else {
+            String::new()
+        };
         println!(
-            "{what}: median of {runs} runs, ms per matmul (M = 2 x tokens, CFG)\n{:<8} {:>2} {:>5} {:>5} {:>5} {:>10} {:>10} {:>6}",
+            "{what}: median of {runs} runs, ms per matmul (M = 2 x tokens, CFG)\n{:<8} {:>2} {:>5} {:>5} {:>5} {:>10} {:>10} {:>8}{ours}",
             "layer", "si", "M", "K", "N", "f32 ms", "int8 ms", "int8/f32"
         );
-        let (mut f32_total, mut int8_total) = (0.0, 0.0);
+        let mut totals = [0.0f64; 4];
         for t in &timings {
+            let ours = match (t.cpu_f32_ms, t.cpu_int8_ms) {
+                (Some(a), Some(b)) => format!(" {a:>10.3} {b:>10.3}"),
+                _ => String::new(),
+            };
             println!(
-                "{:<8} {:>2} {:>5} {:>5} {:>5} {:>10.3} {:>10.3} {:>6.2}",
+                "{:<8} {:>2} {:>5} {:>5} {:>5} {:>10.3} {:>10.3} {:>8.2}{ours}",
                 t.layer,
                 t.si,
                 t.m,
@@ -897,15 +911,25 @@ fn bench_kernels(
                 t.int8_ms,
                 t.int8_ms / t.f32_ms
             );
-            f32_total += t.f32_ms * t.per_image as f64;
-            int8_total += t.int8_ms * t.per_image as f64;
+            let times = [
+                t.f32_ms,
+                t.int8_ms,
+                t.cpu_f32_ms.unwrap_or(0.0),
+                t.cpu_int8_ms.unwrap_or(0.0),
+            ];
+            for (total, ms) in totals.iter_mut().zip(times) {
+                *total += ms * t.per_image as f64;
+            }
         }
-        println!(
-            "one image's Linear layers: f32 {:.2} s, int8 {:.2} s ({:.2}x)\n",
-            f32_total / 1e3,
-            int8_total / 1e3,
+        let [f32_total, int8_total, ours_f32, ours_int8] = totals.map(|ms| ms / 1e3);
+        print!(
+            "one image's Linear layers: f32 {f32_total:.2} s, int8 {int8_total:.2} s ({:.2}x)",
             int8_total / f32_total
         );
+        if cpu {
+            print!("; our CPU kernels: f32 {ours_f32:.2} s, int8 {ours_int8:.2} s");
+        }
+        println!("\n");
         all.push(serde_json::json!({ "backend": backend.label(), "matmuls": timings }));
     }
     if let Some(path) = json {
