@@ -178,7 +178,8 @@ enum Command {
         #[arg(long)]
         no_decode: bool,
         /// Time the transformer's Linear layers alone instead, f32 (burn's matmul) against
-        /// int8 (our kernel), at every scale's shape: where the int8 path wins and loses.
+        /// int8 (our kernel), at every scale's shape: where the int8 path wins and loses. On
+        /// the CPU our packed CPU kernels (f32 and int8) are timed beside them.
         #[arg(long)]
         kernels: bool,
         /// Also write the reports as JSON.
