@@ -90,6 +90,7 @@ unsafe fn tile(
     );
 }
 
+/// The best kernel this CPU runs.
 fn isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
@@ -102,6 +103,25 @@ fn isa() -> Option<Isa> {
         }
     }
     None
+}
+
+/// Every kernel this CPU runs, so the tests check the AVX2 one on AVX-512 machines too.
+#[cfg(test)]
+fn isas() -> Vec<Isa> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut found = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            found.push(Isa::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            found.push(Isa::Avx2);
+        }
+        found
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
 }
 
 fn panels(d_out: usize) -> usize {
@@ -188,8 +208,12 @@ impl CpuLinear {
     /// # Panics
     /// When the CPU lacks the kernels ([`Self::supported`]) or `x` is not `rows x d_in`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        assert_eq!(x.len(), rows * self.d_in, "input is not [rows, d_in]");
         let isa = isa().expect("the CPU kernels need AVX2+FMA or AVX-512");
+        self.forward_with(isa, x, rows)
+    }
+
+    fn forward_with(&self, isa: Isa, x: &[f32], rows: usize) -> Vec<f32> {
+        assert_eq!(x.len(), rows * self.d_in, "input is not [rows, d_in]");
         let (k, n) = (self.d_in, self.d_out);
         let mut out = vec![0f32; rows * n];
         if rows == 0 {
@@ -362,12 +386,16 @@ impl CpuConv {
     /// # Panics
     /// When the CPU lacks the kernels or `x` is not `batch x c_in x h x w`.
     pub fn forward(&self, x: &[f32], batch: usize, h: usize, w: usize) -> Vec<f32> {
+        let isa = isa().expect("the CPU kernels need AVX2+FMA or AVX-512");
+        self.forward_with(isa, x, batch, h, w)
+    }
+
+    fn forward_with(&self, isa: Isa, x: &[f32], batch: usize, h: usize, w: usize) -> Vec<f32> {
         assert_eq!(
             x.len(),
             batch * self.c_in * h * w,
             "input is not [B, c_in, h, w]"
         );
-        let isa = isa().expect("the CPU kernels need AVX2+FMA or AVX-512");
         let (ho, wo) = self.output_size(h, w);
         let (pixels, c_out, d_in) = (ho * wo, self.c_out(), self.linear.d_in);
         let mut out = vec![0f32; batch * c_out * pixels];
@@ -660,7 +688,7 @@ mod tests {
 
     #[test]
     fn f32_panels_match_a_plain_product_at_every_row_count() {
-        if !CpuLinear::supported() {
+        if isas().is_empty() {
             eprintln!("skipped: this CPU has neither AVX2+FMA nor AVX-512");
             return;
         }
@@ -670,27 +698,29 @@ mod tests {
         let b: Vec<f32> = (0..n).map(|i| value(i, 2)).collect();
         let with_bias = CpuLinear::from_f32(&w, k, n, Some(b.clone()));
         let without = CpuLinear::from_f32(&w, k, n, None);
-        for rows in [0, 1, 2, 5, 6, 7, 13, 64] {
-            let x: Vec<f32> = (0..rows * k).map(|i| value(i, 3 + rows)).collect();
-            let what = format!("{rows} rows");
-            assert_close(
-                &with_bias.forward(&x, rows),
-                &reference(&x, &w, rows, k, Some(&b)),
-                k,
-                &what,
-            );
-            assert_close(
-                &without.forward(&x, rows),
-                &reference(&x, &w, rows, k, None),
-                k,
-                &what,
-            );
+        for isa in isas() {
+            for rows in [0, 1, 2, 5, 6, 7, 13, 64] {
+                let x: Vec<f32> = (0..rows * k).map(|i| value(i, 3 + rows)).collect();
+                let what = format!("{isa:?}, {rows} rows");
+                assert_close(
+                    &with_bias.forward_with(isa, &x, rows),
+                    &reference(&x, &w, rows, k, Some(&b)),
+                    k,
+                    &what,
+                );
+                assert_close(
+                    &without.forward_with(isa, &x, rows),
+                    &reference(&x, &w, rows, k, None),
+                    k,
+                    &what,
+                );
+            }
         }
     }
 
     #[test]
     fn int8_panels_apply_each_groups_scale() {
-        if !CpuLinear::supported() {
+        if isas().is_empty() {
             eprintln!("skipped: this CPU has neither AVX2+FMA nor AVX-512");
             return;
         }
@@ -710,12 +740,10 @@ mod tests {
             let layer = CpuLinear::from_int8(&codes, &scales, k, n, group, Some(b.clone()));
             let x: Vec<f32> = (0..rows * k).map(|i| value(i, 7)).collect();
             let want = reference(&x, &w, rows, k, Some(&b));
-            assert_close(
-                &layer.forward(&x, rows),
-                &want,
-                k,
-                &format!("group {group}"),
-            );
+            for isa in isas() {
+                let what = format!("{isa:?}, group {group}");
+                assert_close(&layer.forward_with(isa, &x, rows), &want, k, &what);
+            }
         }
     }
 
@@ -764,7 +792,7 @@ mod tests {
 
     #[test]
     fn convolutions_match_a_direct_convolution() {
-        if !CpuLinear::supported() {
+        if isas().is_empty() {
             eprintln!("skipped: this CPU has neither AVX2+FMA nor AVX-512");
             return;
         }
@@ -788,7 +816,10 @@ mod tests {
                 padding,
             );
             let what = format!("{k}x{k} stride {stride} padding {padding:?}");
-            assert_close(&conv.forward(&x, batch, h, w), &want, c_in * k * k, &what);
+            for isa in isas() {
+                let got = conv.forward_with(isa, &x, batch, h, w);
+                assert_close(&got, &want, c_in * k * k, &format!("{isa:?}, {what}"));
+            }
         }
     }
 }
