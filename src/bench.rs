@@ -71,7 +71,7 @@ pub fn decoder_flops(cfg: &VqvaeConfig, image_size: usize) -> f64 {
     total += 2.0 * res_block(c, c, side) + if cfg.attn_in_mid { attn(c, side) } else { 0.0 };
     for i in (0..levels).rev() {
         let c_out = cfg.ch * cfg.ch_mult[i];
-        for _ in 0..=cfg.num_res_blocks {
+        for _ in 0..cfg.decoder_blocks_per_level() {
             total += res_block(c, c_out, side);
             c = c_out;
             if i == levels - 1 && cfg.attn_in_last_level {

@@ -21,8 +21,14 @@ pub struct VqvaeConfig {
     pub ch: usize,
     /// Channel multiplier per resolution level; the downsampling factor is `2^(levels-1)`.
     pub ch_mult: Vec<usize>,
-    /// ResnetBlocks per encoder level (the decoder uses one more).
+    /// ResnetBlocks per encoder level (the decoder uses one more unless
+    /// `decoder_res_blocks` says otherwise).
     pub num_res_blocks: usize,
+    /// ResnetBlocks per decoder level when it differs from the reference's
+    /// `num_res_blocks + 1`. The decoder does not decide the tokens, so it can grow after the
+    /// transformer is trained (`var train vqvae --grow-from`); absent in every official model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_res_blocks: Option<usize>,
     /// Self-attention after each block of the deepest level (the reference's `using_sa`).
     pub attn_in_last_level: bool,
     /// Self-attention in the middle block (the reference's `using_mid_sa`).
@@ -44,12 +50,18 @@ impl VqvaeConfig {
             ch: 160,
             ch_mult: vec![1, 1, 2, 2, 4],
             num_res_blocks: 2,
+            decoder_res_blocks: None,
             attn_in_last_level: true,
             attn_in_mid: true,
             in_channels: 3,
             quant_resi: 0.5,
             share_quant_resi: 4,
         }
+    }
+
+    /// ResnetBlocks per decoder level.
+    pub fn decoder_blocks_per_level(&self) -> usize {
+        self.decoder_res_blocks.unwrap_or(self.num_res_blocks + 1)
     }
 
     /// Spatial downsampling factor from image to latent grid.
@@ -73,6 +85,9 @@ impl VqvaeConfig {
             return bad(
                 "every vqvae level width (ch * ch_mult) must be a multiple of 32, the GroupNorm group count",
             );
+        }
+        if self.decoder_res_blocks == Some(0) {
+            return bad("vqvae decoder_res_blocks must be at least 1");
         }
         if self.share_quant_resi < 2 {
             return bad("vqvae share_quant_resi must be at least 2 (partially shared φ)");
@@ -283,6 +298,7 @@ impl ModelConfig {
                 ch: 32,
                 ch_mult: vec![1, 1, 2],
                 num_res_blocks: 1,
+                decoder_res_blocks: None,
                 attn_in_last_level: false,
                 attn_in_mid: true,
                 in_channels: 3,

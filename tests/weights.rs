@@ -287,3 +287,57 @@ fn written_checkpoints_read_back_exactly() {
     )
     .unwrap();
 }
+
+/// The converter on official-format files (the reference's key names, written by our
+/// `torch.save` writer) that differ from what the architecture asks for: a renamed key and a
+/// reshaped one are each refused by name, and nothing is written.
+#[test]
+fn convert_names_a_renamed_or_reshaped_official_key() {
+    use var_web::weights::pth_write::write_state_dict;
+    let dir = common::scratch("convert-tampered");
+    std::fs::create_dir_all(&dir).unwrap();
+    let read = |name: &str| -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        let f = PthFile::open(&common::fixture(name)).unwrap();
+        f.keys()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    f.get(k).unwrap().shape.clone(),
+                    f.read_f32(k).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let vae = dir.join("vae.pth");
+    write_state_dict(&vae, &read("vae_tiny.pth")).unwrap();
+
+    let renamed = "blocks.0.attn.mat_qkv.weight";
+    let reshaped = "blocks.1.ffn.fc1.weight";
+    let mut with_renamed = read("var_mini.pth");
+    let entry = with_renamed.iter_mut().find(|t| t.0 == renamed).unwrap();
+    entry.0 = "blocks.0.attn.qkv.weight".into();
+    let mut with_reshaped = read("var_mini.pth");
+    let entry = with_reshaped.iter_mut().find(|t| t.0 == reshaped).unwrap();
+    let (rows, cols) = (entry.1[0], entry.1[1]);
+    entry.1 = vec![rows / 2, cols * 2];
+
+    for (file, tensors, named) in [
+        ("renamed.pth", with_renamed, vec![renamed]),
+        (
+            "reshaped.pth",
+            with_reshaped,
+            vec![reshaped, "the model needs"],
+        ),
+    ] {
+        let path = dir.join(file);
+        write_state_dict(&path, &tensors).unwrap();
+        let out = dir.join("out");
+        let err = convert_pth(&vae, &path, &[1, 2, 3, 4], &out, |_| {})
+            .unwrap_err()
+            .to_string();
+        for word in named {
+            assert!(err.contains(word), "{file}: {err}");
+        }
+        assert!(!out.exists(), "{file}: no output may be left behind");
+    }
+}

@@ -627,6 +627,8 @@ pub fn package(opts: &Packaging) -> Result<ModelConfig> {
                     path.display()
                 )));
             }
+            // Same tokens, but the decoder may have grown since (`--grow-from`).
+            config.vqvae = super::run::read_config(dir)?.vqvae;
             bytes
         }
         None => run.read(VQVAE_FILE)?,

@@ -23,7 +23,7 @@ use crate::error::{Result, VarError};
 use crate::vqvae::VqVae;
 use crate::weights::export::export_module;
 use crate::weights::format::{CONFIG_FILE, SafetensorsSource, VQVAE_FILE, safetensors_bytes};
-use crate::weights::{Loader, RandomSource};
+use crate::weights::{Loader, RandomSource, TensorSource};
 
 /// The parts of one batch's loss, each a scalar tensor.
 pub struct VqvaeLoss {
@@ -126,10 +126,25 @@ pub struct VqvaeTraining {
     /// Continue the run in `out` from its last checkpoint instead of starting afresh.
     #[arg(long)]
     pub resume: bool,
-    /// Fine-tune only the decoder (with --resume): the encoder, codebook and φ stay frozen, so
-    /// the token maps, and a transformer trained on them, stay valid.
-    #[arg(long, requires = "resume")]
+    /// Fine-tune only the decoder (with --resume or --grow-from): the encoder, codebook and φ
+    /// stay frozen, so the token maps, and a transformer trained on them, stay valid.
+    #[arg(long)]
     pub decoder_only: bool,
+    /// Start a new run from this trained checkpoint with a deeper decoder
+    /// (`--decoder-res-blocks`): every tensor comes from the checkpoint, and each added block
+    /// starts as the identity, so step 0 reconstructs exactly as the checkpoint does.
+    #[arg(long, requires_all = ["decoder_res_blocks", "decoder_only"], conflicts_with = "resume")]
+    pub grow_from: Option<PathBuf>,
+    /// ResnetBlocks per decoder level of the grown model (more than the checkpoint has).
+    #[arg(long, requires = "grow_from")]
+    pub decoder_res_blocks: Option<usize>,
+    /// Steps of linear learning-rate warm-up.
+    #[arg(long, default_value_t = 500)]
+    pub warmup: usize,
+    /// Learning-rate schedule after the warm-up: `constant`, or `cosine` down to zero at
+    /// `--steps` (counted from step 0 of the run).
+    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
+    pub lr_decay: String,
     /// Reconstruction loss: `mse+l1` (the default: L1 keeps edges sharp early on) or `mse`
     /// (what PSNR measures; for the last stretch of decoder-only fine-tuning).
     #[arg(long, default_value = "mse+l1", value_parser = ["mse+l1", "mse"])]
@@ -172,6 +187,74 @@ pub fn test_psnr(vae: &VqVae, test: &FashionMnist, count: usize, size: usize) ->
     10.0 * (n as f64 / sq).log10()
 }
 
+/// The weights of a trained VQ-VAE for the same model with more ResnetBlocks per decoder
+/// level: every tensor the checkpoint holds comes from it (and all must be used), and a
+/// decoder block it lacks starts as the identity: its norms and first convolution as a fresh
+/// model's, its second convolution zero, so the block adds nothing until training moves it.
+struct GrownDecoderSource<'a> {
+    trained: SafetensorsSource<'a>,
+    fresh: RandomSource,
+}
+
+impl TensorSource for GrownDecoderSource<'_> {
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        match self.trained.take(key, shape) {
+            Err(VarError::MissingTensor { .. }) if key.starts_with("decoder.up.") => {
+                let values = self.fresh.take(key, shape)?;
+                Ok(if key.contains(".conv2.") {
+                    vec![0.0; values.len()]
+                } else {
+                    values
+                })
+            }
+            other => other,
+        }
+    }
+    fn unused(&self) -> Vec<String> {
+        self.trained.unused()
+    }
+}
+
+/// `checkpoint`'s VQ-VAE with `blocks` ResnetBlocks per decoder level, see
+/// [`GrownDecoderSource`].
+fn grow_decoder(
+    checkpoint: &std::path::Path,
+    blocks: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(ModelConfig, VqVae)> {
+    let mut config = super::run::read_config(checkpoint)?;
+    let before = config.vqvae.decoder_blocks_per_level();
+    if blocks <= before {
+        return Err(VarError::InvalidArgument(format!(
+            "--decoder-res-blocks {blocks}: the checkpoint's decoder already has {before} blocks per level; growing needs more"
+        )));
+    }
+    config.vqvae.decoder_res_blocks = Some(blocks);
+    config.validate()?;
+    let path = checkpoint.join(VQVAE_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| VarError::io(&path, e))?;
+    let mut src = GrownDecoderSource {
+        trained: SafetensorsSource::new(&bytes, &path.display().to_string())?,
+        fresh: RandomSource::new(seed, 0.02),
+    };
+    let mut w = Loader::new(&mut src, device);
+    let vae = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
+    w.finish()?;
+    Ok((config, vae))
+}
+
+/// The learning rate of `step` (0-based): linear warm-up, then constant or cosine to zero.
+fn learning_rate(opts: &VqvaeTraining, step: usize) -> f64 {
+    let warm = ((step + 1) as f64 / opts.warmup.max(1) as f64).min(1.0);
+    let decay = if opts.lr_decay == "cosine" {
+        0.5 * (1.0 + (std::f64::consts::PI * step as f64 / opts.steps as f64).cos())
+    } else {
+        1.0
+    };
+    opts.lr * warm * decay
+}
+
 fn load_checkpoint(run: &RunDir, device: &Device) -> Result<(ModelConfig, VqVae)> {
     let config = run.read_config()?;
     let bytes = run.read(VQVAE_FILE)?;
@@ -189,6 +272,11 @@ pub fn train_vqvae(
     mut report: impl FnMut(&StepReport),
 ) -> Result<()> {
     check_schedule(opts.batch, opts.steps, opts.lr)?;
+    if opts.decoder_only && !opts.resume && opts.grow_from.is_none() {
+        return Err(VarError::InvalidArgument(
+            "--decoder-only fine-tunes a trained VQ-VAE: pass --resume or --grow-from".into(),
+        ));
+    }
     let train = FashionMnist::load(&opts.data, Split::Train)?;
     let test = FashionMnist::load(&opts.data, Split::Test)?;
     let run = RunDir::new(&opts.out);
@@ -207,6 +295,10 @@ pub fn train_vqvae(
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
             .map_err(|e| optimizer_error(&run, e))?;
         (config, vae, state.step)
+    } else if let (Some(from), Some(blocks)) = (&opts.grow_from, opts.decoder_res_blocks) {
+        run.refuse_existing()?;
+        let (config, vae) = grow_decoder(from, blocks, opts.seed, device)?;
+        (config, vae, 0)
     } else {
         run.refuse_existing()?;
         opts.config.validate()?;
@@ -237,9 +329,7 @@ pub fn train_vqvae(
         );
         check_loss(total, step)?;
         let grads = GradientsParams::from_grads(loss.total.backward(), &vae);
-        // Linear warm-up over the first 500 steps.
-        let lr = opts.lr * ((step + 1) as f64 / 500.0).min(1.0);
-        vae = optim.step(lr, vae, grads);
+        vae = optim.step(learning_rate(opts, step), vae, grads);
         step += 1;
         let done = step == opts.steps;
         let checkpoint_now = done || last_checkpoint.elapsed().as_secs() >= opts.checkpoint_secs;
@@ -317,6 +407,41 @@ mod tests {
     }
 
     #[test]
+    fn a_grown_decoder_reconstructs_exactly_as_its_checkpoint() {
+        let device = Device::flex();
+        let config = crate::train::tiny_config();
+        let model = Model::random(config.clone(), 5, &device).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let weights = safetensors_bytes(&export_module(&model.vqvae)).unwrap();
+        std::fs::write(dir.path().join(VQVAE_FILE), &weights).unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), config.to_json()).unwrap();
+
+        let blocks = config.vqvae.decoder_blocks_per_level() + 2;
+        let (grown_config, grown) = grow_decoder(dir.path(), blocks, 9, &device).unwrap();
+        assert_eq!(grown_config.vqvae.decoder_res_blocks, Some(blocks));
+        let grown_keys = export_module(&grown).len();
+        assert!(grown_keys > export_module(&model.vqvae).len());
+
+        let f = Tensor::<4>::random(
+            [2, config.vqvae.z_channels, 4, 4],
+            Distribution::Default,
+            &device,
+        );
+        let before = model
+            .vqvae
+            .decode(f.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let after = grown.decode(f).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(before, after, "the added blocks must start as the identity");
+
+        // Not deeper than the checkpoint: refused with the reason.
+        let err = grow_decoder(dir.path(), blocks - 2, 9, &device).unwrap_err();
+        assert!(err.to_string().contains("already has"), "{err}");
+    }
+
+    #[test]
     fn resumed_training_equals_uninterrupted_training() {
         let mut config = crate::train::tiny_config();
         config.image_size = 32;
@@ -334,6 +459,10 @@ mod tests {
             checkpoint_secs: 3600,
             resume,
             decoder_only: false,
+            grow_from: None,
+            decoder_res_blocks: None,
+            warmup: 500,
+            lr_decay: "constant".into(),
             reconstruction: "mse+l1".into(),
         };
         let device = Device::flex().autodiff();

@@ -12,7 +12,7 @@ use crate::config::VqvaeConfig;
 use crate::error::Result;
 use crate::weights::Loader;
 
-/// One resolution level: `num_res_blocks + 1` ResnetBlocks (with attention after each in the
+/// One resolution level: `decoder_blocks_per_level()` ResnetBlocks (with attention after each in the
 /// deepest level), then nearest x2 + conv except at level 0 (full resolution).
 #[derive(Module, Debug)]
 struct UpLevel {
@@ -56,7 +56,7 @@ impl Decoder {
             let c_out = cfg.ch * cfg.ch_mult[i];
             let mut block = Vec::new();
             let mut attn = Vec::new();
-            for j in 0..=cfg.num_res_blocks {
+            for j in 0..cfg.decoder_blocks_per_level() {
                 block.push(ResnetBlock::load(
                     w,
                     &format!("{key}.up.{i}.block.{j}"),

@@ -438,12 +438,15 @@ pub fn infer_config(
         .map(|i| Ok(need(vae, &format!("encoder.down.{i}.block.0.conv1.weight"), 4)?[0] / ch))
         .collect::<Result<Vec<_>>>()?;
     let last = levels - 1;
+    let num_res_blocks = count(vae, &|j| format!("encoder.down.0.block.{j}.conv1.weight"));
+    let decoder_blocks = count(vae, &|j| format!("decoder.up.0.block.{j}.conv1.weight"));
     let vqvae = VqvaeConfig {
         vocab_size,
         z_channels,
         ch,
         ch_mult,
-        num_res_blocks: count(vae, &|j| format!("encoder.down.0.block.{j}.conv1.weight")),
+        num_res_blocks,
+        decoder_res_blocks: (decoder_blocks != num_res_blocks + 1).then_some(decoder_blocks),
         attn_in_last_level: vae(&format!("encoder.down.{last}.attn.0.qkv.weight")).is_some(),
         attn_in_mid: vae("encoder.mid.attn_1.qkv.weight").is_some(),
         in_channels,

@@ -191,7 +191,7 @@ enum Command {
 #[derive(Subcommand)]
 enum TrainCommand {
     /// Train the multi-scale VQ-VAE of the Fashion-MNIST preset.
-    Vqvae(var_web::train::vqvae::VqvaeTraining),
+    Vqvae(Box<var_web::train::vqvae::VqvaeTraining>),
     /// Train the transformer on the token maps of a trained VQ-VAE.
     Var(var_web::train::var::VarTraining),
     /// Train the project's Fashion-MNIST classifier (the judge of `var eval`).
