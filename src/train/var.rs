@@ -58,6 +58,12 @@ pub struct VarTraining {
     /// Attention heads (default: the preset's).
     #[arg(long)]
     pub heads: Option<usize>,
+    /// Start from this run's trained transformer (its architecture and weights) instead of
+    /// random weights: re-fits a transformer to a VQ-VAE whose encoder was trained further.
+    /// Its tokens have drifted, not changed meaning (there are no codebook restarts), so a
+    /// warm start needs far fewer steps than a new one.
+    #[arg(long, conflicts_with_all = ["resume", "depth", "width", "heads"])]
+    pub init_from: Option<PathBuf>,
     /// Train until this many optimizer steps in total; the learning rate decays over them.
     #[arg(long, default_value_t = 6_000)]
     pub steps: usize,
@@ -356,6 +362,17 @@ fn load_frozen(dir: &Path, device: &Device) -> Result<FrozenVqvae> {
     })
 }
 
+/// The transformer of `config` from `w` (random or trained weights).
+fn load_var(w: &mut Loader<'_>, config: &ModelConfig) -> Result<Var> {
+    Var::load(
+        w,
+        &config.var,
+        &config.patch_nums,
+        config.vqvae.vocab_size,
+        config.vqvae.z_channels,
+    )
+}
+
 fn var_config(opts: &VarTraining) -> VarConfig {
     let mut v = ModelConfig::fashion_mnist().var;
     v.depth = opts.depth.unwrap_or(v.depth);
@@ -460,13 +477,7 @@ pub fn train_var(
         let bytes = run.read(VAR_FILE)?;
         let mut src = SafetensorsSource::new(&bytes, VAR_FILE)?;
         let mut w = Loader::new(&mut src, device);
-        let var = Var::load(
-            &mut w,
-            &config.var,
-            &config.patch_nums,
-            config.vqvae.vocab_size,
-            config.vqvae.z_channels,
-        )?;
+        let var = load_var(&mut w, &config)?;
         w.finish()?;
         optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(
@@ -483,17 +494,36 @@ pub fn train_var(
         })?;
         let frozen = load_frozen(dir, &plain)?;
         let mut config = frozen.config.clone();
-        config.var = var_config(opts);
-        config.validate()?;
-        let mut src = RandomSource::new(opts.seed, 0.02);
-        let mut w = Loader::new(&mut src, device);
-        let var = Var::load(
-            &mut w,
-            &config.var,
-            &config.patch_nums,
-            config.vqvae.vocab_size,
-            config.vqvae.z_channels,
-        )?;
+        let var = match &opts.init_from {
+            Some(from) => {
+                let from = RunDir::new(from);
+                let trained = from.read_config()?;
+                if trained.patch_nums != config.patch_nums
+                    || trained.vqvae.vocab_size != config.vqvae.vocab_size
+                    || trained.vqvae.z_channels != config.vqvae.z_channels
+                {
+                    return Err(VarError::InvalidArgument(format!(
+                        "--init-from {}: its transformer was trained for other token maps (patch_nums, vocabulary or z_channels differ from {})",
+                        from.checkpoint().display(),
+                        dir.display()
+                    )));
+                }
+                config.var = trained.var;
+                config.validate()?;
+                let bytes = from.read(VAR_FILE)?;
+                let mut src = SafetensorsSource::new(&bytes, VAR_FILE)?;
+                let mut w = Loader::new(&mut src, device);
+                let var = load_var(&mut w, &config)?;
+                w.finish()?;
+                var
+            }
+            None => {
+                config.var = var_config(opts);
+                config.validate()?;
+                let mut src = RandomSource::new(opts.seed, 0.02);
+                load_var(&mut Loader::new(&mut src, device), &config)?
+            }
+        };
         (frozen, config, var, 0)
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| VarError::io(&opts.out, e))?;
@@ -713,7 +743,76 @@ mod tests {
             seed: 3,
             checkpoint_secs: 3600,
             resume,
+            init_from: None,
         }
+    }
+
+    /// The transformer weights of a run's checkpoint, sorted by name.
+    fn run_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
+        let bytes = std::fs::read(run.join("checkpoint").join(VAR_FILE)).unwrap();
+        let src = SafetensorsSource::new(&bytes, "x").unwrap();
+        let mut all: Vec<(String, Vec<f32>)> = src
+            .names()
+            .into_iter()
+            .map(|n| (n.clone(), src.read_any(&n).unwrap().1))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    fn largest_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .flat_map(|((ka, va), (kb, vb))| {
+                assert_eq!(ka, kb);
+                va.iter().zip(vb).map(|(x, y)| (x - y).abs())
+            })
+            .fold(0f32, f32::max)
+    }
+
+    #[test]
+    fn a_warm_start_begins_from_the_given_runs_transformer() {
+        let root = tempfile::tempdir().unwrap();
+        let (_, dir) = tiny_vqvae_dir(root.path());
+        let device = Device::flex().autodiff();
+        train_var(
+            &tiny_opts(root.path(), &dir, "base", 3, false),
+            &device,
+            |_| {},
+        )
+        .unwrap();
+        // One step at a negligible learning rate: what the run saves is its starting point.
+        let start_of = |name: &str, init_from: Option<PathBuf>| {
+            let mut o = tiny_opts(root.path(), &dir, name, 1, false);
+            o.lr = 1e-9;
+            o.init_from = init_from;
+            if o.init_from.is_some() {
+                (o.depth, o.width, o.heads) = (None, None, None);
+            }
+            train_var(&o, &device, |_| {}).unwrap();
+            run_weights(&root.path().join(name))
+        };
+        let base = run_weights(&root.path().join("base"));
+        let warm = start_of("warm", Some(root.path().join("base")));
+        let fresh = start_of("fresh", None);
+        assert!(largest_difference(&base, &warm) < 1e-5);
+        assert!(largest_difference(&base, &fresh) > 1e-3);
+        // The warm run's config is the base run's architecture.
+        let config = read_config(&root.path().join("warm").join("checkpoint")).unwrap();
+        assert_eq!((config.var.depth, config.var.embed_dim), (1, 32));
+        // A run trained for other token maps is refused by name.
+        let base_ckpt = root.path().join("base").join("checkpoint");
+        let mut changed = read_config(&base_ckpt).unwrap();
+        changed.vqvae.vocab_size += 1;
+        std::fs::write(base_ckpt.join(CONFIG_FILE), changed.to_json()).unwrap();
+        let mut o = tiny_opts(root.path(), &dir, "refused", 1, false);
+        o.init_from = Some(root.path().join("base"));
+        let err = train_var(&o, &device, |_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains("--init-from") && err.contains("patch_nums"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -138,11 +138,17 @@ pub struct VqvaeTraining {
     /// ResnetBlocks per decoder level of the grown model (more than the checkpoint has).
     #[arg(long, requires = "grow_from")]
     pub decoder_res_blocks: Option<usize>,
+    /// With --resume: begin a new stage at the checkpoint's step, with its own warm-up and
+    /// decay (say a decoder-only polish after joint training, or a joint stage after a
+    /// decoder-only one, whose encoder has no AdamW moments yet). The stage's first step is
+    /// kept in the checkpoint, so resuming the stage later keeps its schedule.
+    #[arg(long, requires = "resume")]
+    pub new_stage: bool,
     /// Steps of linear learning-rate warm-up.
     #[arg(long, default_value_t = 500)]
     pub warmup: usize,
     /// Learning-rate schedule after the warm-up: `constant`, or `cosine` down to zero at
-    /// `--steps` (counted from step 0 of the run).
+    /// `--steps` (counted from the start of the stage: step 0, or see --new-stage).
     #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
     pub lr_decay: String,
     /// Reconstruction loss: `mse+l1` (the default: L1 keeps edges sharp early on) or `mse`
@@ -168,6 +174,10 @@ struct TrainState {
     step: usize,
     seed: u64,
     batch: usize,
+    /// The step the current schedule (warm-up and decay) started at; 0 in runs written
+    /// before stages existed.
+    #[serde(default)]
+    stage_start: usize,
 }
 
 /// Reconstruction PSNR in dB (images in [0, 1]) of the first `count` test images.
@@ -244,11 +254,14 @@ fn grow_decoder(
     Ok((config, vae))
 }
 
-/// The learning rate of `step` (0-based): linear warm-up, then constant or cosine to zero.
-fn learning_rate(opts: &VqvaeTraining, step: usize) -> f64 {
-    let warm = ((step + 1) as f64 / opts.warmup.max(1) as f64).min(1.0);
+/// The learning rate of `step` (0-based) in a stage that began at `stage_start`: linear
+/// warm-up, then constant or cosine to zero at `opts.steps`.
+fn learning_rate(opts: &VqvaeTraining, step: usize, stage_start: usize) -> f64 {
+    let into_stage = step.saturating_sub(stage_start);
+    let stage_len = opts.steps.saturating_sub(stage_start).max(1);
+    let warm = ((into_stage + 1) as f64 / opts.warmup.max(1) as f64).min(1.0);
     let decay = if opts.lr_decay == "cosine" {
-        0.5 * (1.0 + (std::f64::consts::PI * step as f64 / opts.steps as f64).cos())
+        0.5 * (1.0 + (std::f64::consts::PI * into_stage as f64 / stage_len as f64).cos())
     } else {
         1.0
     };
@@ -281,7 +294,7 @@ pub fn train_vqvae(
     let test = FashionMnist::load(&opts.data, Split::Test)?;
     let run = RunDir::new(&opts.out);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
-    let (config, mut vae, mut step) = if opts.resume {
+    let (config, mut vae, mut step, stage_start) = if opts.resume {
         let (config, vae) = load_checkpoint(&run, device)?;
         let state: TrainState = run.read_state()?;
         if state.batch != opts.batch || state.seed != opts.seed {
@@ -294,18 +307,23 @@ pub fn train_vqvae(
         optim = optim
             .from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
             .map_err(|e| optimizer_error(&run, e))?;
-        (config, vae, state.step)
+        let stage_start = if opts.new_stage {
+            state.step
+        } else {
+            state.stage_start
+        };
+        (config, vae, state.step, stage_start)
     } else if let (Some(from), Some(blocks)) = (&opts.grow_from, opts.decoder_res_blocks) {
         run.refuse_existing()?;
         let (config, vae) = grow_decoder(from, blocks, opts.seed, device)?;
-        (config, vae, 0)
+        (config, vae, 0, 0)
     } else {
         run.refuse_existing()?;
         opts.config.validate()?;
         let mut src = RandomSource::new(opts.seed, 0.02);
         let mut w = Loader::new(&mut src, device);
         let vae = VqVae::load(&mut w, &opts.config.vqvae, &opts.config.patch_nums)?;
-        (opts.config.clone(), vae, 0)
+        (opts.config.clone(), vae, 0, 0)
     };
     let mut log = run.log(
         "step,loss,reconstruction,quantization,images_per_second,test_psnr",
@@ -329,7 +347,7 @@ pub fn train_vqvae(
         );
         check_loss(total, step)?;
         let grads = GradientsParams::from_grads(loss.total.backward(), &vae);
-        vae = optim.step(learning_rate(opts, step), vae, grads);
+        vae = optim.step(learning_rate(opts, step, stage_start), vae, grads);
         step += 1;
         let done = step == opts.steps;
         let checkpoint_now = done || last_checkpoint.elapsed().as_secs() >= opts.checkpoint_secs;
@@ -349,6 +367,7 @@ pub fn train_vqvae(
                 step,
                 seed: opts.seed,
                 batch: opts.batch,
+                stage_start,
             };
             let config_json = config.to_json();
             run.save(
@@ -461,6 +480,7 @@ mod tests {
             decoder_only: false,
             grow_from: None,
             decoder_res_blocks: None,
+            new_stage: false,
             warmup: 500,
             lr_decay: "constant".into(),
             reconstruction: "mse+l1".into(),
@@ -499,5 +519,42 @@ mod tests {
         }
         let log = std::fs::read_to_string(root.path().join("resumed/log.csv")).unwrap();
         assert_eq!(log.lines().count(), 1 + 4, "{log}");
+    }
+
+    #[test]
+    fn a_new_stage_gets_its_own_warm_up_and_cosine_decay() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            opts: VqvaeTraining,
+        }
+        use clap::Parser;
+        use std::f64::consts::PI;
+        let args = [
+            "vqvae",
+            "--out",
+            "x",
+            "--steps",
+            "1000",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "100",
+            "--lr-decay",
+            "cosine",
+        ];
+        let opts = Cli::parse_from(args).opts;
+        // A run from step 0: the first step is warm, the peak is at the end of the warm-up.
+        assert!((learning_rate(&opts, 0, 0) - 1e-5).abs() < 1e-12);
+        assert!(
+            (learning_rate(&opts, 99, 0) - 1e-3 * 0.5 * (1.0 + (PI * 0.099).cos())).abs() < 1e-12
+        );
+        // A stage that began at step 600 warms up again from there and reaches zero at
+        // --steps, not at a point computed from step 0.
+        assert!((learning_rate(&opts, 600, 600) - 1e-5).abs() < 1e-12);
+        let mid = learning_rate(&opts, 800, 600);
+        assert!((mid - 1e-3 * 0.5).abs() < 1e-12, "{mid}");
+        assert!(learning_rate(&opts, 999, 600) < 1e-7);
+        assert!(learning_rate(&opts, 800, 0) < 0.2 * mid);
     }
 }
