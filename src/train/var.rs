@@ -59,9 +59,8 @@ pub struct VarTraining {
     #[arg(long)]
     pub heads: Option<usize>,
     /// Start from this run's trained transformer (its architecture and weights) instead of
-    /// random weights: re-fits a transformer to a VQ-VAE whose encoder was trained further.
-    /// Its tokens have drifted, not changed meaning (there are no codebook restarts), so a
-    /// warm start needs far fewer steps than a new one.
+    /// random weights, to re-fit a transformer to a VQ-VAE whose encoder was trained further.
+    /// What it saves depends on how far the tokens moved (see ARCHITECTURE.md).
     #[arg(long, conflicts_with_all = ["resume", "depth", "width", "heads"])]
     pub init_from: Option<PathBuf>,
     /// Train until this many optimizer steps in total; the learning rate decays over them.
