@@ -23,3 +23,30 @@ pub(crate) fn tiny_config() -> crate::ModelConfig {
     c.var.num_heads = 2;
     c
 }
+
+/// Every tensor of a safetensors file, sorted by name, for comparing checkpoints in tests.
+#[cfg(test)]
+pub(crate) fn tensors_of(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let src = crate::weights::format::SafetensorsSource::new(&bytes, "test").unwrap();
+    let mut all: Vec<(String, Vec<f32>)> = src
+        .names()
+        .into_iter()
+        .map(|n| (n.clone(), src.read_any(&n).unwrap().1))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all
+}
+
+/// The largest absolute difference between two [`tensors_of`] lists with the same names.
+#[cfg(test)]
+pub(crate) fn largest_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .flat_map(|((ka, va), (kb, vb))| {
+            assert_eq!(ka, kb);
+            va.iter().zip(vb).map(|(x, y)| (x - y).abs())
+        })
+        .fold(0f32, f32::max)
+}

@@ -696,6 +696,7 @@ fn write_log_row(log: &mut super::run::Log, rep: &VarStepReport) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::largest_difference;
 
     #[test]
     fn schedule_warms_up_then_decays_to_a_tenth() {
@@ -748,26 +749,7 @@ mod tests {
 
     /// The transformer weights of a run's checkpoint, sorted by name.
     fn run_weights(run: &Path) -> Vec<(String, Vec<f32>)> {
-        let bytes = std::fs::read(run.join("checkpoint").join(VAR_FILE)).unwrap();
-        let src = SafetensorsSource::new(&bytes, "x").unwrap();
-        let mut all: Vec<(String, Vec<f32>)> = src
-            .names()
-            .into_iter()
-            .map(|n| (n.clone(), src.read_any(&n).unwrap().1))
-            .collect();
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        all
-    }
-
-    fn largest_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        a.iter()
-            .zip(b)
-            .flat_map(|((ka, va), (kb, vb))| {
-                assert_eq!(ka, kb);
-                va.iter().zip(vb).map(|(x, y)| (x - y).abs())
-            })
-            .fold(0f32, f32::max)
+        crate::train::tensors_of(&run.join("checkpoint").join(VAR_FILE))
     }
 
     #[test]

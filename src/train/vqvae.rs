@@ -58,12 +58,13 @@ pub fn quantize_with_loss(vae: &VqVae, f: Tensor<4>, beta: f64) -> (Tensor<4>, T
     (straight_through, loss)
 }
 
-/// The full VQ-VAE loss on a batch of images in [-1, 1], `[B, 3, H, W]`.
-pub fn vqvae_loss(vae: &VqVae, img: Tensor<4>, beta: f64) -> VqvaeLoss {
+/// The full VQ-VAE loss on a batch of images in [-1, 1], `[B, 3, H, W]`: reconstruction
+/// (MSE, plus L1 when `with_l1`) and the multi-scale quantization loss.
+pub fn vqvae_loss(vae: &VqVae, img: Tensor<4>, beta: f64, with_l1: bool) -> VqvaeLoss {
     let f = vae.img_to_f(img.clone());
     let (f_hat, quantization) = quantize_with_loss(vae, f, beta);
     let recon = vae.decode(f_hat);
-    let reconstruction = reconstruction_loss(recon, img, true);
+    let reconstruction = reconstruction_loss(recon, img, with_l1);
     VqvaeLoss {
         total: reconstruction.clone() + quantization.clone(),
         reconstruction,
@@ -126,7 +127,8 @@ pub struct VqvaeTraining {
     /// Continue the run in `out` from its last checkpoint instead of starting afresh.
     #[arg(long)]
     pub resume: bool,
-    /// Fine-tune only the decoder (with --resume or --grow-from): the encoder, codebook and φ
+    /// Fine-tune only the decoder (with --resume, --init-from or --grow-from): the encoder,
+    /// codebook and φ
     /// stay frozen, so the token maps, and a transformer trained on them, stay valid.
     #[arg(long)]
     pub decoder_only: bool,
@@ -135,6 +137,11 @@ pub struct VqvaeTraining {
     /// starts as the identity, so step 0 reconstructs exactly as the checkpoint does.
     #[arg(long, requires_all = ["decoder_res_blocks", "decoder_only"], conflicts_with = "resume")]
     pub grow_from: Option<PathBuf>,
+    /// Start a new run from a trained VQ-VAE: a run's `checkpoint/` or a model directory (say
+    /// the shipped `www/models/fashion-mnist`). Its weights and architecture, a fresh optimizer
+    /// and step 0: for a new stage when the run that made it is not at hand.
+    #[arg(long, conflicts_with_all = ["resume", "grow_from"])]
+    pub init_from: Option<PathBuf>,
     /// ResnetBlocks per decoder level of the grown model (more than the checkpoint has).
     #[arg(long, requires = "grow_from")]
     pub decoder_res_blocks: Option<usize>,
@@ -152,7 +159,7 @@ pub struct VqvaeTraining {
     #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
     pub lr_decay: String,
     /// Reconstruction loss: `mse+l1` (the default: L1 keeps edges sharp early on) or `mse`
-    /// (what PSNR measures; for the last stretch of decoder-only fine-tuning).
+    /// (what PSNR measures; for the later stages, joint or decoder-only).
     #[arg(long, default_value = "mse+l1", value_parser = ["mse+l1", "mse"])]
     pub reconstruction: String,
 }
@@ -268,10 +275,12 @@ fn learning_rate(opts: &VqvaeTraining, step: usize, stage_start: usize) -> f64 {
     opts.lr * warm * decay
 }
 
-fn load_checkpoint(run: &RunDir, device: &Device) -> Result<(ModelConfig, VqVae)> {
-    let config = run.read_config()?;
-    let bytes = run.read(VQVAE_FILE)?;
-    let mut src = SafetensorsSource::new(&bytes, VQVAE_FILE)?;
+/// The VQ-VAE in `dir` (a run's checkpoint or a model directory) and its configuration.
+fn load_trained(dir: &std::path::Path, device: &Device) -> Result<(ModelConfig, VqVae)> {
+    let config = super::run::read_config(dir)?;
+    let path = dir.join(VQVAE_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| VarError::io(&path, e))?;
+    let mut src = SafetensorsSource::new(&bytes, &path.display().to_string())?;
     let mut w = Loader::new(&mut src, device);
     let vae = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
     w.finish()?;
@@ -285,9 +294,10 @@ pub fn train_vqvae(
     mut report: impl FnMut(&StepReport),
 ) -> Result<()> {
     check_schedule(opts.batch, opts.steps, opts.lr)?;
-    if opts.decoder_only && !opts.resume && opts.grow_from.is_none() {
+    if opts.decoder_only && !opts.resume && opts.grow_from.is_none() && opts.init_from.is_none() {
         return Err(VarError::InvalidArgument(
-            "--decoder-only fine-tunes a trained VQ-VAE: pass --resume or --grow-from".into(),
+            "--decoder-only fine-tunes a trained VQ-VAE: pass --resume, --init-from or --grow-from"
+                .into(),
         ));
     }
     let train = FashionMnist::load(&opts.data, Split::Train)?;
@@ -295,7 +305,7 @@ pub fn train_vqvae(
     let run = RunDir::new(&opts.out);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let (config, mut vae, mut step, stage_start) = if opts.resume {
-        let (config, vae) = load_checkpoint(&run, device)?;
+        let (config, vae) = load_trained(&run.checkpoint(), device)?;
         let state: TrainState = run.read_state()?;
         if state.batch != opts.batch || state.seed != opts.seed {
             return Err(VarError::InvalidArgument(format!(
@@ -316,6 +326,11 @@ pub fn train_vqvae(
     } else if let (Some(from), Some(blocks)) = (&opts.grow_from, opts.decoder_res_blocks) {
         run.refuse_existing()?;
         let (config, vae) = grow_decoder(from, blocks, opts.seed, device)?;
+        (config, vae, 0, 0)
+    } else if let Some(from) = &opts.init_from {
+        run.refuse_existing()?;
+        let (config, vae) = load_trained(from, device)?;
+        config.validate()?;
         (config, vae, 0, 0)
     } else {
         run.refuse_existing()?;
@@ -338,7 +353,7 @@ pub fn train_vqvae(
         let loss = if opts.decoder_only {
             decoder_loss(&vae, img, opts.reconstruction == "mse+l1")
         } else {
-            vqvae_loss(&vae, img, opts.beta)
+            vqvae_loss(&vae, img, opts.beta, opts.reconstruction == "mse+l1")
         };
         let (total, rec, vq) = (
             loss.total.clone().into_scalar::<f32>(),
@@ -410,13 +425,13 @@ mod tests {
         let img = Tensor::<4>::random([4, 3, 8, 8], Distribution::Uniform(-1.0, 1.0), &device);
         let mut optim = AdamWConfig::new().init();
         let loss_of = |vae: &VqVae| -> f32 {
-            vqvae_loss(vae, img.clone(), 0.25)
+            vqvae_loss(vae, img.clone(), 0.25, true)
                 .total
                 .into_scalar::<f32>()
         };
         let first = loss_of(&vae);
         for _ in 0..10 {
-            let loss = vqvae_loss(&vae, img.clone(), 0.25);
+            let loss = vqvae_loss(&vae, img.clone(), 0.25, true);
             let grads = GradientsParams::from_grads(loss.total.backward(), &vae);
             vae = optim.step(3e-3, vae, grads);
         }
@@ -479,6 +494,7 @@ mod tests {
             resume,
             decoder_only: false,
             grow_from: None,
+            init_from: None,
             decoder_res_blocks: None,
             new_stage: false,
             warmup: 500,
@@ -495,30 +511,59 @@ mod tests {
         train_vqvae(&opts("resumed", 4, true), &device, |_| {}).unwrap();
 
         let read = |name: &str| {
-            let bytes =
-                std::fs::read(root.path().join(name).join(CHECKPOINT).join(VQVAE_FILE)).unwrap();
-            let src = SafetensorsSource::new(&bytes, "x").unwrap();
-            let mut all: Vec<(String, Vec<f32>)> = src
-                .names()
-                .into_iter()
-                .map(|k| (k.clone(), src.read_any(&k).unwrap().1))
-                .collect();
-            all.sort_by(|a, b| a.0.cmp(&b.0));
-            all
+            crate::train::tensors_of(&root.path().join(name).join(CHECKPOINT).join(VQVAE_FILE))
         };
-        let (a, b) = (read("straight"), read("resumed"));
-        assert_eq!(a.len(), b.len());
-        for ((ka, va), (kb, vb)) in a.iter().zip(&b) {
-            assert_eq!(ka, kb);
-            let worst = va
-                .iter()
-                .zip(vb)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{ka} differs by {worst} after resuming");
-        }
+        let worst = crate::train::largest_difference(&read("straight"), &read("resumed"));
+        assert!(worst < 1e-5, "the weights differ by {worst} after resuming");
         let log = std::fs::read_to_string(root.path().join("resumed/log.csv")).unwrap();
         assert_eq!(log.lines().count(), 1 + 4, "{log}");
+    }
+
+    #[test]
+    fn a_run_can_start_from_a_trained_vqvae() {
+        let mut config = crate::train::tiny_config();
+        config.image_size = 32;
+        config.patch_nums = vec![1, 2, 4, 8, 16];
+        let root = tempfile::tempdir().unwrap();
+        let opts = |name: &str, lr: f64, init_from: Option<PathBuf>| VqvaeTraining {
+            out: root.path().join(name),
+            data: PathBuf::from(crate::train::data::DEFAULT_DIR),
+            config: config.clone(),
+            steps: 2,
+            batch: 4,
+            lr,
+            beta: 0.25,
+            seed: 4,
+            checkpoint_secs: 3600,
+            resume: false,
+            decoder_only: false,
+            grow_from: None,
+            init_from,
+            decoder_res_blocks: None,
+            new_stage: false,
+            warmup: 1,
+            lr_decay: "constant".into(),
+            reconstruction: "mse".into(),
+        };
+        let device = Device::flex().autodiff();
+        train_vqvae(&opts("base", 1e-3, None), &device, |_| {}).unwrap();
+        let base_dir = root.path().join("base").join(CHECKPOINT);
+        // Two steps at a negligible learning rate: the new run keeps its starting point.
+        train_vqvae(&opts("warm", 1e-9, Some(base_dir.clone())), &device, |_| {}).unwrap();
+        train_vqvae(&opts("fresh", 1e-9, None), &device, |_| {}).unwrap();
+        let read = |name: &str| {
+            crate::train::tensors_of(&root.path().join(name).join(CHECKPOINT).join(VQVAE_FILE))
+        };
+        let base = read("base");
+        assert!(crate::train::largest_difference(&base, &read("warm")) < 1e-5);
+        assert!(crate::train::largest_difference(&base, &read("fresh")) > 1e-3);
+
+        // A directory without a VQ-VAE is refused, naming the file it lacks.
+        let empty = root.path().join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        std::fs::write(empty.join(CONFIG_FILE), config.to_json()).unwrap();
+        let err = train_vqvae(&opts("none", 1e-3, Some(empty)), &device, |_| {}).unwrap_err();
+        assert!(err.to_string().contains(VQVAE_FILE), "{err}");
     }
 
     #[test]
