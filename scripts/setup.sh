@@ -21,6 +21,9 @@ apt_install() {
 [ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || apt_install dataset-fashion-mnist
 # A TrueType font for the labels of the training runs' loss curves (and their test).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_install fonts-dejavu-core
+# Vulkan on the CPU (the loader and Mesa's lavapipe) for the native wgpu tests and benches
+# (tests/kernels.rs, var bench --backend wgpu); a machine without it fails them at device start.
+[ -f /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || apt_install libvulkan1 mesa-vulkan-drivers
 [ "${1:-}" = "--web" ] || exit 0
 
 rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
