@@ -76,8 +76,10 @@ fn shipped_model_generates_recognisable_garments() {
             border < 0.1,
             "sample {b} (class {label}): border mean {border}"
         );
+        // Not blank. Sandals are mostly straps: 7.7% of the real test sandals have a centre
+        // mean under 0.1, and the darkest real test image of any class has 0.031.
         assert!(
-            centre > 0.1,
+            centre > 0.03,
             "sample {b} (class {label}): centre mean {centre}"
         );
     }

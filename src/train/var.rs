@@ -58,8 +58,9 @@ pub struct VarTraining {
     /// Attention heads (default: the preset's).
     #[arg(long)]
     pub heads: Option<usize>,
-    /// Start from this run's trained transformer (its architecture and weights) instead of
-    /// random weights, to re-fit a transformer to a VQ-VAE whose encoder was trained further.
+    /// Start from a trained transformer (its architecture and weights) instead of random
+    /// weights, to re-fit it to a VQ-VAE whose encoder was trained further: a run directory
+    /// (its `checkpoint/`) or a model directory such as the shipped `www/models/fashion-mnist`.
     /// What it saves depends on how far the tokens moved (see ARCHITECTURE.md).
     #[arg(long, conflicts_with_all = ["resume", "depth", "width", "heads"])]
     pub init_from: Option<PathBuf>,
@@ -495,22 +496,28 @@ pub fn train_var(
         let mut config = frozen.config.clone();
         let var = match &opts.init_from {
             Some(from) => {
-                let from = RunDir::new(from);
-                let trained = from.read_config()?;
+                let run_checkpoint = RunDir::new(from).checkpoint();
+                let from = if run_checkpoint.is_dir() {
+                    run_checkpoint
+                } else {
+                    from.clone()
+                };
+                let trained = super::run::read_config(&from)?;
                 if trained.patch_nums != config.patch_nums
                     || trained.vqvae.vocab_size != config.vqvae.vocab_size
                     || trained.vqvae.z_channels != config.vqvae.z_channels
                 {
                     return Err(VarError::InvalidArgument(format!(
                         "--init-from {}: its transformer was trained for other token maps (patch_nums, vocabulary or z_channels differ from {})",
-                        from.checkpoint().display(),
+                        from.display(),
                         dir.display()
                     )));
                 }
                 config.var = trained.var;
                 config.validate()?;
-                let bytes = from.read(VAR_FILE)?;
-                let mut src = SafetensorsSource::new(&bytes, VAR_FILE)?;
+                let path = from.join(VAR_FILE);
+                let bytes = std::fs::read(&path).map_err(|e| VarError::io(&path, e))?;
+                let mut src = SafetensorsSource::new(&bytes, &path.display().to_string())?;
                 let mut w = Loader::new(&mut src, device);
                 let var = load_var(&mut w, &config)?;
                 w.finish()?;
@@ -777,7 +784,13 @@ mod tests {
         let base = run_weights(&root.path().join("base"));
         let warm = start_of("warm", Some(root.path().join("base")));
         let fresh = start_of("fresh", None);
+        // A model directory (here the run's checkpoint/ itself) is an equally good start.
+        let from_dir = start_of(
+            "from-dir",
+            Some(root.path().join("base").join("checkpoint")),
+        );
         assert!(largest_difference(&base, &warm) < 1e-5);
+        assert!(largest_difference(&base, &from_dir) < 1e-5);
         assert!(largest_difference(&base, &fresh) > 1e-3);
         // The warm run's config is the base run's architecture.
         let config = read_config(&root.path().join("warm").join("checkpoint")).unwrap();
