@@ -475,31 +475,44 @@ mod tests {
         assert!(err.to_string().contains("already has"), "{err}");
     }
 
-    #[test]
-    fn resumed_training_equals_uninterrupted_training() {
+    /// Options for a 2-step run of a small 32 px model writing to `out` (the preset's scales
+    /// shortened), for tests to adjust with struct update syntax.
+    fn tiny_training(out: PathBuf) -> VqvaeTraining {
         let mut config = crate::train::tiny_config();
         config.image_size = 32;
         config.patch_nums = vec![1, 2, 4, 8, 16];
-        let root = tempfile::tempdir().unwrap();
-        let opts = |name: &str, steps: usize, resume: bool| VqvaeTraining {
-            out: root.path().join(name),
+        VqvaeTraining {
+            out,
             data: PathBuf::from(crate::train::data::DEFAULT_DIR),
-            config: config.clone(),
-            steps,
+            config,
+            steps: 2,
             batch: 4,
             lr: 1e-3,
             beta: 0.25,
-            seed: 1,
+            seed: 4,
             checkpoint_secs: 3600,
-            resume,
+            resume: false,
             decoder_only: false,
             grow_from: None,
             init_from: None,
             decoder_res_blocks: None,
             new_stage: false,
-            warmup: 500,
+            warmup: 1,
             lr_decay: "constant".into(),
+            reconstruction: "mse".into(),
+        }
+    }
+
+    #[test]
+    fn resumed_training_equals_uninterrupted_training() {
+        let root = tempfile::tempdir().unwrap();
+        let opts = |name: &str, steps: usize, resume: bool| VqvaeTraining {
+            steps,
+            seed: 1,
+            resume,
+            warmup: 500,
             reconstruction: "mse+l1".into(),
+            ..tiny_training(root.path().join(name))
         };
         let device = Device::flex().autodiff();
         let mut psnr = None;
@@ -521,29 +534,11 @@ mod tests {
 
     #[test]
     fn a_run_can_start_from_a_trained_vqvae() {
-        let mut config = crate::train::tiny_config();
-        config.image_size = 32;
-        config.patch_nums = vec![1, 2, 4, 8, 16];
         let root = tempfile::tempdir().unwrap();
         let opts = |name: &str, lr: f64, init_from: Option<PathBuf>| VqvaeTraining {
-            out: root.path().join(name),
-            data: PathBuf::from(crate::train::data::DEFAULT_DIR),
-            config: config.clone(),
-            steps: 2,
-            batch: 4,
             lr,
-            beta: 0.25,
-            seed: 4,
-            checkpoint_secs: 3600,
-            resume: false,
-            decoder_only: false,
-            grow_from: None,
             init_from,
-            decoder_res_blocks: None,
-            new_stage: false,
-            warmup: 1,
-            lr_decay: "constant".into(),
-            reconstruction: "mse".into(),
+            ..tiny_training(root.path().join(name))
         };
         let device = Device::flex().autodiff();
         train_vqvae(&opts("base", 1e-3, None), &device, |_| {}).unwrap();
@@ -561,6 +556,7 @@ mod tests {
         // A directory without a VQ-VAE is refused, naming the file it lacks.
         let empty = root.path().join("empty");
         std::fs::create_dir_all(&empty).unwrap();
+        let config = tiny_training(empty.clone()).config;
         std::fs::write(empty.join(CONFIG_FILE), config.to_json()).unwrap();
         let err = train_vqvae(&opts("none", 1e-3, Some(empty)), &device, |_| {}).unwrap_err();
         assert!(err.to_string().contains(VQVAE_FILE), "{err}");
