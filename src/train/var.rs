@@ -347,13 +347,7 @@ struct FrozenVqvae {
 }
 
 fn load_frozen(dir: &Path, device: &Device) -> Result<FrozenVqvae> {
-    let config = read_config(dir)?;
-    let path = dir.join(VQVAE_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| VarError::io(&path, e))?;
-    let mut src = SafetensorsSource::new(&bytes, VQVAE_FILE)?;
-    let mut w = Loader::new(&mut src, device);
-    let vae = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
-    w.finish()?;
+    let (config, vae, bytes) = super::vqvae::load_trained(dir, device)?;
     Ok(FrozenVqvae {
         fingerprint: tokenizer_fingerprint(&bytes)?,
         config,
@@ -502,7 +496,7 @@ pub fn train_var(
                 } else {
                     from.clone()
                 };
-                let trained = super::run::read_config(&from)?;
+                let trained = read_config(&from)?;
                 if trained.patch_nums != config.patch_nums
                     || trained.vqvae.vocab_size != config.vqvae.vocab_size
                     || trained.vqvae.z_channels != config.vqvae.z_channels

@@ -275,8 +275,12 @@ fn learning_rate(opts: &VqvaeTraining, step: usize, stage_start: usize) -> f64 {
     opts.lr * warm * decay
 }
 
-/// The VQ-VAE in `dir` (a run's checkpoint or a model directory) and its configuration.
-fn load_trained(dir: &std::path::Path, device: &Device) -> Result<(ModelConfig, VqVae)> {
+/// The VQ-VAE in `dir` (a run's checkpoint or a model directory): its configuration, the
+/// module, and the safetensors bytes it was read from (the transformer trainer keeps them).
+pub(crate) fn load_trained(
+    dir: &std::path::Path,
+    device: &Device,
+) -> Result<(ModelConfig, VqVae, Vec<u8>)> {
     let config = super::run::read_config(dir)?;
     let path = dir.join(VQVAE_FILE);
     let bytes = std::fs::read(&path).map_err(|e| VarError::io(&path, e))?;
@@ -284,7 +288,7 @@ fn load_trained(dir: &std::path::Path, device: &Device) -> Result<(ModelConfig, 
     let mut w = Loader::new(&mut src, device);
     let vae = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
     w.finish()?;
-    Ok((config, vae))
+    Ok((config, vae, bytes))
 }
 
 /// Trains (or resumes training) the VQ-VAE, calling `report` after every step.
@@ -305,7 +309,7 @@ pub fn train_vqvae(
     let run = RunDir::new(&opts.out);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let (config, mut vae, mut step, stage_start) = if opts.resume {
-        let (config, vae) = load_trained(&run.checkpoint(), device)?;
+        let (config, vae, _) = load_trained(&run.checkpoint(), device)?;
         let state: TrainState = run.read_state()?;
         if state.batch != opts.batch || state.seed != opts.seed {
             return Err(VarError::InvalidArgument(format!(
@@ -329,7 +333,7 @@ pub fn train_vqvae(
         (config, vae, 0, 0)
     } else if let Some(from) = &opts.init_from {
         run.refuse_existing()?;
-        let (config, vae) = load_trained(from, device)?;
+        let (config, vae, _) = load_trained(from, device)?;
         config.validate()?;
         (config, vae, 0, 0)
     } else {
