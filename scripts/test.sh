@@ -31,6 +31,8 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== layers: no module imports from a module above it (ARCHITECTURE.md, Layer map)"
+python3 scripts/check-layers.py src
 echo "== cargo clippy -D warnings (native, wasm32)"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --lib --bins --tests -- -D warnings

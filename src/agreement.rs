@@ -9,10 +9,11 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::Serialize;
 
+use crate::config::SamplingParams;
 use crate::error::{Result, VarError};
-use crate::generate::{generate, read_f32};
+use crate::generate::generate;
 use crate::model::Model;
-use crate::sampler::SamplingParams;
+use crate::readback::read_f32;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Agreement {
@@ -52,7 +53,7 @@ pub async fn compare(
     let labels: Vec<usize> = (0..n)
         .map(|i| i % original.config.var.num_classes)
         .collect();
-    let sampled = tokens_of(original, &labels, &original.config.sampling.params(seed)).await?;
+    let sampled = tokens_of(original, &labels, &original.config.sampling.with_seed(seed)).await?;
 
     // Teacher forcing: each model reads the same token maps through its own VQ-VAE.
     let (mut same, mut positions) = (0usize, 0usize);
@@ -76,7 +77,7 @@ pub async fn compare(
 
     let greedy = SamplingParams {
         top_k: 1,
-        ..original.config.sampling.params(seed)
+        ..original.config.sampling.with_seed(seed)
     };
     let g_ref = tokens_of(original, &labels, &greedy).await?;
     let g_cand = tokens_of(candidate, &labels, &greedy).await?;

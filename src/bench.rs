@@ -13,11 +13,12 @@ use burn::cubecl::{MemoryReport, MemoryScope};
 use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
+use crate::config::SamplingParams;
 use crate::config::{ModelConfig, VqvaeConfig};
 use crate::error::Result;
-use crate::generate::{Generation, read_f32};
+use crate::generate::Generation;
 use crate::model::Model;
-use crate::sampler::SamplingParams;
+use crate::readback::read_f32;
 
 /// FLOPs (2 per multiply-add) of scale `si` of one transformer forward with `rows` sequences
 /// (2 per image under CFG): qkv, attention over every token so far, proj, MLP and the
@@ -345,7 +346,7 @@ pub async fn run(
 /// One Linear layer's matmul at one scale, timed as f32 (burn's matmul on the dequantized
 /// weights) and as int8 (our kernel; on the CPU, burn's matmul after dequantizing), medians
 /// in milliseconds. On the CPU the same product also runs through our packed CPU kernels
-/// ([`crate::cpu_kernels`]), f32 and int8.
+/// ([`crate::kernels::cpu`]), f32 and int8.
 #[derive(Clone, Debug, Serialize)]
 pub struct MatmulTiming {
     /// Which layer (`qkv`, `proj`, `fc1`, `fc2`, `head`, `ada_lin`, `head_ada`).
@@ -404,14 +405,14 @@ pub async fn matmuls(
     now: &dyn Fn() -> f64,
     mut on_shape: impl FnMut(usize, usize),
 ) -> Result<Vec<MatmulTiming>> {
-    use crate::cpu_kernels::CpuLinear;
-    use crate::kernels::Int8Linear;
+    use crate::kernels::cpu::CpuLinear;
+    use crate::kernels::int8::Int8Linear;
     use burn::tensor::{Distribution, TensorData};
     let shapes = matmul_shapes(config);
     let mut out = Vec::with_capacity(shapes.len());
     for (i, &(layer, si, m, k, n, per_image)) in shapes.iter().enumerate() {
         on_shape(i, shapes.len());
-        let mut rng = crate::sampler::Rng::new(i as u64);
+        let mut rng = crate::rng::Rng::new(i as u64);
         let codes: Vec<i8> = (0..k * n)
             .map(|_| (rng.uniform() * 254.0 - 127.0).round() as i8)
             .collect();

@@ -11,10 +11,11 @@ use std::ops::ControlFlow;
 
 use burn::tensor::{Tensor, TensorData};
 
+use crate::config::SamplingParams;
 use crate::error::{Result, VarError};
-use crate::generate::{EditSource, ScaleStep, generate, read_i64};
+use crate::generate::{EditSource, ScaleStep, generate};
 use crate::model::Model;
-use crate::sampler::SamplingParams;
+use crate::readback::read_i64;
 
 /// A source image as the model sees it: its token maps and the f̂ they sum to.
 pub struct EncodedImage {

@@ -25,15 +25,16 @@ pub enum VarError {
     /// A user-supplied sampling or generation argument is out of range.
     #[error("{0}")]
     InvalidArgument(String),
-    /// Reading an official PyTorch checkpoint failed.
+    /// A file format's own reader refused its input (the `.pth` reader's `PthError`, ...).
+    /// Boxed so that this bottom layer knows no format: each format converts into it.
     #[error(transparent)]
-    Pth(#[from] crate::weights::pth::PthError),
+    Format(Box<dyn std::error::Error + Send + Sync>),
     /// Reading a named checkpoint file failed.
     #[error("{path}: {source}")]
     Checkpoint {
         path: String,
         #[source]
-        source: crate::weights::pth::PthError,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A shard of a sharded model does not match its manifest.
     #[error("model shard {file}: {message}")]

@@ -12,11 +12,13 @@ use std::ops::ControlFlow;
 
 use burn::tensor::{Int, Tensor, TensorData};
 
+use crate::config::SamplingParams;
 use crate::error::{Result, VarError};
 use crate::model::Model;
+use crate::readback::read_f32;
+use crate::rng::Rng;
 use crate::sampler::{
-    Rng, SamplingParams, cfg_mix, cfg_strength, filter_top_k_top_p, gumbel_soft_weights,
-    sample_index, smooth_tau,
+    cfg_mix, cfg_strength, filter_top_k_top_p, gumbel_soft_weights, sample_index, smooth_tau,
 };
 use crate::transformer::{Condition, KvCache};
 
@@ -250,25 +252,6 @@ pub async fn generate(
         }
     }
     Ok(run.image())
-}
-
-/// Reads a tensor back to the CPU without blocking (the browser forbids blocking reads).
-pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data_async()
-        .await
-        .map_err(|e| VarError::Device(format!("{e:?}")))?
-        .try_into_vec::<f32>()
-        .map_err(|e| VarError::Device(format!("{e:?}")))
-}
-
-/// Reads integer tensors (token maps) back to the CPU without blocking.
-pub async fn read_i64<const D: usize>(t: Tensor<D, Int>) -> Result<Vec<i64>> {
-    t.into_data_async()
-        .await
-        .map_err(|e| VarError::Device(format!("{e:?}")))?
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| VarError::Device(format!("{e:?}")))
 }
 
 /// `weights @ codebook`: the "more smooth" blend of all code vectors.

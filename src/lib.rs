@@ -17,14 +17,20 @@
 pub mod agreement;
 pub mod bench;
 pub mod config;
-pub mod cpu_kernels;
+pub mod convert;
 pub mod edit;
 pub mod error;
+pub mod files;
 pub mod generate;
+pub mod hash;
 pub mod kernels;
 pub mod model;
+pub mod modeldir;
+pub mod nn;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod picture;
+pub mod readback;
+pub mod rng;
 pub mod sampler;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod serve;
@@ -37,26 +43,9 @@ pub mod vqvae;
 pub mod web;
 pub mod weights;
 
-pub use config::ModelConfig;
+pub use config::{FASHION_MNIST_CLASSES, ModelConfig, SamplingParams};
 
-/// The shipped model (trained here on Fashion-MNIST), relative to the repository root: what
-/// the page loads and what `var generate` and `var eval` use without `--model`.
-pub const DEFAULT_MODEL_DIR: &str = "www/models/fashion-mnist";
-
-/// Fashion-MNIST's classes in label order (the dataset's own names).
-pub const FASHION_MNIST_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
 pub use error::{Result, VarError};
 pub use generate::{EditSource, ScaleStep, generate};
 pub use model::Model;
-pub use sampler::SamplingParams;
+pub use modeldir::DEFAULT_MODEL_DIR;

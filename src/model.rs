@@ -4,10 +4,11 @@ use burn::tensor::Device;
 
 use crate::config::{ModelConfig, Storage};
 use crate::error::Result;
+use crate::nn::{Loader, RandomSource};
 use crate::transformer::Var;
 use crate::vqvae::VqVae;
+use crate::weights::TensorSource;
 use crate::weights::quant::StoredAs;
-use crate::weights::{Loader, RandomSource, TensorSource};
 
 #[derive(Debug)]
 pub struct Model {
@@ -84,13 +85,13 @@ impl Model {
     }
 
     /// Packs the transformer's f32 Linear layers and the VQ-VAE's convolutions for our CPU
-    /// kernels ([`crate::cpu_kernels`])
+    /// kernels ([`crate::kernels::cpu`])
     /// when the model runs on the plain CPU device of an x86-64 machine with AVX2 or AVX-512;
     /// returns whether it did. Inference only: a packed layer has no burn parameters, so a
     /// packed model can neither train nor be exported (`var generate`, `inpaint`, `bench`,
     /// `eval` and `verify` pack; conversion, training and `random-checkpoint` do not).
     pub fn use_cpu_kernels(&mut self) -> bool {
-        if !crate::cpu_kernels::CpuLinear::supported()
+        if !crate::kernels::cpu::CpuLinear::supported()
             || self.device.is_autodiff()
             || crate::kernels::is_gpu(&self.device)
         {

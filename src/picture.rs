@@ -1,5 +1,6 @@
 //! Image files for the command line: reading a picture or a mask at the model's resolution
-//! (defensively: an upload is untrusted), and writing PNGs atomically.
+//! (defensively: an upload is untrusted), and writing PNGs (the crate's one encoder) and
+//! grids of them atomically.
 //!
 //! Any aspect ratio is accepted: the image is cropped to its centred square, then resized to
 //! the model's side with a triangle filter (which averages when shrinking). A mask goes through
@@ -11,7 +12,42 @@ use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader, Limits};
 
 use crate::error::{Result, VarError};
-use crate::train::plot::{encode_png, grid_png, write_atomically};
+use crate::files::write_atomically;
+
+/// RGB images of `size`² laid out `cols` per row, with a 2-pixel grey gutter, as PNG bytes.
+pub fn grid_png(images: &[Vec<u8>], size: usize, cols: usize) -> Result<Vec<u8>> {
+    let cols = cols.max(1);
+    let rows = images.len().div_ceil(cols);
+    let gap = 2;
+    let (w, h) = (cols * (size + gap) + gap, rows * (size + gap) + gap);
+    let mut px = vec![96u8; w * h * 3];
+    for (i, img) in images.iter().enumerate() {
+        let (x0, y0) = (
+            gap + (i % cols) * (size + gap),
+            gap + (i / cols) * (size + gap),
+        );
+        for y in 0..size {
+            let dst = ((y0 + y) * w + x0) * 3;
+            px[dst..dst + size * 3].copy_from_slice(&img[y * size * 3..(y + 1) * size * 3]);
+        }
+    }
+    encode_png(&px, w, h)
+}
+
+/// RGB8 pixels → PNG bytes: the crate's one PNG encoder (the `image` crate's).
+pub fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(
+            rgb,
+            width as u32,
+            height as u32,
+            image::ExtendedColorType::Rgb8,
+        )
+        .map_err(|e| VarError::InvalidArgument(format!("PNG encoding: {e}")))?;
+    Ok(out)
+}
 
 /// The largest width or height read (a 16k-pixel side is already 1 GiB of RGBA).
 pub const MAX_SIDE: u32 = 16_384;
@@ -147,6 +183,19 @@ pub fn overlay_mask(rgb: &[u8], generate: &[bool]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grid_places_each_image_in_its_cell() {
+        let a = vec![255u8; 2 * 2 * 3];
+        let b = vec![0u8; 2 * 2 * 3];
+        let bytes = grid_png(&[a, b.clone(), b], 2, 2).unwrap();
+        let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        let info = (decoded.width(), decoded.height());
+        let buf = decoded.into_raw();
+        assert_eq!((info.0, info.1), (2 * 4 + 2, 2 * 4 + 2));
+        let at = |x: usize, y: usize| buf[(y * info.0 as usize + x) * 3];
+        assert_eq!((at(2, 2), at(6, 2), at(2, 6), at(0, 0)), (255, 0, 0, 96));
+    }
 
     fn save(dir: &Path, name: &str, img: DynamicImage) -> std::path::PathBuf {
         let path = dir.join(name);

@@ -5,109 +5,7 @@
 //! with a pure-Rust `exp`/`ln` (`libm`) and a ChaCha8 stream, so the same seed gives the same
 //! tokens natively and in wasm (given the same logits).
 
-use rand_chacha::ChaCha8Rng;
-use rand_core::{RngCore, SeedableRng};
-
-use crate::error::{Result, VarError};
-
-/// The project's seeded PRNG: ChaCha8, identical on every platform.
-#[derive(Clone, Debug)]
-pub struct Rng(ChaCha8Rng);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(ChaCha8Rng::seed_from_u64(seed))
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    pub fn uniform(&mut self) -> f64 {
-        (self.0.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in (0, 1): safe to take logarithms of.
-    fn uniform_open(&mut self) -> f64 {
-        ((self.0.next_u64() >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Standard normal (Box–Muller).
-    pub fn normal(&mut self) -> f32 {
-        let (u1, u2) = (self.uniform_open(), self.uniform());
-        (libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(std::f64::consts::TAU * u2)) as f32
-    }
-
-    /// Standard Gumbel: `−ln(E)` with `E ~ Exp(1)`, as the reference draws it.
-    pub fn gumbel(&mut self) -> f64 {
-        -libm::log(-libm::log(self.uniform_open()))
-    }
-
-    /// A uniform integer in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.uniform() * n as f64) as usize).min(n.saturating_sub(1))
-    }
-}
-
-/// How tokens are drawn at every scale.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct SamplingParams {
-    /// Classifier-free guidance strength; the effective strength grows linearly from 0 at the
-    /// first scale to `cfg` at the last.
-    pub cfg: f32,
-    /// Keep only the k most likely tokens (ties kept); 0 keeps all.
-    pub top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches `top_p`; in (0, 1].
-    pub top_p: f32,
-    /// Logits are divided by this before filtering (1 = the reference).
-    pub temperature: f32,
-    /// The reference's `more_smooth`: code vectors are a Gumbel-softmax blend of the codebook.
-    pub more_smooth: bool,
-    pub seed: u64,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            cfg: 4.0,
-            top_k: 900,
-            top_p: 0.95,
-            temperature: 1.0,
-            more_smooth: false,
-            seed: 0,
-        }
-    }
-}
-
-impl SamplingParams {
-    /// Greedy decoding (top-k = 1), deterministic whatever the seed.
-    pub fn greedy(cfg: f32) -> Self {
-        Self {
-            cfg,
-            top_k: 1,
-            top_p: 1.0,
-            ..Self::default()
-        }
-    }
-
-    /// One sentence per out-of-range value.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(VarError::InvalidArgument(m));
-        if !self.cfg.is_finite() || self.cfg < 0.0 {
-            return bad(format!(
-                "cfg must be a finite number >= 0 (got {})",
-                self.cfg
-            ));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return bad(format!("top-p must lie in (0, 1] (got {})", self.top_p));
-        }
-        if !self.temperature.is_finite() || self.temperature <= 0.0 {
-            return bad(format!(
-                "temperature must be a finite number > 0 (got {})",
-                self.temperature
-            ));
-        }
-        Ok(())
-    }
-}
+use crate::rng::Rng;
 
 /// Guidance at scale `si`: `t = cfg · si / (K − 1)` (scale 0 is unguided).
 pub fn cfg_strength(cfg: f32, si: usize, num_scales: usize) -> f32 {
@@ -299,19 +197,5 @@ mod tests {
         let mut c = vec![1.0, 2.0];
         cfg_mix(&mut c, &[0.0, 2.0], 1.5);
         assert_eq!(c, vec![2.5, 2.0]);
-    }
-
-    #[test]
-    fn invalid_params_are_named() {
-        let p = SamplingParams {
-            top_p: 1.5,
-            ..SamplingParams::default()
-        };
-        assert!(p.validate().unwrap_err().to_string().contains("top-p"));
-        let p = SamplingParams {
-            cfg: -1.0,
-            ..SamplingParams::default()
-        };
-        assert!(p.validate().unwrap_err().to_string().contains("cfg"));
     }
 }

@@ -6,11 +6,12 @@ use std::ops::ControlFlow;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::Deserialize;
 
+use crate::config::SamplingParams;
 use crate::error::{Result, VarError};
-use crate::generate::{generate, read_f32, read_i64};
+use crate::generate::generate;
 use crate::model::Model;
-use crate::sampler::SamplingParams;
-use crate::weights::format::SafetensorsSource;
+use crate::readback::{read_f32, read_i64};
+use crate::weights::safetensors::SafetensorsSource;
 
 /// The part of a golden JSON the checks need.
 #[derive(Debug, Deserialize)]

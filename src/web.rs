@@ -10,20 +10,20 @@ use std::rc::Rc;
 
 use burn::tensor::Device;
 use js_sys::{Function, Promise, Uint8ClampedArray};
-use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
 use crate::bench::BenchSettings;
+use crate::config::SamplingParams;
 use crate::config::{ModelConfig, OFFICIAL_PATCH_NUMS, Storage};
 use crate::edit::{EncodedImage, describe_mask, keep_grid, rgb8_to_tensor};
 use crate::error::VarError;
-use crate::generate::{EditSource, Generation, read_f32};
+use crate::generate::{EditSource, Generation};
 use crate::model::Model;
-use crate::sampler::SamplingParams;
-use crate::weights::format::{load_model_bytes, load_model_bytes_as};
+use crate::modeldir::staged::StagedModel;
+use crate::modeldir::{LoadOptions, ModelFiles, load_files};
+use crate::readback::read_f32;
 use crate::weights::shards::{Manifest, memory_budget};
-use crate::weights::staged::StagedModel;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -60,24 +60,6 @@ async fn device_for(backend: &str) -> Result<Device, JsError> {
 
 fn js_error(e: VarError) -> JsError {
     JsError::new(&e.to_string())
-}
-
-/// Sampling settings as the page sends them.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct JsParams {
-    cfg: f32,
-    top_k: usize,
-    top_p: f32,
-    #[serde(default = "one")]
-    temperature: f32,
-    #[serde(default)]
-    more_smooth: bool,
-    seed: u64,
-}
-
-fn one() -> f32 {
-    1.0
 }
 
 /// `[1, 3, H, W]` in [0, 1] → RGBA bytes for an `ImageData`.
@@ -125,7 +107,12 @@ impl VarModel {
         backend: String,
     ) -> Result<VarModel, JsError> {
         let device = device_for(&backend).await?;
-        let model = load_model_bytes(&config_json, &vqvae, &var, &device).map_err(js_error)?;
+        let files = ModelFiles {
+            config_json: &config_json,
+            vqvae: &vqvae,
+            var: &var,
+        };
+        let model = load_files(&files, &device, &LoadOptions::default()).map_err(js_error)?;
         Ok(VarModel {
             model: Rc::new(model),
             backend,
@@ -189,16 +176,8 @@ impl VarModel {
         let cancelled = self.cancelled.clone();
         cancelled.set(false);
         future_to_promise(async move {
-            let p: JsParams = serde_wasm_bindgen::from_value(params)
+            let params: SamplingParams = serde_wasm_bindgen::from_value(params)
                 .map_err(|e| JsError::new(&format!("invalid sampling settings: {e}")))?;
-            let params = SamplingParams {
-                cfg: p.cfg,
-                top_k: p.top_k,
-                top_p: p.top_p,
-                temperature: p.temperature,
-                more_smooth: p.more_smooth,
-                seed: p.seed,
-            };
             let edit = match edit {
                 Some(request) => Some(request.prepare(&model).await?),
                 None => None,
@@ -272,7 +251,8 @@ impl ShardedLoad {
         ModelConfig::from_json(&config_json, "config.json").map_err(js_error)?;
         let manifest = Manifest::from_json(&manifest_json).map_err(js_error)?;
         let device = device_for(&backend).await?;
-        let staged = StagedModel::new(&config_json, manifest, &device).map_err(js_error)?;
+        let staged = StagedModel::new(&config_json, manifest, &device, &LoadOptions::default())
+            .map_err(js_error)?;
         Ok(ShardedLoad { staged, backend })
     }
 
@@ -379,7 +359,15 @@ pub async fn bench(
     let storage: Storage = precision.parse().map_err(js_error)?;
     let model = match (config_json, vqvae, var) {
         (Some(config), Some(vq), Some(tr)) => {
-            load_model_bytes_as(&config, &vq, &tr, storage, &device).map_err(js_error)?
+            let files = ModelFiles {
+                config_json: &config,
+                vqvae: &vq,
+                var: &tr,
+            };
+            let options = LoadOptions {
+                read_as: Some(storage),
+            };
+            load_files(&files, &device, &options).map_err(js_error)?
         }
         (None, None, None) => {
             let mut config = ModelConfig::official(depth);

@@ -56,9 +56,9 @@ fn generate_is_byte_identical_for_the_same_seed() {
     assert_eq!(a, b, "same seed, same bytes");
     assert_ne!(a[0], a[1], "different seeds, different images");
     // A real 64x64 RGB PNG.
-    let decoder = png::Decoder::new(std::io::Cursor::new(&a[0]));
-    let reader = decoder.read_info().unwrap();
-    assert_eq!((reader.info().width, reader.info().height), (64, 64));
+    assert_eq!(image::guess_format(&a[0]).unwrap(), image::ImageFormat::Png);
+    let decoded = image::load_from_memory(&a[0]).unwrap();
+    assert_eq!((decoded.width(), decoded.height()), (64, 64));
 }
 
 #[test]
@@ -211,15 +211,9 @@ fn verify_passes_on_the_fixture_and_prints_one_line_per_check() {
 
 /// Writes a `w`x`h` greyscale PNG whose pixel (x, y) is `f(x, y)`.
 fn grey_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {
-    let file = std::fs::File::create(path).unwrap();
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Eight);
-    let px: Vec<u8> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| f(x, y))
-        .collect();
-    enc.write_header().unwrap().write_image_data(&px).unwrap();
+    image::GrayImage::from_fn(w, h, |x, y| image::Luma([f(x, y)]))
+        .save_with_format(path, image::ImageFormat::Png)
+        .unwrap();
 }
 
 #[test]
@@ -265,12 +259,7 @@ fn inpaint_writes_the_edit_and_its_sheet_and_refuses_bad_masks() {
         "{}",
         stderr(&o)
     );
-    let size = |p: &Path| {
-        let reader = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(p).unwrap()))
-            .read_info()
-            .unwrap();
-        (reader.info().width, reader.info().height)
-    };
+    let size = |p: &Path| image::image_dimensions(p).unwrap();
     assert_eq!(
         size(&out),
         (32, 32),
@@ -415,6 +404,44 @@ fn bench_compares_precisions_side_by_side_and_writes_json() {
         &["bench", "--model", &model_dir(), "--precision", "int4"],
         "int4",
     );
+}
+
+#[test]
+fn bench_reads_sharded_and_unsharded_model_directories() {
+    use var_web::config::Storage;
+    let whole = common::convert_mini("bench-whole", Storage::F32, None);
+    let sharded = common::convert_mini("bench-sharded", Storage::F32, Some(64 << 10));
+    assert!(sharded.join("manifest.json").is_file());
+    let dir = common::scratch("bench-dirs");
+    let report = |model: &Path, name: &str| -> serde_json::Value {
+        let json = dir.join(name);
+        let o = var(&[
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--precision",
+            "f32,int8",
+            "--runs",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}: {}", model.display(), stderr(&o));
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+    };
+    let (a, b) = (
+        report(&whole, "whole.json"),
+        report(&sharded, "sharded.json"),
+    );
+    let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+    assert_eq!(a.len(), 2);
+    assert_eq!(b.len(), 2);
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["storage"], y["storage"]);
+        assert_eq!(x["transformer_gflop"], y["transformer_gflop"]);
+        assert_eq!(x["scales"].as_array().unwrap().len(), 4);
+        assert_eq!(y["scales"].as_array().unwrap().len(), 4);
+    }
 }
 
 #[test]

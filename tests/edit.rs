@@ -8,18 +8,18 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, Tensor};
 use var_web::edit::{EncodedImage, describe_mask, inpaint, keep_grid};
-use var_web::generate::read_f32;
-use var_web::weights::format::load_model_dir;
+use var_web::modeldir::{self, LoadOptions};
+use var_web::readback::read_f32;
 use var_web::{EditSource, Model, SamplingParams, generate};
 
 fn shipped() -> Model {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(var_web::DEFAULT_MODEL_DIR);
-    load_model_dir(&dir, &Device::flex()).unwrap()
+    modeldir::load(&dir, &Device::flex(), &LoadOptions::default()).unwrap()
 }
 
 /// A source image: a generated ankle boot (class 9), `[1, 3, 32, 32]` in [0, 1].
 fn source(model: &Model) -> Tensor<4> {
-    let params = model.config.sampling.params(3);
+    let params = model.config.sampling.with_seed(3);
     pollster::block_on(generate(model, &[9], &params, None, |_| {
         ControlFlow::Continue(())
     }))
@@ -57,7 +57,7 @@ fn kept_tokens_are_the_source_tokens_at_every_scale() {
     let keep = keep_grid(&rectangle(32, 8..24, 8..24), 32, 8).unwrap();
     assert_eq!(keep.iter().filter(|&&k| k == 0.0).count(), 16);
     let edit = src.edit_source(&model, &keep).unwrap();
-    let params = model.config.sampling.params(5);
+    let params = model.config.sampling.with_seed(5);
     let null_class = model.config.var.num_classes;
     let (tokens, _) = run_edit(&model, null_class, edit.clone(), &params);
     let mut kept_total = 0;
@@ -88,7 +88,7 @@ fn an_all_keep_mask_reproduces_the_encoder_reconstruction() {
     let model = shipped();
     let src = pollster::block_on(EncodedImage::encode(&model, source(&model))).unwrap();
     let edit = src.edit_source(&model, &[1.0; 64]).unwrap();
-    let (tokens, image) = run_edit(&model, 4, edit, &model.config.sampling.params(0));
+    let (tokens, image) = run_edit(&model, 4, edit, &model.config.sampling.with_seed(0));
     assert_eq!(tokens, src.tokens);
     let want = pollster::block_on(read_f32(src.reconstruction(&model))).unwrap();
     let worst = image
@@ -111,7 +111,7 @@ fn an_all_generate_mask_keeps_only_the_smallest_scales() {
     assert!(describe_mask(&keep).unwrap().contains("whole image"));
     let edit = src.edit_source(&model, &keep).unwrap();
     // A class-conditional edit turns the boot into a trouser (class 1).
-    let (tokens, _) = run_edit(&model, 1, edit.clone(), &model.config.sampling.params(1));
+    let (tokens, _) = run_edit(&model, 1, edit.clone(), &model.config.sampling.with_seed(1));
     for (si, &pn) in model.config.patch_nums.iter().enumerate() {
         if pn * pn <= 3 {
             assert!(edit.keep[si].iter().all(|&k| k));
@@ -150,7 +150,7 @@ fn bad_masks_and_sources_are_refused_with_a_sentence() {
     let e = pollster::block_on(generate(
         &model,
         &[0, 1],
-        &model.config.sampling.params(0),
+        &model.config.sampling.with_seed(0),
         Some(edit),
         |_| ControlFlow::Continue(()),
     ))
@@ -195,7 +195,7 @@ fn native_inpainting_matches_the_browser_fixture() {
     let [y0, y1, x0, x1] = rect;
     let params = SamplingParams {
         top_k: 1,
-        ..model.config.sampling.params(seed)
+        ..model.config.sampling.with_seed(seed)
     };
     let done = pollster::block_on(inpaint(
         &model,

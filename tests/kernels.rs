@@ -10,9 +10,11 @@ use burn::tensor::wgpu::WgpuBackend;
 use var_web::SamplingParams;
 use var_web::bench::{self, BenchSettings};
 use var_web::config::Storage;
-use var_web::generate::{generate, read_f32};
-use var_web::kernels::{INT8_TEST_SHAPES, int8_matmul_error, is_gpu};
-use var_web::weights::format::{load_model_dir, load_model_dir_as};
+use var_web::generate::generate;
+use var_web::kernels::int8::{INT8_TEST_SHAPES, int8_matmul_error};
+use var_web::kernels::is_gpu;
+use var_web::modeldir::{self, LoadOptions};
+use var_web::readback::read_f32;
 
 /// The process's one wgpu device (burn initialises the runtime once).
 fn vulkan() -> Device {
@@ -53,13 +55,12 @@ fn an_int8_model_on_wgpu_follows_the_same_model_on_the_cpu() {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(var_web::DEFAULT_MODEL_DIR);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("int8");
-    var_web::weights::format::quantize_dir(&shipped, var_web::config::Storage::Int8, 0, &out)
-        .unwrap();
+    var_web::convert::quantize_dir(&shipped, var_web::config::Storage::Int8, 0, &out).unwrap();
     let gpu = vulkan();
     // On the CPU the int8 weights are dequantized into f32 Linear layers; on wgpu they stay
     // int8 and go through the WGSL kernel.
-    let cpu_model = var_web::weights::format::load_model_dir(&out, &Device::flex()).unwrap();
-    let gpu_model = var_web::weights::format::load_model_dir(&out, &gpu).unwrap();
+    let cpu_model = modeldir::load(&out, &Device::flex(), &LoadOptions::default()).unwrap();
+    let gpu_model = modeldir::load(&out, &gpu, &LoadOptions::default()).unwrap();
     let r = pollster::block_on(var_web::agreement::compare(&cpu_model, &gpu_model, 20, 3)).unwrap();
     eprintln!("{r:?}");
     assert!(r.top1 >= 0.995 && r.kl < 1e-4, "{r:?}");
@@ -80,7 +81,7 @@ fn a_sharded_model_staged_on_the_gpu_draws_what_the_whole_model_draws() {
         ..SamplingParams::default()
     };
     let image = |dir: &std::path::Path| {
-        let model = load_model_dir(dir, &gpu).unwrap();
+        let model = modeldir::load(dir, &gpu, &LoadOptions::default()).unwrap();
         let img = pollster::block_on(generate(&model, &[2], &params, None, |_| {
             std::ops::ControlFlow::Continue(())
         }))
@@ -117,7 +118,14 @@ fn later_images_allocate_no_gpu_memory() {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(var_web::DEFAULT_MODEL_DIR);
     let device = vulkan();
     for storage in [Storage::F32, Storage::Int8] {
-        let model = load_model_dir_as(&shipped, storage, &device).unwrap();
+        let model = modeldir::load(
+            &shipped,
+            &device,
+            &LoadOptions {
+                read_as: Some(storage),
+            },
+        )
+        .unwrap();
         let settings = BenchSettings {
             runs: 3,
             params: SamplingParams {

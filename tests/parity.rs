@@ -34,7 +34,7 @@ fn mini_fixture_matches_reference() {
 }
 
 /// The same checks with the transformer's Linear layers on our packed CPU kernels
-/// (`src/cpu_kernels.rs`), as `var generate` runs them.
+/// (`src/kernels/cpu.rs`), as `var generate` runs them.
 #[test]
 fn mini_fixture_matches_reference_on_the_cpu_kernels() {
     run_parity("mini", true);

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use var_web::agreement::compare;
 use var_web::config::Storage;
-use var_web::weights::format::{VAR_FILE, load_model_dir, quantize_dir};
+use var_web::convert::quantize_dir;
+use var_web::modeldir::VAR_FILE;
+use var_web::modeldir::{self, LoadOptions};
 
 fn size(dir: &std::path::Path) -> u64 {
     std::fs::metadata(dir.join(VAR_FILE)).unwrap().len()
@@ -35,8 +37,8 @@ fn int8_is_a_quarter_of_f32_and_agrees_with_it() {
         );
         let device = Device::flex();
         let (a, b) = (
-            load_model_dir(&original, &device).unwrap(),
-            load_model_dir(&out, &device).unwrap(),
+            modeldir::load(&original, &device, &LoadOptions::default()).unwrap(),
+            modeldir::load(&out, &device, &LoadOptions::default()).unwrap(),
         );
         let r = pollster::block_on(compare(&a, &b, sequences, 1)).unwrap();
         assert!(r.top1 >= 0.98, "{name}: top-1 agreement {:.4}", r.top1);
@@ -80,7 +82,7 @@ fn an_int8_file_without_its_scales_is_refused_by_name() {
         .collect();
     let rewritten = safetensors::serialize(kept, None).unwrap();
     std::fs::write(out.join(VAR_FILE), rewritten).unwrap();
-    let e = load_model_dir(&out, &Device::flex())
+    let e = modeldir::load(&out, &Device::flex(), &LoadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(e.contains("head.weight") && e.contains("scales"), "{e}");

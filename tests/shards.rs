@@ -8,13 +8,15 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::Device;
+use var_web::config::SamplingParams;
 use var_web::config::Storage;
-use var_web::generate::{generate, read_f32};
+use var_web::generate::generate;
 use var_web::model::Model;
-use var_web::sampler::SamplingParams;
-use var_web::weights::format::{CONFIG_FILE, load_model_dir};
+use var_web::modeldir::CONFIG_FILE;
+use var_web::modeldir::staged::StagedModel;
+use var_web::modeldir::{self, LoadOptions};
+use var_web::readback::read_f32;
 use var_web::weights::shards::{MANIFEST_FILE, Manifest, Part, memory_budget};
-use var_web::weights::staged::StagedModel;
 
 const SMALL_SHARD: usize = 64 << 10;
 
@@ -76,8 +78,8 @@ fn shards_are_bounded_and_load_to_the_same_model() {
                 assert_eq!(t.dtype, "I8");
             }
         }
-        let a = load_model_dir(&whole, &Device::flex()).unwrap();
-        let b = load_model_dir(&sharded, &Device::flex()).unwrap();
+        let a = modeldir::load(&whole, &Device::flex(), &LoadOptions::default()).unwrap();
+        let b = modeldir::load(&sharded, &Device::flex(), &LoadOptions::default()).unwrap();
         assert_eq!(a.config, b.config);
         assert_eq!(
             image(&a),
@@ -92,6 +94,35 @@ fn shards_are_bounded_and_load_to_the_same_model() {
     }
 }
 
+/// Reading a model as if stored at another precision (`var bench --model --precision`)
+/// goes through the manifest of a sharded directory as through the files of an unsharded one.
+#[test]
+fn a_sharded_directory_reads_as_another_storage_like_an_unsharded_one() {
+    let whole = common::convert_mini("as-whole", Storage::F32, None);
+    let sharded = common::convert_mini("as-sharded", Storage::F32, Some(SMALL_SHARD));
+    for storage in [Storage::F16, Storage::Int8] {
+        let options = LoadOptions {
+            read_as: Some(storage),
+        };
+        let a = modeldir::load(&whole, &Device::flex(), &options).unwrap();
+        let b = modeldir::load(&sharded, &Device::flex(), &options).unwrap();
+        assert_eq!(b.config.storage, storage);
+        assert_eq!(a.config, b.config);
+        assert_eq!(
+            image(&a),
+            image(&b),
+            "{storage:?}: same weights, same image"
+        );
+    }
+    // And re-storing changes the weights: int8 gives another image than f32.
+    let f32_model = modeldir::load(&sharded, &Device::flex(), &LoadOptions::default()).unwrap();
+    let int8 = LoadOptions {
+        read_as: Some(Storage::Int8),
+    };
+    let int8_model = modeldir::load(&sharded, &Device::flex(), &int8).unwrap();
+    assert_ne!(image(&f32_model), image(&int8_model));
+}
+
 fn refused(dir: &Path, change: impl FnOnce(&Path, &Manifest), needle: &str) {
     let copy = common::scratch(&format!("bad-{}", needle.replace(' ', "-"))).join("m");
     std::fs::create_dir_all(&copy).unwrap();
@@ -100,7 +131,7 @@ fn refused(dir: &Path, change: impl FnOnce(&Path, &Manifest), needle: &str) {
         std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
     }
     change(&copy, &manifest(&copy));
-    let err = load_model_dir(&copy, &Device::flex())
+    let err = modeldir::load(&copy, &Device::flex(), &LoadOptions::default())
         .unwrap_err()
         .to_string();
     assert!(err.contains(needle), "expected '{needle}' in: {err}");
@@ -176,7 +207,8 @@ fn damaged_shards_and_manifests_are_refused_by_name() {
     // Shard by shard, as the page loads: in any order, each once, all before the model.
     let config = std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap();
     let shard = |i: usize| std::fs::read(dir.join(&m.shards[i].file)).unwrap();
-    let mut staged = StagedModel::new(&config, m.clone(), &Device::flex()).unwrap();
+    let mut staged =
+        StagedModel::new(&config, m.clone(), &Device::flex(), &LoadOptions::default()).unwrap();
     let last = m.shards.len() - 1;
     staged.add_shard(last, &shard(last)).unwrap();
     let err = staged

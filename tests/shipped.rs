@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use burn::tensor::Device;
+use var_web::modeldir::{self, LoadOptions};
 use var_web::train::classifier::{Classifier, grey_input};
-use var_web::weights::format::load_model_dir;
 use var_web::{FASHION_MNIST_CLASSES, Model, generate};
 
 fn repo(path: &str) -> PathBuf {
@@ -25,7 +25,7 @@ fn shipped_model_is_small_and_names_its_classes() {
         total < 10 * 1024 * 1024,
         "{total} bytes is over the 10 MB budget"
     );
-    let model = load_model_dir(&dir, &Device::flex()).unwrap();
+    let model = modeldir::load(&dir, &Device::flex(), &LoadOptions::default()).unwrap();
     assert_eq!(model.config.class_names, FASHION_MNIST_CLASSES.to_vec());
     assert_eq!(model.config.image_size, 32);
 }
@@ -33,9 +33,14 @@ fn shipped_model_is_small_and_names_its_classes() {
 #[test]
 fn shipped_model_generates_recognisable_garments() {
     let device = Device::flex();
-    let model = load_model_dir(&repo(var_web::DEFAULT_MODEL_DIR), &device).unwrap();
+    let model = modeldir::load(
+        &repo(var_web::DEFAULT_MODEL_DIR),
+        &device,
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let classifier = Classifier::load_dir(&repo("models/fashion-classifier"), &device).unwrap();
-    let params = model.config.sampling.params(11);
+    let params = model.config.sampling.with_seed(11);
     let per_class = 5;
     let labels: Vec<usize> = (0..10)
         .flat_map(|c| std::iter::repeat_n(c, per_class))
@@ -49,7 +54,7 @@ fn shipped_model_generates_recognisable_garments() {
             |_| ControlFlow::Continue(()),
         )
         .await?;
-        var_web::generate::read_f32(t).await
+        var_web::readback::read_f32(t).await
     })
     .unwrap();
     let size = model.config.image_size;
@@ -99,7 +104,7 @@ fn shipped_model_generates_recognisable_garments() {
 /// Runs a whole generation of `label` and returns (final image at 32 px, preview at 16 px),
 /// both `[3, H, W]` row-major in [0, 1].
 fn final_and_preview(model: &Model, label: usize) -> (Vec<f32>, Vec<f32>) {
-    let params = model.config.sampling.params(5);
+    let params = model.config.sampling.with_seed(5);
     let mut run = pollster::block_on(var_web::generate::Generation::new(
         model,
         &[label],
@@ -116,13 +121,18 @@ fn final_and_preview(model: &Model, label: usize) -> (Vec<f32>, Vec<f32>) {
     );
     let preview = run.preview(4);
     assert_eq!(preview.dims(), [1, 3, 16, 16]);
-    let read = |t| pollster::block_on(var_web::generate::read_f32(t)).unwrap();
+    let read = |t| pollster::block_on(var_web::readback::read_f32(t)).unwrap();
     (read(full), read(preview))
 }
 
 #[test]
 fn a_preview_is_a_smaller_decode_of_the_same_picture() {
-    let model = load_model_dir(&repo(var_web::DEFAULT_MODEL_DIR), &Device::flex()).unwrap();
+    let model = modeldir::load(
+        &repo(var_web::DEFAULT_MODEL_DIR),
+        &Device::flex(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     // 2x2 average of a [3, 32, 32] image.
     let half = |img: &[f32]| -> Vec<f32> {
         (0..3 * 16 * 16)

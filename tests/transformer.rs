@@ -5,8 +5,8 @@
 mod common;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use var_web::generate::read_f32;
-use var_web::weights::format::SafetensorsSource;
+use var_web::readback::read_f32;
+use var_web::weights::safetensors::SafetensorsSource;
 
 #[test]
 fn cached_per_scale_forward_equals_masked_full_forward() {

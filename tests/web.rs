@@ -10,11 +10,11 @@
 use std::ops::ControlFlow;
 
 use burn::tensor::Device;
+use var_web::convert::model_from_pth;
 use var_web::edit::inpaint;
-use var_web::generate::read_f32;
+use var_web::modeldir::{LoadOptions, ModelFiles, load_files};
+use var_web::readback::read_f32;
 use var_web::verify::{GoldenMeta, verify};
-use var_web::weights::format::load_model_bytes;
-use var_web::weights::format::model_from_pth;
 use var_web::weights::pth::PthFile;
 use var_web::{Model, SamplingParams};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
@@ -83,7 +83,12 @@ struct InpaintFixture {
 
 async fn inpainting_on(device: Device, what: &str) {
     let f: InpaintFixture = serde_json::from_str(INPAINT).unwrap();
-    let model = load_model_bytes(SHIPPED_CONFIG, SHIPPED_VQVAE, SHIPPED_VAR, &device).unwrap();
+    let files = ModelFiles {
+        config_json: SHIPPED_CONFIG,
+        vqvae: SHIPPED_VQVAE,
+        var: SHIPPED_VAR,
+    };
+    let model = load_files(&files, &device, &LoadOptions::default()).unwrap();
     let size = model.config.image_size;
     let [y0, y1, x0, x1] = f.generate_rect;
     let painted: Vec<bool> = (0..size * size)
@@ -91,7 +96,7 @@ async fn inpainting_on(device: Device, what: &str) {
         .collect();
     let params = SamplingParams {
         top_k: 1,
-        ..model.config.sampling.params(f.seed)
+        ..model.config.sampling.with_seed(f.seed)
     };
     let done = inpaint(&model, &f.source_rgb, &painted, f.label, &params, |_| {
         ControlFlow::Continue(())
@@ -134,8 +139,8 @@ async fn inpainting_matches_native_on_cpu_fallback() {
 async fn int8_matmul_kernel_matches_the_burn_reference_on_webgpu() {
     let device = webgpu().await;
     assert!(var_web::kernels::is_gpu(&device));
-    for (i, &(m, k, n)) in var_web::kernels::INT8_TEST_SHAPES.iter().enumerate() {
-        let err = var_web::kernels::int8_matmul_error(&device, m, k, n, i as u64)
+    for (i, &(m, k, n)) in var_web::kernels::int8::INT8_TEST_SHAPES.iter().enumerate() {
+        let err = var_web::kernels::int8::int8_matmul_error(&device, m, k, n, i as u64)
             .await
             .unwrap();
         assert!(err < 1e-5, "[{m}x{k}] x [{k}x{n}]: relative error {err}");

@@ -8,11 +8,13 @@ use std::collections::BTreeMap;
 
 use burn::tensor::Device;
 use var_web::config::{ModelConfig, OFFICIAL_PATCH_NUMS, VarConfig, VqvaeConfig};
+use var_web::convert::{ConvertOptions, convert_pth, infer_config};
 use var_web::error::VarError;
 use var_web::model::Model;
+use var_web::modeldir::{self, LoadOptions};
 use var_web::weights::TensorMap;
-use var_web::weights::format::{PthSource, convert_pth, infer_config};
 use var_web::weights::pth::PthFile;
+use var_web::weights::pth::source::PthSource;
 
 fn fixture_maps() -> (ModelConfig, TensorMap, TensorMap) {
     let config = common::fixture_model("mini").config;
@@ -87,6 +89,7 @@ fn convert_refuses_wrong_patch_nums_and_mismatched_files() {
         &common::fixture("var_mini.pth"),
         &OFFICIAL_PATCH_NUMS,
         &out,
+        &ConvertOptions::default(),
         |_| {},
     )
     .unwrap_err()
@@ -100,6 +103,7 @@ fn convert_refuses_wrong_patch_nums_and_mismatched_files() {
         &common::fixture("vae_tiny.pth"),
         &[1, 2, 3, 4],
         &out,
+        &ConvertOptions::default(),
         |_| {},
     )
     .unwrap_err()
@@ -123,6 +127,7 @@ fn convert_refuses_truncated_and_non_zip_files() {
             bad,
             &[1, 2, 3, 4],
             &out,
+            &ConvertOptions::default(),
             |_| {},
         )
         .unwrap_err()
@@ -227,7 +232,7 @@ fn key_table_covers_the_official_d16_checkpoints() {
 /// (same keys, shapes and values), and a saved model directory loads back to the same outputs.
 #[test]
 fn export_round_trips_the_checkpoint() {
-    use var_web::weights::export::export_module;
+    use var_web::nn::export::export_module;
     let model = common::fixture_model("mini");
     for (file, exported) in [
         ("vae_tiny.pth", export_module(&model.vqvae)),
@@ -247,8 +252,8 @@ fn export_round_trips_the_checkpoint() {
         }
     }
     let dir = common::scratch("saved").join("model");
-    var_web::weights::format::save_model_dir(&model, &dir).unwrap();
-    let again = var_web::weights::format::load_model_dir(&dir, &Device::flex()).unwrap();
+    modeldir::save(&model, &dir).unwrap();
+    let again = modeldir::load(&dir, &Device::flex(), &LoadOptions::default()).unwrap();
     assert_eq!(again.config, model.config);
 }
 
@@ -256,7 +261,7 @@ fn export_round_trips_the_checkpoint() {
 fn written_checkpoints_read_back_exactly() {
     // Our torch.save writer (used by `var random-checkpoint`) against our reader, on the
     // reference fixture's tensors: same keys, shapes and values, and the converter accepts it.
-    use var_web::weights::pth_write::write_state_dict;
+    use var_web::weights::pth::write::write_state_dict;
     let dir = common::scratch("pth-write");
     std::fs::create_dir_all(&dir).unwrap();
     for name in ["vae_tiny.pth", "var_mini.pth"] {
@@ -283,6 +288,7 @@ fn written_checkpoints_read_back_exactly() {
         &dir.join("var_mini.pth"),
         &[1, 2, 3, 4],
         &out,
+        &ConvertOptions::default(),
         |_| {},
     )
     .unwrap();
@@ -293,7 +299,7 @@ fn written_checkpoints_read_back_exactly() {
 /// reshaped one are each refused by name, and nothing is written.
 #[test]
 fn convert_names_a_renamed_or_reshaped_official_key() {
-    use var_web::weights::pth_write::write_state_dict;
+    use var_web::weights::pth::write::write_state_dict;
     let dir = common::scratch("convert-tampered");
     std::fs::create_dir_all(&dir).unwrap();
     let read = |name: &str| -> Vec<(String, Vec<usize>, Vec<f32>)> {
@@ -332,9 +338,16 @@ fn convert_names_a_renamed_or_reshaped_official_key() {
         let path = dir.join(file);
         write_state_dict(&path, &tensors).unwrap();
         let out = dir.join("out");
-        let err = convert_pth(&vae, &path, &[1, 2, 3, 4], &out, |_| {})
-            .unwrap_err()
-            .to_string();
+        let err = convert_pth(
+            &vae,
+            &path,
+            &[1, 2, 3, 4],
+            &out,
+            &ConvertOptions::default(),
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
         for word in named {
             assert!(err.contains(word), "{file}: {err}");
         }

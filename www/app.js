@@ -231,8 +231,8 @@ function samplingParams() {
     return null;
   }
   return {
-    cfg: Number(ui.cfg.value), topK: Number(ui.topK.value), topP: Number(ui.topP.value),
-    moreSmooth: ui.smooth.checked, seed,
+    cfg: Number(ui.cfg.value), top_k: Number(ui.topK.value), top_p: Number(ui.topP.value),
+    more_smooth: ui.smooth.checked, seed,
   };
 }
 

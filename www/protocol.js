@@ -3,7 +3,7 @@
 // Page -> worker
 //   {type: 'load', url, backend}                load the model directory at `url` (ends with /);
 //                                               backend: 'auto' (WebGPU, else CPU) or 'cpu'
-//   {type: 'generate', id, label, params}       params: {cfg, topK, topP, temperature, moreSmooth, seed}
+//   {type: 'generate', id, label, params}       params: {cfg, top_k, top_p, temperature, more_smooth, seed}
 //   {type: 'edit', id, source, mask, label, params}
 //                                               source: ArrayBuffer, size x size RGBA; mask:
 //                                               ArrayBuffer, one byte per pixel (non-zero =

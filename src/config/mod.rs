@@ -7,6 +7,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VarError};
 
+pub mod sampling;
+pub use sampling::SamplingParams;
+
+/// Fashion-MNIST's classes in label order (the dataset's own names).
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
 /// The official 10-scale schedule of the 256 px models (L = 680 tokens).
 pub const OFFICIAL_PATCH_NUMS: [usize; 10] = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16];
 
@@ -169,42 +185,6 @@ impl VarConfig {
     }
 }
 
-/// Recommended sampling settings, stored with the model so that the page starts from values
-/// that suit it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SamplingDefaults {
-    pub cfg: f32,
-    pub top_k: usize,
-    pub top_p: f32,
-    pub more_smooth: bool,
-}
-
-impl SamplingDefaults {
-    /// These settings as sampling parameters (temperature 1) for `seed`.
-    pub fn params(&self, seed: u64) -> crate::sampler::SamplingParams {
-        crate::sampler::SamplingParams {
-            cfg: self.cfg,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            temperature: 1.0,
-            more_smooth: self.more_smooth,
-            seed,
-        }
-    }
-}
-
-impl Default for SamplingDefaults {
-    /// The reference demo's settings.
-    fn default() -> Self {
-        Self {
-            cfg: 4.0,
-            top_k: 900,
-            top_p: 0.95,
-            more_smooth: false,
-        }
-    }
-}
-
 /// How tensors are stored in the model directory (`weights::quant`): every precision loads
 /// into the same model implementation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,8 +225,9 @@ pub struct ModelConfig {
     pub var: VarConfig,
     /// One name per class, in label order.
     pub class_names: Vec<String>,
-    #[serde(default)]
-    pub sampling: SamplingDefaults,
+    /// The settings the page and the CLI start from.
+    #[serde(default, with = "sampling::recommended")]
+    pub sampling: SamplingParams,
     #[serde(default)]
     pub storage: Storage,
 }
@@ -279,7 +260,7 @@ impl ModelConfig {
             vqvae: VqvaeConfig::official(),
             var,
             class_names,
-            sampling: SamplingDefaults::default(),
+            sampling: SamplingParams::default(),
             storage: Storage::F32,
         }
     }
@@ -316,15 +297,15 @@ impl ModelConfig {
                 attn_l2_norm: true,
                 shared_aln: false,
             },
-            class_names: crate::FASHION_MNIST_CLASSES
+            class_names: FASHION_MNIST_CLASSES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
-            sampling: SamplingDefaults {
+            sampling: SamplingParams {
                 cfg: 3.0,
                 top_k: 0,
                 top_p: 0.95,
-                more_smooth: false,
+                ..SamplingParams::default()
             },
             storage: Storage::F32,
         }

@@ -1,5 +1,5 @@
-//! Our GPU kernels (WGSL in `shaders/`), launched through burn's custom-kernel path, each
-//! with a plain burn-ops reference that is also the CPU (burn-flex) path.
+//! int8 on the GPU (WGSL in `shaders/`), launched through burn's custom-kernel path, each
+//! kernel with a plain burn-ops reference that is also the CPU (burn-flex) path.
 //!
 //! [`Int8Linear`]: a Linear layer whose weights stay int8 on the GPU (packed 4 per u32) and
 //! are dequantized inside the matmul (`shaders/int8_matmul.wgsl`) for the first scales' few
@@ -14,13 +14,6 @@ use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 
 use crate::error::{Result, VarError};
-
-/// Whether `device` runs our WGSL kernels (a wgpu/WebGPU device, not burn-flex or autodiff).
-pub fn is_gpu(device: &Device) -> bool {
-    Tensor::<1>::zeros([1], device)
-        .try_into_primitive::<Cube>()
-        .is_ok()
-}
 
 /// Output columns per workgroup of the int8 matmul.
 const WIDTH: u32 = 64;
@@ -101,19 +94,6 @@ impl Int8Weight {
             .collect();
         let w = Tensor::cat(bytes, 1).reshape([k4 * 4, n]).float();
         w * self.scales.clone().unsqueeze_dim::<2>(0)
-    }
-}
-
-/// `t` transposed into a new contiguous matrix. On a GPU this is one copy kernel on the
-/// device (tensors staged there never come back to the host); elsewhere the lazy view is
-/// returned, which only the staged GPU loader produces.
-pub fn transposed_contiguous(t: Tensor<2>) -> Tensor<2> {
-    let t = t.transpose();
-    match t.clone().try_into_primitive::<Cube>() {
-        Ok(primitive) => {
-            Tensor::from_primitive::<Cube>(burn::backend::wgpu::into_contiguous(primitive))
-        }
-        Err(_) => t,
     }
 }
 
@@ -214,7 +194,7 @@ struct Int8MatmulSource;
 
 impl KernelSource for Int8MatmulSource {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../shaders/int8_matmul.wgsl"))
+        SourceTemplate::new(include_str!("../../shaders/int8_matmul.wgsl"))
             .register("width", WIDTH.to_string())
             .register("rows", ROWS.to_string())
     }
@@ -232,7 +212,7 @@ struct Int8DequantizeSource;
 
 impl KernelSource for Int8DequantizeSource {
     fn source(&self) -> SourceTemplate {
-        SourceTemplate::new(include_str!("../shaders/int8_dequantize.wgsl"))
+        SourceTemplate::new(include_str!("../../shaders/int8_dequantize.wgsl"))
             .register("width", WIDTH.to_string())
     }
 
@@ -341,7 +321,7 @@ pub async fn int8_matmul_error(
     n: usize,
     seed: u64,
 ) -> Result<f32> {
-    let mut rng = crate::sampler::Rng::new(seed);
+    let mut rng = crate::rng::Rng::new(seed);
     let mut draw = |len: usize, scale: f64| -> Vec<f32> {
         (0..len)
             .map(|_| ((rng.uniform() * 2.0 - 1.0) * scale) as f32)
@@ -361,9 +341,9 @@ pub async fn int8_matmul_error(
     let got = layer(device)?
         .forward_gpu(input(device))
         .ok_or_else(|| VarError::Device("the int8 kernel needs a wgpu/WebGPU device".into()))?;
-    let got = crate::generate::read_f32(got).await?;
+    let got = crate::readback::read_f32(got).await?;
     let want = layer(&cpu)?.forward_reference(input(&cpu));
-    let want = crate::generate::read_f32(want).await?;
+    let want = crate::readback::read_f32(want).await?;
     let peak = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6);
     Ok(got
         .iter()

@@ -12,12 +12,15 @@ use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::shards::{Manifest, Part};
-use super::{OnDevice, TensorSource, check_shape, is_recomputed_buffer};
+use super::{CONFIG_FILE, LoadOptions};
 use crate::config::ModelConfig;
 use crate::error::{Result, VarError};
-use crate::kernels::{Int8Weight, is_gpu};
+use crate::kernels::int8::Int8Weight;
+use crate::kernels::is_gpu;
 use crate::model::Model;
+use crate::weights::quant::StoredAs;
+use crate::weights::shards::{Manifest, Part};
+use crate::weights::{OnDevice, TensorSource, check_shape, is_recomputed_buffer};
 
 /// A tensor that has left its shard.
 enum Staged {
@@ -75,21 +78,31 @@ pub struct StagedModel {
     config: ModelConfig,
     manifest: Manifest,
     device: Device,
+    /// Stage tensors in device memory (a GPU, unless the tensors are to be re-stored).
     gpu: bool,
+    options: LoadOptions,
     parts: BTreeMap<Part, StagedSource>,
     added: Vec<bool>,
 }
 
 impl StagedModel {
-    /// `config_json` is the model's `config.json`; tensors will be staged on `device`.
-    pub fn new(config_json: &str, manifest: Manifest, device: &Device) -> Result<Self> {
-        let config = ModelConfig::from_json(config_json, super::format::CONFIG_FILE)?;
+    /// `config_json` is the model's `config.json`; tensors will be staged on `device`. With
+    /// `options.read_as`, they are staged on the host and re-stored as the loader takes them
+    /// (a comparison of precisions, not the browser's path).
+    pub fn new(
+        config_json: &str,
+        manifest: Manifest,
+        device: &Device,
+        options: &LoadOptions,
+    ) -> Result<Self> {
+        let config = ModelConfig::from_json(config_json, CONFIG_FILE)?;
         Ok(Self {
             config,
             added: vec![false; manifest.shards.len()],
             manifest,
             device: device.clone(),
-            gpu: is_gpu(device),
+            gpu: is_gpu(device) && options.read_as.is_none(),
+            options: *options,
             parts: BTreeMap::new(),
         })
     }
@@ -186,6 +199,15 @@ impl StagedModel {
         }
         let mut vqvae = self.parts.remove(&Part::Vqvae).unwrap_or_default();
         let mut var = self.parts.remove(&Part::Var).unwrap_or_default();
-        Model::from_sources(self.config, &mut vqvae, &mut var, &self.device)
+        match self.options.read_as {
+            None => Model::from_sources(self.config, &mut vqvae, &mut var, &self.device),
+            Some(storage) => {
+                let mut config = self.config;
+                config.storage = storage;
+                let mut vqvae = StoredAs::new(vqvae, storage, false);
+                let mut var = StoredAs::new(var, storage, true);
+                Model::from_sources(config, &mut vqvae, &mut var, &self.device)
+            }
+        }
     }
 }

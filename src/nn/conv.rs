@@ -8,7 +8,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::cpu_kernels::CpuConv;
+use crate::kernels::cpu::CpuConv;
 
 #[derive(Module, Debug)]
 pub struct Conv {

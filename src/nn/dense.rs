@@ -9,8 +9,8 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::cpu_kernels::CpuLinear;
-use crate::kernels::Int8Linear;
+use crate::kernels::cpu::CpuLinear;
+use crate::kernels::int8::Int8Linear;
 
 #[derive(Module, Debug)]
 pub struct Dense {

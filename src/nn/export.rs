@@ -9,7 +9,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
-use super::format::NamedTensor;
+use crate::weights::safetensors::NamedTensor;
 
 /// The reference's name for the parameter at `path` inside a module of type `parent`
 /// (burn's container type name, `Struct:Linear`), and whether it is a burn Linear weight that PyTorch stores

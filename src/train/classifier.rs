@@ -24,9 +24,10 @@ use super::run::{
     OPTIMIZER_FILE, RunDir, batch_indices, check_loss, check_schedule, optimizer_error,
 };
 use crate::error::{Result, VarError};
-use crate::weights::export::export_module;
-use crate::weights::format::{SafetensorsSource, safetensors_bytes};
-use crate::weights::{Loader, RandomSource, TensorSource};
+use crate::nn::export::export_module;
+use crate::nn::{Loader, RandomSource};
+use crate::weights::TensorSource;
+use crate::weights::safetensors::{SafetensorsSource, safetensors_bytes};
 
 pub const CLASSIFIER_FILE: &str = "classifier.safetensors";
 /// Width of the feature vector (the Fréchet distance's space).

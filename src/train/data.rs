@@ -13,7 +13,7 @@ use crate::error::{Result, VarError};
 pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
 /// Label order of the dataset.
-pub use crate::FASHION_MNIST_CLASSES as CLASS_NAMES;
+pub use crate::config::FASHION_MNIST_CLASSES as CLASS_NAMES;
 
 /// Side of the stored images.
 pub const SIDE: usize = 28;

@@ -17,18 +17,20 @@ use serde::Serialize;
 
 use super::classifier::{Classifier, FEATURES, classify_dataset, grey_input};
 use super::data::{FashionMnist, Split};
-use super::plot;
 use super::vqvae::test_psnr;
+use crate::config::SamplingParams;
 use crate::error::{Result, VarError};
-use crate::generate::{generate, read_f32};
+use crate::generate::generate;
 use crate::model::Model;
-use crate::sampler::{Rng, SamplingParams};
+use crate::modeldir::{self, LoadOptions};
+use crate::readback::read_f32;
+use crate::rng::Rng;
 
 /// What `var eval` does.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Evaluation {
     /// Model directory (default: the shipped www/models/fashion-mnist).
-    #[arg(long, default_value = crate::DEFAULT_MODEL_DIR)]
+    #[arg(long, default_value = crate::modeldir::DEFAULT_MODEL_DIR)]
     pub model: PathBuf,
     /// Directory with classifier.safetensors (the `checkpoint/` of `var train classifier`).
     #[arg(long)]
@@ -141,7 +143,7 @@ pub fn evaluate(
             "--per-class must be at least 2 (the Fréchet distance needs a covariance)".into(),
         ));
     }
-    let mut model = crate::weights::format::load_model_dir(&opts.model, device)?;
+    let mut model = modeldir::load(&opts.model, device, &LoadOptions::default())?;
     model.use_cpu_kernels();
     let classifier = Classifier::load_dir(&opts.classifier, device)?;
     let test = FashionMnist::load(&opts.data, Split::Test)?;
@@ -171,7 +173,7 @@ pub fn evaluate(
         .for_each(|a| *a /= per_class_test);
     let classifier_accuracy = classifier_class_accuracy.iter().sum::<f64>() / classes as f64;
 
-    let d = model.config.sampling.params(opts.seed);
+    let d = model.config.sampling.with_seed(opts.seed);
     let sampling = SamplingParams {
         cfg: opts.cfg.unwrap_or(d.cfg),
         top_k: opts.top_k.unwrap_or(d.top_k),
@@ -244,12 +246,12 @@ pub fn evaluate(
         within_class_spread_ratio: spread.iter().sum::<f64>() / classes as f64,
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| VarError::io(&opts.out, e))?;
-    plot::write_atomically(
+    crate::files::write_atomically(
         &opts.out.join("grid.png"),
-        &plot::grid_png(&grid, size, 10.min(opts.per_class))?,
+        &crate::picture::grid_png(&grid, size, 10.min(opts.per_class))?,
     )?;
     let json = serde_json::to_vec_pretty(&report).expect("plain JSON");
-    plot::write_atomically(&opts.out.join("eval.json"), &json)?;
+    crate::files::write_atomically(&opts.out.join("eval.json"), &json)?;
     Ok(report)
 }
 

@@ -11,8 +11,8 @@ pub mod vqvae;
 
 /// The Fashion-MNIST preset shrunk to run in a test: 8 px, 3 scales, 16 codes.
 #[cfg(test)]
-pub(crate) fn tiny_config() -> crate::ModelConfig {
-    let mut c = crate::ModelConfig::fashion_mnist();
+pub(crate) fn tiny_config() -> crate::config::ModelConfig {
+    let mut c = crate::config::ModelConfig::fashion_mnist();
     c.image_size = 8;
     c.patch_nums = vec![1, 2, 4];
     c.vqvae.vocab_size = 16;
@@ -28,7 +28,7 @@ pub(crate) fn tiny_config() -> crate::ModelConfig {
 #[cfg(test)]
 pub(crate) fn tensors_of(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     let bytes = std::fs::read(path).unwrap();
-    let src = crate::weights::format::SafetensorsSource::new(&bytes, "test").unwrap();
+    let src = crate::weights::safetensors::SafetensorsSource::new(&bytes, "test").unwrap();
     let mut all: Vec<(String, Vec<f32>)> = src
         .names()
         .into_iter()

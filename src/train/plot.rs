@@ -1,50 +1,12 @@
-//! Pictures a run writes: sample grids (PNG via the `png` crate) and loss curves (plotters).
+//! Loss curves of the training runs (plotters); sample grids are [`crate::picture`]'s.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
 use crate::error::{Result, VarError};
-
-/// RGB images of `size`² laid out `cols` per row, with a 2-pixel grey gutter, as PNG bytes.
-pub fn grid_png(images: &[Vec<u8>], size: usize, cols: usize) -> Result<Vec<u8>> {
-    let cols = cols.max(1);
-    let rows = images.len().div_ceil(cols);
-    let gap = 2;
-    let (w, h) = (cols * (size + gap) + gap, rows * (size + gap) + gap);
-    let mut px = vec![96u8; w * h * 3];
-    for (i, img) in images.iter().enumerate() {
-        let (x0, y0) = (
-            gap + (i % cols) * (size + gap),
-            gap + (i / cols) * (size + gap),
-        );
-        for y in 0..size {
-            let dst = ((y0 + y) * w + x0) * 3;
-            px[dst..dst + size * 3].copy_from_slice(&img[y * size * 3..(y + 1) * size * 3]);
-        }
-    }
-    encode_png(&px, w, h)
-}
-
-/// RGB8 pixels → PNG bytes.
-pub fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let err = |e: png::EncodingError| VarError::InvalidArgument(format!("PNG encoding: {e}"));
-    let mut writer = enc.write_header().map_err(err)?;
-    writer.write_image_data(rgb).map_err(err)?;
-    writer.finish().map_err(err)?;
-    Ok(out)
-}
-
-/// Writes a file so that readers see the old or the new contents, never a torn one.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| VarError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| VarError::io(path, e))
-}
+use crate::files::write_atomically;
+use crate::picture::encode_png;
 
 /// TrueType fonts tried for the plots' labels (Debian's `fonts-dejavu-core` first).
 const FONTS: [&str; 3] = [
@@ -170,20 +132,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grid_places_each_image_in_its_cell() {
-        let a = vec![255u8; 2 * 2 * 3];
-        let b = vec![0u8; 2 * 2 * 3];
-        let bytes = grid_png(&[a, b.clone(), b], 2, 2).unwrap();
-        let dec = png::Decoder::new(std::io::Cursor::new(bytes));
-        let mut reader = dec.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).unwrap();
-        assert_eq!((info.width, info.height), (2 * 4 + 2, 2 * 4 + 2));
-        let at = |x: usize, y: usize| buf[(y * info.width as usize + x) * 3];
-        assert_eq!((at(2, 2), at(6, 2), at(2, 6), at(0, 0)), (255, 0, 0, 96));
-    }
-
-    #[test]
     fn loss_curve_draws_the_logged_series() {
         let dir = tempfile::tempdir().unwrap();
         let csv = dir.path().join("log.csv");
@@ -199,12 +147,7 @@ mod tests {
         std::fs::write(&csv, text).unwrap();
         let png_path = dir.path().join("loss.png");
         loss_curve(&csv, &png_path, "test", &["loss", "val_loss"]).unwrap();
-        let dec = png::Decoder::new(std::io::BufReader::new(
-            std::fs::File::open(&png_path).unwrap(),
-        ));
-        let mut reader = dec.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
-        reader.next_frame(&mut buf).unwrap();
+        let buf = image::open(&png_path).unwrap().to_rgb8().into_raw();
         // Blue (the training loss) and red (validation) pixels were drawn.
         let has = |r: u8, g: u8, b: u8| buf.chunks_exact(3).any(|p| p == [r, g, b]);
         assert!(has(0, 0, 255) && has(255, 0, 0));

@@ -10,8 +10,9 @@ use serde::de::DeserializeOwned;
 
 use crate::config::ModelConfig;
 use crate::error::{Result, VarError};
-use crate::sampler::Rng;
-use crate::weights::format::{CONFIG_FILE, write_files_atomically};
+use crate::files::write_files_atomically;
+use crate::modeldir::CONFIG_FILE;
+use crate::rng::Rng;
 
 pub const CHECKPOINT: &str = "checkpoint";
 pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
@@ -96,7 +97,7 @@ impl RunDir {
                 }
             }
         }
-        super::plot::write_atomically(&path, kept.as_bytes())?;
+        crate::files::write_atomically(&path, kept.as_bytes())?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)

@@ -24,16 +24,18 @@ use super::run::{
 };
 use crate::config::{ModelConfig, VarConfig};
 use crate::error::{Result, VarError};
-use crate::generate::{generate, read_f32};
+use crate::generate::generate;
+use crate::hash::fnv1a;
 use crate::model::Model;
-use crate::sampler::Rng;
+use crate::modeldir::{self, LoadOptions};
+use crate::modeldir::{CONFIG_FILE, VAR_FILE, VQVAE_FILE};
+use crate::nn::export::export_module;
+use crate::nn::{Loader, RandomSource};
+use crate::readback::read_f32;
+use crate::rng::Rng;
 use crate::transformer::Var;
 use crate::vqvae::VqVae;
-use crate::weights::export::export_module;
-use crate::weights::format::{
-    CONFIG_FILE, SafetensorsSource, VAR_FILE, VQVAE_FILE, safetensors_bytes,
-};
-use crate::weights::{Loader, RandomSource, fnv1a};
+use crate::weights::safetensors::{SafetensorsSource, safetensors_bytes};
 
 /// What `var train var` does (its command-line arguments, parsed by clap).
 #[derive(Clone, Debug, clap::Args)]
@@ -392,9 +394,7 @@ fn tokens_cached(
         return Ok(set);
     }
     let set = TokenSet::encode(&frozen.vae, data, count, frozen.config.image_size, progress)?;
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, set.to_bytes(frozen.fingerprint)).map_err(|e| VarError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| VarError::io(path, e))?;
+    crate::files::write_atomically(path, &set.to_bytes(frozen.fingerprint))?;
     Ok(set)
 }
 
@@ -419,14 +419,14 @@ pub fn sample_grid(model: &Model, per_class: usize, seed: u64) -> Result<Vec<u8>
     let labels: Vec<usize> = (0..classes)
         .flat_map(|c| std::iter::repeat_n(c, per_class))
         .collect();
-    let params = model.config.sampling.params(seed);
+    let params = model.config.sampling.with_seed(seed);
     let images = pollster::block_on(async {
         let t = generate(model, &labels, &params, None, |_| ControlFlow::Continue(())).await?;
         read_f32(t).await
     })?;
     let size = model.config.image_size;
     let rgb = Model::to_rgb8(&images, labels.len(), size);
-    plot::grid_png(&rgb, size, per_class)
+    crate::picture::grid_png(&rgb, size, per_class)
 }
 
 /// Trains (or resumes training) the transformer.
@@ -604,7 +604,7 @@ pub fn train_var(
             // never the run.
             let model = Model::from_parts(config.clone(), frozen.vae.clone(), valid, &plain);
             let grid = sample_grid(&model, 8, 0)?;
-            plot::write_atomically(&opts.out.join("samples.png"), &grid)?;
+            crate::files::write_atomically(&opts.out.join("samples.png"), &grid)?;
             let _ = plot::loss_curve(
                 log.path(),
                 &opts.out.join("loss.png"),
@@ -667,12 +667,17 @@ pub fn package(opts: &Packaging) -> Result<ModelConfig> {
     s.cfg = opts.cfg.unwrap_or(s.cfg);
     s.top_k = opts.top_k.unwrap_or(s.top_k);
     s.top_p = opts.top_p.unwrap_or(s.top_p);
-    s.params(0).validate()?;
+    s.validate()?;
     let var = run.read(VAR_FILE)?;
     // Loading proves the three files fit together before anything is written.
-    crate::weights::format::load_model_bytes(&config.to_json(), &vqvae, &var, &Device::flex())?;
     let json = config.to_json();
-    crate::weights::format::write_files_atomically(
+    let files = modeldir::ModelFiles {
+        config_json: &json,
+        vqvae: &vqvae,
+        var: &var,
+    };
+    modeldir::load_files(&files, &Device::flex(), &LoadOptions::default())?;
+    crate::files::write_files_atomically(
         &opts.out,
         &[
             (CONFIG_FILE, json.as_bytes()),
@@ -716,7 +721,7 @@ mod tests {
         let model = Model::random(config.clone(), 5, &Device::flex()).unwrap();
         let dir = root.join("vqvae");
         let weights = safetensors_bytes(&export_module(&model.vqvae)).unwrap();
-        crate::weights::format::write_files_atomically(
+        crate::files::write_files_atomically(
             &dir,
             &[
                 (CONFIG_FILE, config.to_json().as_bytes()),
@@ -882,9 +887,10 @@ mod tests {
             assert!(worst < 1e-5, "{n} differs by {worst} after resuming");
         }
         // The checkpoint is a model directory: it loads and generates.
-        let model = crate::weights::format::load_model_dir(
+        let model = modeldir::load(
             &root.path().join("resumed").join("checkpoint"),
             &Device::flex(),
+            &LoadOptions::default(),
         )
         .unwrap();
         assert!(sample_grid(&model, 2, 0).is_ok());
@@ -897,7 +903,7 @@ mod tests {
         let bytes = std::fs::read(dir2.join(VQVAE_FILE)).unwrap();
         // Same seed gives the same weights; perturb the codebook so the tokens would differ.
         let src = SafetensorsSource::new(&bytes, "x").unwrap();
-        let mut tensors: Vec<crate::weights::format::NamedTensor> = src
+        let mut tensors: Vec<crate::weights::safetensors::NamedTensor> = src
             .names()
             .into_iter()
             .map(|n| {

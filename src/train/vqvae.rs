@@ -20,10 +20,12 @@ use super::run::{
 };
 use crate::config::ModelConfig;
 use crate::error::{Result, VarError};
+use crate::modeldir::{CONFIG_FILE, VQVAE_FILE};
+use crate::nn::export::export_module;
+use crate::nn::{Loader, RandomSource};
 use crate::vqvae::VqVae;
-use crate::weights::export::export_module;
-use crate::weights::format::{CONFIG_FILE, SafetensorsSource, VQVAE_FILE, safetensors_bytes};
-use crate::weights::{Loader, RandomSource, TensorSource};
+use crate::weights::TensorSource;
+use crate::weights::safetensors::{SafetensorsSource, safetensors_bytes};
 
 /// The parts of one batch's loss, each a scalar tensor.
 pub struct VqvaeLoss {

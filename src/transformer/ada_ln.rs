@@ -5,11 +5,11 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
 use super::attention::SelfAttention;
-use super::dense::Dense;
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::nn::Dense;
+use crate::nn::Loader;
 
 /// `GELU(approximate='tanh')`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
 ///

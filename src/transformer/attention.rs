@@ -4,11 +4,11 @@ use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
-use super::dense::Dense;
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::nn::Dense;
+use crate::nn::Loader;
 
 /// `SelfAttention` of the reference: a fused `mat_qkv` with biases on q and v only, optional
 /// l2-normalised attention with a learned per-head temperature, and an output `proj`.

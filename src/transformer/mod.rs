@@ -3,7 +3,6 @@
 
 pub mod ada_ln;
 pub mod attention;
-pub mod dense;
 pub mod kv_cache;
 
 use burn::module::{Module, Param};
@@ -12,9 +11,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::config::{VarConfig, seq_len};
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::nn::Dense;
+use crate::nn::Loader;
 pub use ada_ln::{AdaLnBlock, AdaLnHead, Modulation};
-use dense::Dense;
 pub use kv_cache::KvCache;
 
 /// The class condition, prepared once per image (or training batch): every block's AdaLN

@@ -5,9 +5,9 @@ use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{silu, softmax};
 
-use super::conv::Conv;
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::nn::Conv;
+use crate::nn::Loader;
 
 /// 3x3, stride 1, padding 1: the shape-preserving conv used everywhere.
 pub(crate) fn conv3x3(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Conv> {

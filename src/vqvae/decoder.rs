@@ -1,6 +1,6 @@
 //! The VQ-VAE decoder D: latent f̂ → image (reference `basic_vae.Decoder`).
 
-use super::conv::Conv;
+use crate::nn::Conv;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
@@ -10,7 +10,7 @@ use super::blocks::{AttnBlock, ResnetBlock, Upsample, conv3x3, pack_level_for_cp
 use super::encoder::MidBlock;
 use crate::config::VqvaeConfig;
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::nn::Loader;
 
 /// One resolution level: `decoder_blocks_per_level()` ResnetBlocks (with attention after each in the
 /// deepest level), then nearest x2 + conv except at level 0 (full resolution).

@@ -1,6 +1,6 @@
 //! The VQ-VAE encoder E: image → latent f (reference `basic_vae.Encoder`, `double_z=False`).
 
-use super::conv::Conv;
+use crate::nn::Conv;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
@@ -9,7 +9,7 @@ use burn::tensor::activation::silu;
 use super::blocks::{AttnBlock, Downsample, ResnetBlock, conv3x3, pack_level_for_cpu, run_level};
 use crate::config::VqvaeConfig;
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::nn::Loader;
 
 /// One resolution level: `num_res_blocks` ResnetBlocks (each followed by attention in the
 /// deepest level), then a stride-2 downsample except after the deepest level.

@@ -2,20 +2,19 @@
 //! decoder D.
 
 pub mod blocks;
-pub mod conv;
 pub mod decoder;
 pub mod encoder;
 pub mod quantizer;
 pub mod resample;
 
+use crate::nn::Conv;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{Int, Tensor};
-use conv::Conv;
 
 use crate::config::VqvaeConfig;
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::nn::Loader;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use quantizer::Quantizer;

@@ -5,7 +5,7 @@
 //! (reconstruct) sums their upsampled, φ-refined embeddings back into f̂. Generation uses the
 //! same steps one scale at a time ([`Quantizer::add_scale`]).
 
-use super::conv::Conv;
+use crate::nn::Conv;
 use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{Device, Int, Tensor};
@@ -13,7 +13,7 @@ use burn::tensor::{Device, Int, Tensor};
 use super::resample::{area_matrix, bicubic_matrix, phi_index, resample};
 use crate::config::VqvaeConfig;
 use crate::error::Result;
-use crate::weights::Loader;
+use crate::nn::Loader;
 
 /// Per-scale resampling matrices between the scale's grid (pn) and the finest grid (N).
 #[derive(Clone, Debug)]

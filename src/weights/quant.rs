@@ -12,9 +12,9 @@ use half::f16;
 use safetensors::tensor::Dtype;
 
 use super::TensorSource;
-use super::format::NamedTensor;
 use crate::config::Storage;
 use crate::error::{Result, VarError};
+use crate::weights::safetensors::NamedTensor;
 
 /// A tensor as it is written: name, dtype, shape, little-endian bytes.
 pub struct StoredTensor {

@@ -17,9 +17,9 @@ use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::format::{SafetensorsSource, stored_bytes};
 use super::quant::StoredTensor;
 use crate::error::{Result, VarError};
+use crate::weights::safetensors::{SafetensorsSource, stored_bytes};
 
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// The manifest's `format` field.

@@ -7,8 +7,9 @@ use std::sync::OnceLock;
 use burn::tensor::Device;
 use var_web::config::Storage;
 use var_web::config::parse_patch_nums;
+use var_web::convert::{ConvertOptions, convert_pth};
 use var_web::model::Model;
-use var_web::weights::format::{convert_pth, convert_pth_at, load_model_dir};
+use var_web::modeldir::{self, LoadOptions};
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,13 +30,16 @@ pub fn scratch(tag: &str) -> PathBuf {
 /// in shards of `shard_bytes` (`None`: the three unsharded files), into a new scratch directory.
 pub fn convert_mini(tag: &str, storage: Storage, shard_bytes: Option<usize>) -> PathBuf {
     let out = scratch(tag).join("m");
-    convert_pth_at(
+    let options = ConvertOptions {
+        storage,
+        shard_bytes,
+    };
+    convert_pth(
         &fixture("vae_tiny.pth"),
         &fixture("var_mini.pth"),
         &[1, 2, 3, 4],
-        storage,
-        shard_bytes,
         &out,
+        &options,
         |_| {},
     )
     .unwrap();
@@ -67,6 +71,7 @@ pub fn fixture_model_dir(name: &str) -> PathBuf {
                 &fixture(&format!("var_{name}.pth")),
                 &parse_patch_nums(&pn.join(",")).unwrap(),
                 &out,
+                &ConvertOptions::default(),
                 |_| {},
             )
             .unwrap();
@@ -76,5 +81,10 @@ pub fn fixture_model_dir(name: &str) -> PathBuf {
 }
 
 pub fn fixture_model(name: &str) -> Model {
-    load_model_dir(&fixture_model_dir(name), &Device::flex()).unwrap()
+    modeldir::load(
+        &fixture_model_dir(name),
+        &Device::flex(),
+        &LoadOptions::default(),
+    )
+    .unwrap()
 }

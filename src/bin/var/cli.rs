@@ -10,18 +10,20 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use var_web::bench::{BenchReport, BenchSettings, GpuMemory};
+use var_web::config::SamplingParams;
 use var_web::config::{ModelConfig, OFFICIAL_PATCH_NUMS, Storage, parse_patch_nums};
+use var_web::convert::{ConvertOptions, convert_pth};
 use var_web::edit::{describe_mask, inpaint, keep_grid};
 use var_web::error::{Result, VarError};
-use var_web::generate::{generate, read_f32};
+use var_web::files::write_atomically;
+use var_web::generate::generate;
 use var_web::model::Model;
+use var_web::modeldir::{self, LoadOptions};
+use var_web::nn::export::export_module;
 use var_web::picture::{overlay_mask, read_mask, read_picture, side_by_side, write_png};
-use var_web::sampler::SamplingParams;
-use var_web::train::plot::write_atomically;
+use var_web::readback::read_f32;
 use var_web::verify::{GoldenMeta, verify};
-use var_web::weights::export::export_module;
-use var_web::weights::format::{convert_pth_at, load_model_dir, load_model_dir_as};
-use var_web::weights::pth_write::write_state_dict;
+use var_web::weights::pth::write::write_state_dict;
 
 #[derive(Parser)]
 #[command(
@@ -335,7 +337,11 @@ fn run(command: Command) -> Result<ExitCode> {
             let storage = quantize.parse()?;
             let shards = (shard_mib > 0).then_some(shard_mib << 20);
             let pb = spinner("converting");
-            let cfg = convert_pth_at(&vae, &var, &patch_nums, storage, shards, &out, |m| {
+            let options = ConvertOptions {
+                storage,
+                shard_bytes: shards,
+            };
+            let cfg = convert_pth(&vae, &var, &patch_nums, &out, &options, |m| {
                 pb.set_message(m.to_string())
             });
             pb.finish_and_clear();
@@ -355,7 +361,7 @@ fn run(command: Command) -> Result<ExitCode> {
             golden,
             meta,
         } => {
-            let mut model = load_model_dir(&model, &device)?;
+            let mut model = modeldir::load(&model, &device, &LoadOptions::default())?;
             model.use_cpu_kernels();
             let meta_text = std::fs::read_to_string(&meta).map_err(|e| VarError::io(&meta, e))?;
             let meta: GoldenMeta =
@@ -385,7 +391,7 @@ fn run(command: Command) -> Result<ExitCode> {
         } => {
             let storage = precision.parse()?;
             let before = dir_bytes(&model)?;
-            let c = var_web::weights::format::quantize_dir(&model, storage, group, &out)?;
+            let c = var_web::convert::quantize_dir(&model, storage, group, &out)?;
             let after = dir_bytes(&out)?;
             println!(
                 "wrote {} ({:?}): {after} bytes, {:.3}x the {before} bytes of {}",
@@ -402,8 +408,8 @@ fn run(command: Command) -> Result<ExitCode> {
             sequences,
             seed,
         } => {
-            let a = load_model_dir(&original, &device)?;
-            let b = load_model_dir(&model, &device)?;
+            let a = modeldir::load(&original, &device, &LoadOptions::default())?;
+            let b = modeldir::load(&model, &device, &LoadOptions::default())?;
             let pb = spinner("comparing");
             let r = pollster::block_on(var_web::agreement::compare(&a, &b, sequences, seed));
             pb.finish_and_clear();
@@ -623,7 +629,7 @@ fn run(command: Command) -> Result<ExitCode> {
 }
 
 fn generate_cmd(a: GenerateArgs, device: &Device) -> Result<ExitCode> {
-    let mut model = load_model_dir(&a.model, device)?;
+    let mut model = modeldir::load(&a.model, device, &LoadOptions::default())?;
     model.use_cpu_kernels();
     let params = a.sampling.params(&model)?;
     if a.class >= model.config.var.num_classes {
@@ -663,7 +669,7 @@ fn generate_cmd(a: GenerateArgs, device: &Device) -> Result<ExitCode> {
 }
 
 fn inpaint_cmd(a: InpaintArgs, device: &Device) -> Result<ExitCode> {
-    let mut model = load_model_dir(&a.model, device)?;
+    let mut model = modeldir::load(&a.model, device, &LoadOptions::default())?;
     model.use_cpu_kernels();
     let params = a.sampling.params(&model)?;
     let num_classes = model.config.var.num_classes;
@@ -718,7 +724,7 @@ fn inpaint_cmd(a: InpaintArgs, device: &Device) -> Result<ExitCode> {
 
 /// Total size of a model directory's three files.
 fn dir_bytes(dir: &std::path::Path) -> Result<u64> {
-    use var_web::weights::format::{CONFIG_FILE, VAR_FILE, VQVAE_FILE};
+    use var_web::modeldir::{CONFIG_FILE, VAR_FILE, VQVAE_FILE};
     [CONFIG_FILE, VQVAE_FILE, VAR_FILE]
         .iter()
         .map(|f| {
@@ -804,7 +810,13 @@ fn bench(
             );
             let pb = spinner(&format!("loading {what}"));
             let model = match &model_dir {
-                Some(dir) => load_model_dir_as(dir, storage, &device),
+                Some(dir) => modeldir::load(
+                    dir,
+                    &device,
+                    &LoadOptions {
+                        read_as: Some(storage),
+                    },
+                ),
                 None => {
                     let mut config = ModelConfig::official(depth);
                     config.patch_nums = OFFICIAL_PATCH_NUMS.to_vec();
@@ -859,7 +871,7 @@ fn bench_kernels(
 ) -> Result<ExitCode> {
     let config = match &model_dir {
         Some(dir) => {
-            let path = dir.join(var_web::weights::format::CONFIG_FILE);
+            let path = dir.join(var_web::modeldir::CONFIG_FILE);
             let text = std::fs::read_to_string(&path).map_err(|e| VarError::io(&path, e))?;
             ModelConfig::from_json(&text, &path.display().to_string())?
         }

@@ -13,6 +13,9 @@
 //! Every length, index and product taken from the file is checked before use:
 //! no input can make this module panic or allocate more than the file justifies.
 
+pub mod source;
+pub mod write;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -174,6 +177,12 @@ pub enum PthError {
     UnknownKey(String),
     #[error("tensor '{key}' has dtype {dtype:?}, which cannot be read as integers")]
     NotInteger { key: String, dtype: DType },
+}
+
+impl From<PthError> for crate::error::VarError {
+    fn from(e: PthError) -> Self {
+        crate::error::VarError::Format(Box::new(e))
+    }
 }
 
 trait ReadSeek: Read + Seek + Send {}
@@ -997,7 +1006,7 @@ mod tests {
         PthFile::open(&Path::new(FIXTURES).join(name)).unwrap()
     }
 
-    use crate::weights::pth_write::{Pickle as P, View};
+    use super::write::{Pickle as P, View};
 
     fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));

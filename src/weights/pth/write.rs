@@ -1,7 +1,7 @@
 //! Writes state dicts as PyTorch `torch.save` checkpoints (zip + protocol-2 pickle), laid out
 //! as torch lays them out, so the converter can be run at official scale without the official
 //! files: `var random-checkpoint` writes random weights under the official key names and
-//! shapes. The pickle holds only what [`super::pth`] reads (an `OrderedDict` of
+//! shapes. The pickle holds only what [`super`] reads (an `OrderedDict` of
 //! `_rebuild_tensor_v2` calls over float storages); tensor bytes stream to the file one
 //! tensor at a time.
 
@@ -10,8 +10,8 @@ use std::path::Path;
 
 use zip::write::SimpleFileOptions;
 
-use super::format::NamedTensor;
 use crate::error::{Result, VarError};
+use crate::weights::safetensors::NamedTensor;
 
 /// A tensor view for [`Pickle::tensor`]: storage offset, shape, strides.
 pub type View<'a> = (i32, &'a [i32], &'a [i32]);
@@ -111,31 +111,26 @@ pub fn write_state_dict(path: &Path, tensors: &[NamedTensor]) -> Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "archive".into());
-    let tmp = path.with_extension("pth.partial");
-    let io = |e: std::io::Error| VarError::io(&tmp, e);
-    let zip_err = |e: zip::result::ZipError| VarError::io(&tmp, std::io::Error::other(e));
-    let file = std::fs::File::create(&tmp).map_err(io)?;
-    let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
-    // torch stores entries uncompressed, so storages can be memory-mapped.
-    let opts = SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .large_file(true);
-    let mut entry = |name: String, bytes: &[u8]| -> Result<()> {
-        zip.start_file(name, opts).map_err(zip_err)?;
-        zip.write_all(bytes).map_err(io)
-    };
-    entry(format!("{stem}/data.pkl"), &pickle)?;
-    entry(format!("{stem}/byteorder"), b"little")?;
-    for (i, (_, _, values)) in tensors.iter().enumerate() {
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        entry(format!("{stem}/data/{i}"), &bytes)?;
-    }
-    entry(format!("{stem}/version"), b"3\n")?;
-    let writer = zip.finish().map_err(zip_err)?;
-    writer
-        .into_inner()
-        .map_err(|e| io(e.into_error()))?
-        .sync_all()
-        .map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(|e| VarError::io(path, e))
+    crate::files::write_atomically_with(path, |out| {
+        let io = |e: std::io::Error| VarError::io(path, e);
+        let zip_err = |e: zip::result::ZipError| VarError::io(path, std::io::Error::other(e));
+        let mut zip = zip::ZipWriter::new(out);
+        // torch stores entries uncompressed, so storages can be memory-mapped.
+        let opts = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        let mut entry = |name: String, bytes: &[u8]| -> Result<()> {
+            zip.start_file(name, opts).map_err(zip_err)?;
+            zip.write_all(bytes).map_err(io)
+        };
+        entry(format!("{stem}/data.pkl"), &pickle)?;
+        entry(format!("{stem}/byteorder"), b"little")?;
+        for (i, (_, _, values)) in tensors.iter().enumerate() {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            entry(format!("{stem}/data/{i}"), &bytes)?;
+        }
+        entry(format!("{stem}/version"), b"3\n")?;
+        zip.finish().map_err(zip_err)?;
+        Ok(())
+    })
 }

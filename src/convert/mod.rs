@@ -1,0 +1,241 @@
+//! Official checkpoints into model directories: the configuration read off the tensor shapes
+//! ([`infer_config`]), `var convert` ([`convert_pth`]) and `var quantize` ([`quantize_dir`]).
+
+use std::path::Path;
+
+use burn::tensor::Device;
+
+use crate::config::{ModelConfig, SamplingParams, Storage, VarConfig, VqvaeConfig, seq_len};
+use crate::error::{Result, VarError};
+use crate::model::Model;
+use crate::modeldir::{self, CONFIG_FILE, LoadOptions, VAR_FILE, VQVAE_FILE, WriteOptions};
+use crate::weights::is_recomputed_buffer;
+use crate::weights::pth::source::PthSource;
+use crate::weights::pth::{PthError, PthFile};
+use crate::weights::safetensors::NamedTensor;
+
+/// Reads the configuration off the tensor shapes of an official VQ-VAE and VAR checkpoint
+/// (`shape(key)` answers `None` for a missing key). Only `patch_nums` cannot be read off the
+/// weights; it is checked against `pos_1LC` and `lvl_embed`.
+pub fn infer_config(
+    vae: &dyn Fn(&str) -> Option<Vec<usize>>,
+    var: &dyn Fn(&str) -> Option<Vec<usize>>,
+    patch_nums: &[usize],
+    name: &str,
+) -> Result<ModelConfig> {
+    let need = |f: &dyn Fn(&str) -> Option<Vec<usize>>, key: &str, rank: usize| {
+        f(key)
+            .filter(|s| s.len() == rank)
+            .ok_or_else(|| VarError::MissingTensor {
+                key: key.to_string(),
+                shape: vec![],
+            })
+    };
+    let conv_in = need(vae, "encoder.conv_in.weight", 4)?;
+    let (ch, in_channels) = (conv_in[0], conv_in[1]);
+    let z_channels = need(vae, "quant_conv.weight", 4)?[0];
+    let vocab_size = need(vae, "quantize.embedding.weight", 2)?[0];
+    let count = |f: &dyn Fn(&str) -> Option<Vec<usize>>, pattern: &dyn Fn(usize) -> String| {
+        (0..).take_while(|&i| f(&pattern(i)).is_some()).count()
+    };
+    let levels = count(vae, &|i| format!("encoder.down.{i}.block.0.conv1.weight"));
+    if levels == 0 {
+        return Err(VarError::MissingTensor {
+            key: "encoder.down.0.block.0.conv1.weight".into(),
+            shape: vec![],
+        });
+    }
+    let ch_mult = (0..levels)
+        .map(|i| Ok(need(vae, &format!("encoder.down.{i}.block.0.conv1.weight"), 4)?[0] / ch))
+        .collect::<Result<Vec<_>>>()?;
+    let last = levels - 1;
+    let num_res_blocks = count(vae, &|j| format!("encoder.down.0.block.{j}.conv1.weight"));
+    let decoder_blocks = count(vae, &|j| format!("decoder.up.0.block.{j}.conv1.weight"));
+    let vqvae = VqvaeConfig {
+        vocab_size,
+        z_channels,
+        ch,
+        ch_mult,
+        num_res_blocks,
+        decoder_res_blocks: (decoder_blocks != num_res_blocks + 1).then_some(decoder_blocks),
+        attn_in_last_level: vae(&format!("encoder.down.{last}.attn.0.qkv.weight")).is_some(),
+        attn_in_mid: vae("encoder.mid.attn_1.qkv.weight").is_some(),
+        in_channels,
+        // Not stored in the weights; every released VQ-VAE uses 0.5.
+        quant_resi: 0.5,
+        share_quant_resi: count(vae, &|i| format!("quantize.quant_resi.qresi_ls.{i}.weight")),
+    };
+
+    let class_emb = need(var, "class_emb.weight", 2)?;
+    let embed_dim = class_emb[1];
+    let num_classes = class_emb[0].saturating_sub(1);
+    let depth = count(var, &|i| format!("blocks.{i}.ffn.fc1.weight"));
+    let fc1 = need(var, "blocks.0.ffn.fc1.weight", 2)?;
+    let heads_key = "blocks.0.attn.scale_mul_1H11";
+    let attn_l2_norm = var(heads_key).is_some();
+    let num_heads = match var(heads_key) {
+        Some(s) if s.len() == 4 => s[1],
+        // Without l2-norm attention the head count is not in the weights; the reference's
+        // width-64 heads are assumed.
+        _ => (embed_dim / 64).max(1),
+    };
+    let config = ModelConfig {
+        name: name.to_string(),
+        image_size: patch_nums.last().copied().unwrap_or(0) * (1 << (levels - 1)),
+        patch_nums: patch_nums.to_vec(),
+        var: VarConfig {
+            depth,
+            embed_dim,
+            num_heads,
+            num_classes,
+            mlp_ratio: fc1[0] as f32 / embed_dim as f32,
+            attn_l2_norm,
+            shared_aln: var("shared_ada_lin.1.weight").is_some(),
+        },
+        vqvae,
+        class_names: crate::config::default_class_names(num_classes),
+        sampling: SamplingParams::default(),
+        storage: Storage::F32,
+    };
+
+    // Cross-checks the shapes alone cannot make consistent.
+    let pos = need(var, "pos_1LC", 3)?;
+    let l = seq_len(patch_nums);
+    if pos[1] != l {
+        return Err(VarError::Config(format!(
+            "patch_nums {patch_nums:?} give L = {l} tokens but pos_1LC holds {}; pass the scales this model was trained with (--patch-nums)",
+            pos[1]
+        )));
+    }
+    let lvl = need(var, "lvl_embed.weight", 2)?;
+    if lvl[0] != patch_nums.len() {
+        return Err(VarError::Config(format!(
+            "patch_nums has {} scales but lvl_embed has {} rows",
+            patch_nums.len(),
+            lvl[0]
+        )));
+    }
+    let head = need(var, "head.weight", 2)?;
+    if head[0] != vocab_size {
+        return Err(VarError::Config(format!(
+            "the transformer predicts {} codes but the VQ-VAE codebook has {vocab_size}: these files do not belong together",
+            head[0]
+        )));
+    }
+    let word = need(var, "word_embed.weight", 2)?;
+    if word[1] != z_channels {
+        return Err(VarError::Config(format!(
+            "the transformer reads {}-channel codes but the VQ-VAE has {z_channels}: these files do not belong together",
+            word[1]
+        )));
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+/// Builds a model straight from official checkpoints: the configuration is read off the
+/// shapes (see [`infer_config`]) and every tensor is checked on the way in.
+pub fn model_from_pth(
+    vae: &PthFile,
+    var: &PthFile,
+    patch_nums: &[usize],
+    name: &str,
+    device: &Device,
+) -> Result<Model> {
+    let vae_shapes = |k: &str| vae.get(k).map(|t| t.shape.clone());
+    let var_shapes = |k: &str| var.get(k).map(|t| t.shape.clone());
+    let config = infer_config(&vae_shapes, &var_shapes, patch_nums, name)?;
+    Model::from_sources(
+        config,
+        &mut PthSource::new(vae),
+        &mut PthSource::new(var),
+        device,
+    )
+}
+
+/// What `var convert` writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConvertOptions {
+    /// The storage of the model directory (int8 per output channel).
+    pub storage: Storage,
+    /// Shards of at most this many bytes, with `manifest.json`; `None` = the two files.
+    pub shard_bytes: Option<usize>,
+}
+
+/// `var convert`: reads official `.pth` files (never executing their pickles), infers and
+/// checks the configuration, builds the model once on the CPU to prove every tensor fits,
+/// and writes our model directory as `options` say.
+pub fn convert_pth(
+    vae_path: &Path,
+    var_path: &Path,
+    patch_nums: &[usize],
+    out: &Path,
+    options: &ConvertOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<ModelConfig> {
+    progress("reading checkpoints");
+    let vae = PthFile::open(vae_path).map_err(|e| annotate(vae_path, e))?;
+    let var = PthFile::open(var_path).map_err(|e| annotate(var_path, e))?;
+    let name = out
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    progress("checking every tensor against the model");
+    let mut config = model_from_pth(&vae, &var, patch_nums, &name, &Device::flex())?.config;
+    config.storage = options.storage;
+
+    progress("writing the model directory");
+    let collect = |f: &PthFile| -> Result<Vec<NamedTensor>> {
+        f.keys()
+            .filter(|k| !is_recomputed_buffer(k))
+            .map(|k| {
+                let shape = f.get(k).map(|t| t.shape.clone()).unwrap_or_default();
+                Ok((k.to_string(), shape, f.read_f32(k)?))
+            })
+            .collect()
+    };
+    let (vae, var) = (collect(&vae)?, collect(&var)?);
+    let write_options = WriteOptions {
+        int8_group: 0,
+        shard_bytes: options.shard_bytes,
+    };
+    modeldir::write(out, &config, &vae, &var, &write_options)?;
+    Ok(config)
+}
+
+/// `var quantize`: rewrites an f32 model directory at another precision (int8 groups of
+/// `group` input columns, 0 = per output channel), then loads the result to prove it.
+pub fn quantize_dir(
+    input: &Path,
+    storage: Storage,
+    group: usize,
+    out: &Path,
+) -> Result<ModelConfig> {
+    let config_path = input.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&config_path).map_err(|e| VarError::io(&config_path, e))?;
+    let mut config = ModelConfig::from_json(&text, CONFIG_FILE)?;
+    if config.storage != Storage::F32 {
+        return Err(VarError::InvalidArgument(format!(
+            "{} is already stored as {:?}; quantize from the f32 model",
+            input.display(),
+            config.storage
+        )));
+    }
+    let vqvae = modeldir::read_tensors(input, VQVAE_FILE)?;
+    let var = modeldir::read_tensors(input, VAR_FILE)?;
+    config.storage = storage;
+    let write_options = WriteOptions {
+        int8_group: group,
+        shard_bytes: None,
+    };
+    modeldir::write(out, &config, &vqvae, &var, &write_options)?;
+    modeldir::load(out, &Device::flex(), &LoadOptions::default())?;
+    Ok(config)
+}
+
+fn annotate(path: &Path, e: PthError) -> VarError {
+    VarError::Checkpoint {
+        path: path.display().to_string(),
+        source: Box::new(e),
+    }
+}

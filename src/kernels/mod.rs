@@ -1,0 +1,30 @@
+//! Our kernels, below every model module: [`int8`] runs int8 weights on the GPU (WGSL in
+//! `shaders/`, through burn's custom-kernel path), [`cpu`] runs f32 Linear layers and
+//! convolutions on x86-64 CPUs (AVX-512/AVX2, weights packed once at load). Each is checked
+//! against burn's own ops, which remain the path everywhere else.
+
+use burn::backend::Cube;
+use burn::tensor::{Device, Tensor};
+
+pub mod cpu;
+pub mod int8;
+
+/// Whether `device` runs our WGSL kernels (a wgpu/WebGPU device, not burn-flex or autodiff).
+pub fn is_gpu(device: &Device) -> bool {
+    Tensor::<1>::zeros([1], device)
+        .try_into_primitive::<Cube>()
+        .is_ok()
+}
+
+/// `t` transposed into a new contiguous matrix. On a GPU this is one copy kernel on the
+/// device (tensors staged there never come back to the host); elsewhere the lazy view is
+/// returned, which only the staged GPU loader produces.
+pub fn transposed_contiguous(t: Tensor<2>) -> Tensor<2> {
+    let t = t.transpose();
+    match t.clone().try_into_primitive::<Cube>() {
+        Ok(primitive) => {
+            Tensor::from_primitive::<Cube>(burn::backend::wgpu::into_contiguous(primitive))
+        }
+        Err(_) => t,
+    }
+}
