@@ -34,14 +34,21 @@ cargo fmt --all -- --check
 echo "== layers: no module imports from a module above it (ARCHITECTURE.md, Layer map)"
 python3 scripts/check-layers.py src
 echo "== cargo clippy -D warnings (native, wasm32)"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --lib --bins --tests -- -D warnings
 echo "== cargo test"
-cargo test --all-targets
+cargo test --workspace --all-targets
 echo "== build the page"
 ./scripts/build-web.sh
+# The page tests also load the reference's random-weight fixture (?model=models/fixture-mini/).
+cargo build --bin var
+model=www/models/fixture-mini
+if [ ! -f "$model/config.json" ]; then
+  "$CARGO_TARGET_DIR/debug/var" convert --vae tests/fixtures/vae_tiny.pth \
+    --var tests/fixtures/var_mini.pth --patch-nums 1,2,3,4 --out "$model"
+fi
 echo "== wasm-pack test --headless --chrome (WebGPU on SwiftShader, and the CPU fallback)"
-WASM_BINDGEN_TEST_TIMEOUT=1200 CHROMEDRIVER=/usr/bin/chromedriver \
+CARGO_PROFILE_RELEASE_OPT_LEVEL=s WASM_BINDGEN_TEST_TIMEOUT=1200 CHROMEDRIVER=/usr/bin/chromedriver \
   wasm-pack test --headless --chrome --release -- --test web
 echo "== page tests (playwright-core, system Chromium)"
 VAR_BIN="$CARGO_TARGET_DIR/debug/var" node --test --test-concurrency=1 tests/e2e/page.test.mjs
