@@ -1,0 +1,138 @@
+//! f32 kernels for x86-64 CPUs, for inference: [`CpuLinear`] (a Linear layer with its weight
+//! packed once into column panels, f32 or int8) and [`CpuConv`] (a convolution as that Linear
+//! layer over im2col patches). This file holds what both share: picking AVX-512 or AVX2+FMA
+//! at run time, the one register-tile kernel they both call ([`x86`]), the panel geometry,
+//! and the strided operand and shared output pointer the kernel is driven through.
+//!
+//! Outside x86-64, or on a CPU with neither instruction set, [`CpuLinear::supported`] is
+//! false and the model keeps burn's own ops.
+
+mod conv;
+mod linear;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use conv::CpuConv;
+pub use linear::CpuLinear;
+
+/// Output columns per panel: four AVX-512 vectors, eight AVX2 vectors.
+pub const PANEL: usize = 64;
+
+/// The instruction sets the kernels are written for ([`isa`] finds none outside x86-64).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Isa {
+    Avx512,
+    Avx2,
+}
+
+/// One register tile through the kernel for `isa` (see [`x86::tile_avx512`]).
+///
+/// # Safety
+/// As the kernels': rows `0..r` of `x` from `xp` and the `k x PANEL` panel are readable.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+unsafe fn tile(
+    isa: Isa,
+    xp: *const f32,
+    r: usize,
+    k: usize,
+    x: &Operand,
+    panel: &[f32],
+    out: &mut [f32; TILE_ROWS * PANEL],
+) {
+    #[cfg(target_arch = "x86_64")]
+    match isa {
+        Isa::Avx512 => unsafe { x86::tile_avx512(xp, r, k, x.row_stride, x.k_stride, panel, out) },
+        Isa::Avx2 => unsafe { x86::tile_avx2(xp, r, k, x.row_stride, x.k_stride, panel, out) },
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!(
+        "no CPU kernel for {isa:?} outside x86-64 (rows {}, k stride {})",
+        x.row_stride, x.k_stride
+    );
+}
+
+/// The best kernel this CPU runs.
+fn isa() -> Option<Isa> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Isa::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return Some(Isa::Avx2);
+        }
+    }
+    None
+}
+
+/// Every kernel this CPU runs, so the tests check the AVX2 one on AVX-512 machines too.
+#[cfg(test)]
+fn isas() -> Vec<Isa> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut found = Vec::new();
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            found.push(Isa::Avx512);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            found.push(Isa::Avx2);
+        }
+        found
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Vec::new()
+}
+
+fn panels(d_out: usize) -> usize {
+    d_out.div_ceil(PANEL)
+}
+
+/// A matrix the kernels read: element `(r, k)` at `r * row_stride + k * k_stride`.
+struct Operand<'a> {
+    values: &'a [f32],
+    row_stride: usize,
+    k_stride: usize,
+}
+
+/// The output pointer, shared by the tasks (each writes its own elements).
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: the tasks sharing it write disjoint elements (see each use).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` must lie inside the buffer.
+    unsafe fn at(self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Rows per register tile: 6 rows x 64 columns is 24 AVX-512 accumulators (of 32 registers).
+const TILE_ROWS: usize = 6;
+
+/// Helpers for the tests of both kernels.
+#[cfg(test)]
+mod testing {
+    /// A deterministic pseudo-random value in [-1, 1).
+    pub(super) fn value(i: usize, salt: usize) -> f32 {
+        let h = (i.wrapping_mul(2_654_435_761) ^ salt.wrapping_mul(40_503)) % 2001;
+        h as f32 / 1000.0 - 1.0
+    }
+
+    pub(super) fn assert_close(got: &[f32], want: &[f32], k: usize, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        // f32 accumulation of k products of values in [-1, 1].
+        let tolerance = 1e-6 * k as f32;
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tolerance,
+                "{what}: element {i} is {g}, expected {w}"
+            );
+        }
+    }
+}
