@@ -23,6 +23,7 @@ use super::data::{FashionMnist, SIDE, Split};
 use super::run::{
     OPTIMIZER_FILE, RunDir, batch_indices, check_loss, check_schedule, optimizer_error,
 };
+use super::schedule::cosine_to_zero;
 use crate::error::{Result, VarError};
 use crate::nn::export::export_module;
 use crate::nn::{Loader, RandomSource};
@@ -247,8 +248,7 @@ pub fn train_classifier(
         let loss_value = loss.clone().into_scalar::<f32>();
         check_loss(loss_value, step)?;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let t = step as f64 / opts.steps as f64;
-        let lr = opts.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+        let lr = cosine_to_zero(opts.lr, step, opts.steps);
         model = optim.step(lr, model, grads);
         step += 1;
         let mut rep = ClassifierReport {

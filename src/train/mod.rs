@@ -1,11 +1,12 @@
 //! Training (native only): Fashion-MNIST, the VQ-VAE and transformer trainers, the project's
-//! classifier, evaluation and the plots they write.
+//! classifier, their learning-rate schedules, evaluation and the plots they write.
 
 pub mod classifier;
 pub mod data;
 pub mod eval;
 pub mod plot;
 pub mod run;
+pub mod schedule;
 pub mod var;
 pub mod vqvae;
 

@@ -1,102 +1,35 @@
 //! Training the multi-scale VQ-VAE (the reference ships no training code for it).
 //!
-//! Loss = reconstruction (MSE + L1 on pixels in [-1, 1]) + the multi-scale quantization loss of
-//! the reference's `VectorQuantizer2.forward`: after each scale k,
-//! `β·‖sg(f̂_k) − f‖² + ‖f̂_k − sg(f)‖²` (commitment to the encoder, codebook/φ to the target),
-//! averaged over scales, with the straight-through estimator `f̂ = sg(f̂ − f) + f` feeding the
-//! decoder.
+//! This file holds the options, the loop and the checkpoint's PSNR; the loss (reconstruction
+//! plus the multi-scale quantization loss) is in `loss`, `--grow-from` in `grow`, and the
+//! learning-rate schedule is [`super::schedule::staged_warmup`].
+
+mod grow;
+mod loss;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+pub use self::loss::{VqvaeLoss, decoder_loss, quantize_with_loss, vqvae_loss};
+
+use self::grow::grow_decoder;
 use super::data::{FashionMnist, Split};
 use super::run::{
     OPTIMIZER_FILE, RunDir, batch_indices, check_loss, check_schedule, optimizer_error,
 };
+use super::schedule::{Decay, staged_warmup};
 use crate::config::ModelConfig;
 use crate::error::{Result, VarError};
 use crate::modeldir::{CONFIG_FILE, VQVAE_FILE};
 use crate::nn::export::export_module;
 use crate::nn::{Loader, RandomSource};
 use crate::vqvae::VqVae;
-use crate::weights::TensorSource;
 use crate::weights::safetensors::{SafetensorsSource, safetensors_bytes};
-
-/// The parts of one batch's loss, each a scalar tensor.
-pub struct VqvaeLoss {
-    pub total: Tensor<1>,
-    pub reconstruction: Tensor<1>,
-    pub quantization: Tensor<1>,
-}
-
-fn mse(a: Tensor<4>, b: Tensor<4>) -> Tensor<1> {
-    (a - b).powf_scalar(2.0).mean()
-}
-
-/// Algorithm 1 with its training losses: returns the straight-through f̂ and the mean
-/// quantization loss. Token choice (argmin) carries no gradient; the codebook and φ get theirs
-/// from the `‖f̂_k − sg(f)‖²` terms, the encoder from the commitment terms and through the
-/// straight-through f̂.
-pub fn quantize_with_loss(vae: &VqVae, f: Tensor<4>, beta: f64) -> (Tensor<4>, Tensor<1>) {
-    let target = f.clone().detach();
-    let mut terms: Vec<Tensor<1>> = Vec::new();
-    let (_, f_hat) = vae.quantize.encode_with(target.clone(), |f_hat| {
-        terms.push(
-            mse(f_hat.clone().detach(), f.clone()) * beta + mse(f_hat.clone(), target.clone()),
-        );
-    });
-    let k = terms.len() as f64;
-    let loss = terms
-        .into_iter()
-        .reduce(|a, b| a + b)
-        .expect("at least one scale")
-        / k;
-    let straight_through = (f_hat - target).detach() + f;
-    (straight_through, loss)
-}
-
-/// The full VQ-VAE loss on a batch of images in [-1, 1], `[B, 3, H, W]`: reconstruction
-/// (MSE, plus L1 when `with_l1`) and the multi-scale quantization loss.
-pub fn vqvae_loss(vae: &VqVae, img: Tensor<4>, beta: f64, with_l1: bool) -> VqvaeLoss {
-    let f = vae.img_to_f(img.clone());
-    let (f_hat, quantization) = quantize_with_loss(vae, f, beta);
-    let recon = vae.decode(f_hat);
-    let reconstruction = reconstruction_loss(recon, img, with_l1);
-    VqvaeLoss {
-        total: reconstruction.clone() + quantization.clone(),
-        reconstruction,
-        quantization,
-    }
-}
-
-/// MSE, plus the mean absolute error when `with_l1`.
-fn reconstruction_loss(recon: Tensor<4>, img: Tensor<4>, with_l1: bool) -> Tensor<1> {
-    if with_l1 {
-        mse(recon.clone(), img.clone()) + (recon - img).abs().mean()
-    } else {
-        mse(recon, img)
-    }
-}
-
-/// The loss of decoder-only fine-tuning: reconstruction from the frozen encoder's f̂. Only
-/// `post_quant_conv` and the decoder receive gradients, so the token maps (and a transformer
-/// trained on them) stay valid while the reconstructions improve.
-pub fn decoder_loss(vae: &VqVae, img: Tensor<4>, with_l1: bool) -> VqvaeLoss {
-    let frozen = vae.valid();
-    let (_, f_hat) = frozen.img_to_tokens(img.clone().inner());
-    let recon = vae.decode(f_hat.autodiff());
-    let reconstruction = reconstruction_loss(recon, img, with_l1);
-    VqvaeLoss {
-        total: reconstruction.clone(),
-        quantization: reconstruction.zeros_like(),
-        reconstruction,
-    }
-}
 
 /// What `var train vqvae` does (its command-line arguments, parsed by clap).
 #[derive(Clone, Debug, clap::Args)]
@@ -206,75 +139,15 @@ pub fn test_psnr(vae: &VqVae, test: &FashionMnist, count: usize, size: usize) ->
     10.0 * (n as f64 / sq).log10()
 }
 
-/// The weights of a trained VQ-VAE for the same model with more ResnetBlocks per decoder
-/// level: every tensor the checkpoint holds comes from it (and all must be used), and a
-/// decoder block it lacks starts as the identity: its norms and first convolution as a fresh
-/// model's, its second convolution zero, so the block adds nothing until training moves it.
-struct GrownDecoderSource<'a> {
-    trained: SafetensorsSource<'a>,
-    fresh: RandomSource,
-}
-
-impl TensorSource for GrownDecoderSource<'_> {
-    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        match self.trained.take(key, shape) {
-            Err(VarError::MissingTensor { .. }) if key.starts_with("decoder.up.") => {
-                let values = self.fresh.take(key, shape)?;
-                Ok(if key.contains(".conv2.") {
-                    vec![0.0; values.len()]
-                } else {
-                    values
-                })
-            }
-            other => other,
-        }
-    }
-    fn unused(&self) -> Vec<String> {
-        self.trained.unused()
-    }
-}
-
-/// `checkpoint`'s VQ-VAE with `blocks` ResnetBlocks per decoder level, see
-/// [`GrownDecoderSource`].
-fn grow_decoder(
-    checkpoint: &std::path::Path,
-    blocks: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<(ModelConfig, VqVae)> {
-    let mut config = super::run::read_config(checkpoint)?;
-    let before = config.vqvae.decoder_blocks_per_level();
-    if blocks <= before {
-        return Err(VarError::InvalidArgument(format!(
-            "--decoder-res-blocks {blocks}: the checkpoint's decoder already has {before} blocks per level; growing needs more"
-        )));
-    }
-    config.vqvae.decoder_res_blocks = Some(blocks);
-    config.validate()?;
-    let path = checkpoint.join(VQVAE_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| VarError::io(&path, e))?;
-    let mut src = GrownDecoderSource {
-        trained: SafetensorsSource::new(&bytes, &path.display().to_string())?,
-        fresh: RandomSource::new(seed, 0.02),
-    };
-    let mut w = Loader::new(&mut src, device);
-    let vae = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
-    w.finish()?;
-    Ok((config, vae))
-}
-
 /// The learning rate of `step` (0-based) in a stage that began at `stage_start`: linear
-/// warm-up, then constant or cosine to zero at `opts.steps`.
+/// warm-up, then constant or cosine to zero at `opts.steps` ([`staged_warmup`]).
 fn learning_rate(opts: &VqvaeTraining, step: usize, stage_start: usize) -> f64 {
-    let into_stage = step.saturating_sub(stage_start);
-    let stage_len = opts.steps.saturating_sub(stage_start).max(1);
-    let warm = ((into_stage + 1) as f64 / opts.warmup.max(1) as f64).min(1.0);
     let decay = if opts.lr_decay == "cosine" {
-        0.5 * (1.0 + (std::f64::consts::PI * into_stage as f64 / stage_len as f64).cos())
+        Decay::Cosine
     } else {
-        1.0
+        Decay::Constant
     };
-    opts.lr * warm * decay
+    staged_warmup(opts.lr, step, stage_start, opts.warmup, opts.steps, decay)
 }
 
 /// The VQ-VAE in `dir` (a run's checkpoint or a model directory): its configuration, the
@@ -418,68 +291,7 @@ pub fn train_vqvae(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Model;
     use crate::train::run::CHECKPOINT;
-    use burn::optim::{AdamWConfig, GradientsParams};
-    use burn::tensor::{Device, Distribution};
-
-    #[test]
-    fn adamw_steps_lower_the_loss_on_a_tiny_batch() {
-        let device = Device::flex().autodiff();
-        let model = Model::random(crate::train::tiny_config(), 3, &device).unwrap();
-        let mut vae = model.vqvae;
-        let img = Tensor::<4>::random([4, 3, 8, 8], Distribution::Uniform(-1.0, 1.0), &device);
-        let mut optim = AdamWConfig::new().init();
-        let loss_of = |vae: &VqVae| -> f32 {
-            vqvae_loss(vae, img.clone(), 0.25, true)
-                .total
-                .into_scalar::<f32>()
-        };
-        let first = loss_of(&vae);
-        for _ in 0..10 {
-            let loss = vqvae_loss(&vae, img.clone(), 0.25, true);
-            let grads = GradientsParams::from_grads(loss.total.backward(), &vae);
-            vae = optim.step(3e-3, vae, grads);
-        }
-        let last = loss_of(&vae);
-        assert!(first.is_finite() && last.is_finite());
-        assert!(last < 0.8 * first, "loss {first} -> {last}");
-    }
-
-    #[test]
-    fn a_grown_decoder_reconstructs_exactly_as_its_checkpoint() {
-        let device = Device::flex();
-        let config = crate::train::tiny_config();
-        let model = Model::random(config.clone(), 5, &device).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let weights = safetensors_bytes(&export_module(&model.vqvae)).unwrap();
-        std::fs::write(dir.path().join(VQVAE_FILE), &weights).unwrap();
-        std::fs::write(dir.path().join(CONFIG_FILE), config.to_json()).unwrap();
-
-        let blocks = config.vqvae.decoder_blocks_per_level() + 2;
-        let (grown_config, grown) = grow_decoder(dir.path(), blocks, 9, &device).unwrap();
-        assert_eq!(grown_config.vqvae.decoder_res_blocks, Some(blocks));
-        let grown_keys = export_module(&grown).len();
-        assert!(grown_keys > export_module(&model.vqvae).len());
-
-        let f = Tensor::<4>::random(
-            [2, config.vqvae.z_channels, 4, 4],
-            Distribution::Default,
-            &device,
-        );
-        let before = model
-            .vqvae
-            .decode(f.clone())
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let after = grown.decode(f).into_data().try_to_vec::<f32>().unwrap();
-        assert_eq!(before, after, "the added blocks must start as the identity");
-
-        // Not deeper than the checkpoint: refused with the reason.
-        let err = grow_decoder(dir.path(), blocks - 2, 9, &device).unwrap_err();
-        assert!(err.to_string().contains("already has"), "{err}");
-    }
 
     /// Options for a 2-step run of a small 32 px model writing to `out` (the preset's scales
     /// shortened), for tests to adjust with struct update syntax.
