@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The official-scale proof without the official files: writes a random-weight VAR-d16 and
 // 256 px VQ-VAE as PyTorch checkpoints with the official key names and shapes
-// (`var random-checkpoint`), converts them like the real ones (`var convert --quantize int8`,
+// (`var random-checkpoint`), converts them like the real ones (`var convert --precision int8`,
 // 64 MiB shards), then loads the model in headless Chromium through the page and generates
 // one image, reporting load time, generation time per scale and the browser's peak memory.
 //
@@ -70,7 +70,7 @@ if (!existsSync(join(work, 'var_d16.pth'))) {
 if (!existsSync(join(model, 'manifest.json'))) {
   rmSync(model, { recursive: true, force: true });
   report.convert_s = run(varBin, ['convert', '--vae', join(work, 'vae_ch160v4096z32.pth'),
-    '--var', join(work, 'var_d16.pth'), '--quantize', 'int8', '--out', model]);
+    '--var', join(work, 'var_d16.pth'), '--precision', 'int8', '--out', model]);
 }
 const manifest = JSON.parse(readFileSync(join(model, 'manifest.json'), 'utf8'));
 report.shards = manifest.shards.length;

@@ -109,6 +109,41 @@ pub fn describe_mask(keep: &[f32]) -> Result<String> {
     })
 }
 
+/// An edit ready for the generation loop: what to keep of the source, the source as the
+/// model sees it, and one sentence on the mask.
+pub struct PreparedEdit {
+    pub edit: EditSource,
+    pub source: EncodedImage,
+    /// [`describe_mask`]'s sentence.
+    pub description: String,
+}
+
+/// Prepares the edit of one picture (RGB8, the model's size²) where `generate_px` (one flag
+/// per pixel) is set: the mask on the finest token grid ([`keep_grid`], an empty one
+/// refused by [`describe_mask`]), the source encoded into its token maps, and the per-scale
+/// keep masks. The CLI's [`inpaint`] and the page run this same pipeline.
+pub async fn prepare_edit(
+    model: &Model,
+    source_rgb: &[u8],
+    generate_px: &[bool],
+) -> Result<PreparedEdit> {
+    let size = model.config.image_size;
+    let side = *model
+        .config
+        .patch_nums
+        .last()
+        .expect("a validated config has scales");
+    let keep = keep_grid(generate_px, size, side)?;
+    let description = describe_mask(&keep)?;
+    let source = EncodedImage::encode(model, rgb8_to_tensor(model, source_rgb)?).await?;
+    let edit = source.edit_source(model, &keep)?;
+    Ok(PreparedEdit {
+        edit,
+        source,
+        description,
+    })
+}
+
 /// A finished in-painting: every scale's tokens, the image and the encoded source.
 pub struct Inpainting {
     /// Per scale, `[pn²]` row-major.
@@ -130,17 +165,8 @@ pub async fn inpaint(
     params: &SamplingParams,
     mut on_scale: impl FnMut(&ScaleStep) -> ControlFlow<()>,
 ) -> Result<Inpainting> {
-    let size = model.config.image_size;
-    let side = *model
-        .config
-        .patch_nums
-        .last()
-        .expect("a validated config has scales");
-    let keep = keep_grid(generate_px, size, side)?;
-    describe_mask(&keep)?;
-    let source = EncodedImage::encode(model, rgb8_to_tensor(model, source_rgb)?).await?;
-    let edit = source.edit_source(model, &keep)?;
-    let mut tokens = Vec::with_capacity(side);
+    let PreparedEdit { edit, source, .. } = prepare_edit(model, source_rgb, generate_px).await?;
+    let mut tokens = Vec::with_capacity(model.config.num_scales());
     let image = generate(model, &[label], params, Some(edit), |s| {
         tokens.push(s.tokens.to_vec());
         on_scale(s)

@@ -64,6 +64,27 @@ pub enum VarError {
 pub type Result<T, E = VarError> = std::result::Result<T, E>;
 
 impl VarError {
+    /// A stable name for the kind of failure, for callers that branch on it (the page reads it
+    /// as a JavaScript `Error`'s `name`): `BadModel` (the files are not a model we can load),
+    /// `InvalidArgument`, `Io`, `Device` or `Cancelled`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            VarError::Config(_)
+            | VarError::MissingTensor { .. }
+            | VarError::ShapeMismatch { .. }
+            | VarError::UnexpectedTensors(_)
+            | VarError::Format(_)
+            | VarError::Checkpoint { .. }
+            | VarError::Shard { .. }
+            | VarError::Safetensors { .. }
+            | VarError::Json { .. } => "BadModel",
+            VarError::InvalidArgument(_) => "InvalidArgument",
+            VarError::Io { .. } => "Io",
+            VarError::Device(_) => "Device",
+            VarError::Cancelled => "Cancelled",
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         VarError::Io {

@@ -22,6 +22,9 @@ use crate::sampler::{
 };
 use crate::transformer::{Condition, KvCache};
 
+/// The largest latent a per-scale preview decodes (8: a quarter of the official 16x16).
+pub const PREVIEW_LATENT: usize = 8;
+
 /// What the per-scale callback sees after scale `si` is sampled and added to f̂.
 pub struct ScaleStep<'a> {
     /// Scale index, 0 .. K − 1.
@@ -209,6 +212,21 @@ impl<'m> Generation<'m> {
     /// The images for the current f̂, `[B, 3, H, W]` in [0, 1] (final once every scale ran).
     pub fn image(&self) -> Tensor<4> {
         (self.model.vqvae.fhat_to_img(self.f_hat.clone()) + 1.0) * 0.5
+    }
+
+    /// The picture to show after scale `si` of size `patch` (the page's and the bench's
+    /// preview policy): the full decode at the last scale and at every scale of a model whose
+    /// latent is at most [`PREVIEW_LATENT`] across (the shipped small models); otherwise f̂
+    /// decoded at the scale's own token-map size, at most [`PREVIEW_LATENT`] across
+    /// ([`Self::preview`]), so that the nine previews of an official 256 px model together
+    /// cost about one full decode instead of nine.
+    pub fn scale_picture(&self, si: usize, patch: usize) -> Tensor<4> {
+        let cfg = &self.model.config;
+        if si + 1 == cfg.num_scales() || cfg.latent_size() <= PREVIEW_LATENT {
+            self.image()
+        } else {
+            self.preview(patch.min(PREVIEW_LATENT))
+        }
     }
 
     /// A cheaper look at f̂ so far: the VQ-VAE decode of f̂ area-averaged to `side`² latent

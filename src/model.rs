@@ -3,8 +3,8 @@
 use burn::tensor::Device;
 
 use crate::config::{ModelConfig, Storage};
-use crate::error::Result;
-use crate::nn::{Loader, RandomSource};
+use crate::error::{Result, VarError};
+use crate::nn::{Kernels, Loader, RandomSource};
 use crate::transformer::Var;
 use crate::vqvae::VqVae;
 use crate::weights::TensorSource;
@@ -16,22 +16,29 @@ pub struct Model {
     pub vqvae: VqVae,
     pub var: Var,
     device: Device,
+    /// Whether the layers were packed for the CPU kernels (see [`Kernels::CpuPacked`]).
+    cpu_packed: bool,
 }
 
+/// The depths of the official 256 px models.
+pub const OFFICIAL_DEPTHS: [usize; 4] = [16, 20, 24, 30];
+
 impl Model {
-    /// Builds both networks from reference-named tensors, refusing missing, misshapen or
-    /// unused tensors.
+    /// Builds both networks from reference-named tensors for `kernels`, refusing missing,
+    /// misshapen or unused tensors.
     pub fn from_sources(
         config: ModelConfig,
         vqvae: &mut dyn TensorSource,
         var: &mut dyn TensorSource,
         device: &Device,
+        kernels: Kernels,
     ) -> Result<Self> {
         config.validate()?;
-        let mut w = Loader::new(vqvae, device);
+        let mut w = Loader::new(vqvae, device).with_kernels(kernels);
+        let cpu_packed = w.packs_for_cpu();
         let vq = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
         w.finish()?;
-        let mut w = Loader::new(var, device);
+        let mut w = Loader::new(var, device).with_kernels(kernels);
         let tr = Var::load(
             &mut w,
             &config.var,
@@ -45,6 +52,7 @@ impl Model {
             vqvae: vq,
             var: tr,
             device: device.clone(),
+            cpu_packed,
         })
     }
 
@@ -53,21 +61,36 @@ impl Model {
     pub fn random(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
         let mut vq = RandomSource::new(seed, 0.02);
         let mut tr = RandomSource::new(seed.wrapping_add(1), 0.02);
-        Self::from_sources(config, &mut vq, &mut tr, device)
+        Self::from_sources(config, &mut vq, &mut tr, device, Kernels::Burn)
     }
 
     /// Random weights as [`Self::random`], read back as if stored at `storage` (int8 stays
-    /// int8 on a GPU): benchmarks of reduced precision at official shapes, without a file.
+    /// int8 on a GPU), built for `kernels`: benchmarks of reduced precision at official
+    /// shapes, without a file.
     pub fn random_stored(
         mut config: ModelConfig,
         seed: u64,
         storage: Storage,
         device: &Device,
+        kernels: Kernels,
     ) -> Result<Self> {
         config.storage = storage;
         let mut vq = StoredAs::new(RandomSource::new(seed, 0.02), storage, false);
         let mut tr = StoredAs::new(RandomSource::new(seed.wrapping_add(1), 0.02), storage, true);
-        Self::from_sources(config, &mut vq, &mut tr, device)
+        Self::from_sources(config, &mut vq, &mut tr, device, kernels)
+    }
+
+    /// The official 256 px VAR-d`depth` with random weights (seed 0) stored at `storage`: what
+    /// `var bench` and the bench page run without the official files.
+    pub fn random_official(
+        depth: usize,
+        storage: Storage,
+        device: &Device,
+        kernels: Kernels,
+    ) -> Result<Self> {
+        let mut config = ModelConfig::official(official_depth(depth)?);
+        config.name = format!("VAR-d{depth} (random)");
+        Self::random_stored(config, 0, storage, device, kernels)
     }
 
     /// A model from networks already built on `device` (training assembles one to sample from).
@@ -77,6 +100,7 @@ impl Model {
             vqvae,
             var,
             device: device.clone(),
+            cpu_packed: false,
         }
     }
 
@@ -84,22 +108,10 @@ impl Model {
         self.device.clone()
     }
 
-    /// Packs the transformer's f32 Linear layers and the VQ-VAE's convolutions for our CPU
-    /// kernels ([`crate::kernels::cpu`])
-    /// when the model runs on the plain CPU device of an x86-64 machine with AVX2 or AVX-512;
-    /// returns whether it did. Inference only: a packed layer has no burn parameters, so a
-    /// packed model can neither train nor be exported (`var generate`, `inpaint`, `bench`,
-    /// `eval` and `verify` pack; conversion, training and `random-checkpoint` do not).
-    pub fn use_cpu_kernels(&mut self) -> bool {
-        if !crate::kernels::cpu::CpuLinear::supported()
-            || self.device.is_autodiff()
-            || crate::kernels::is_gpu(&self.device)
-        {
-            return false;
-        }
-        self.var.pack_for_cpu();
-        self.vqvae.pack_for_cpu();
-        true
+    /// Whether the layers run on our CPU kernels ([`Kernels::CpuPacked`] on a CPU that has
+    /// them). Such a model can neither train nor be exported.
+    pub fn uses_cpu_kernels(&self) -> bool {
+        self.cpu_packed
     }
 
     /// `[B, 3, H, W]` in [0, 1] → 8-bit RGB images, one `Vec` of `H·W·3` bytes per row, rounded
@@ -118,5 +130,16 @@ impl Model {
                     .collect()
             })
             .collect()
+    }
+}
+
+/// `depth` when it is one of the official models' ([`OFFICIAL_DEPTHS`]), else a sentence.
+pub fn official_depth(depth: usize) -> Result<usize> {
+    if OFFICIAL_DEPTHS.contains(&depth) {
+        Ok(depth)
+    } else {
+        Err(VarError::InvalidArgument(format!(
+            "there is no official VAR-d{depth}: the depths are 16, 20, 24 and 30"
+        )))
     }
 }

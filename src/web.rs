@@ -2,8 +2,14 @@
 //!
 //! A thin layer over the native core: it loads a model directory's three files (handed over as
 //! bytes by the worker), picks the WebGPU or CPU device, and drives [`Generation`] one scale at
-//! a time (for generation and for editing), handing each scale's preview to JavaScript and yielding to the event loop between
-//! scales so that a `cancel` message is seen. Every error crosses as a `JsError` sentence.
+//! a time (for generation and for editing), handing each scale's preview to JavaScript and
+//! yielding to the event loop between scales so that a `cancel` message is seen. The
+//! pipelines (editing, the preview policy) are the core's; this file only converts.
+//!
+//! Every error crosses as a JavaScript `Error` whose `message` is one sentence and whose
+//! `name` says what kind of failure it is, so the page branches on the name, never on the
+//! text: `WebGpuUnavailable` (the device could not be opened: fall back to the CPU),
+//! `Cancelled`, `BadModel`, `InvalidArgument`, `Io`, `Device` ([`VarError::name`]).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -15,15 +21,17 @@ use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
 use crate::bench::BenchSettings;
 use crate::config::SamplingParams;
-use crate::config::{ModelConfig, OFFICIAL_PATCH_NUMS, Storage};
-use crate::edit::{EncodedImage, describe_mask, keep_grid, rgb8_to_tensor};
+use crate::config::{ModelConfig, Storage};
+use crate::edit::{PreparedEdit, prepare_edit};
 use crate::error::VarError;
 use crate::generate::{EditSource, Generation};
 use crate::model::Model;
 use crate::modeldir::staged::StagedModel;
-use crate::modeldir::{LoadOptions, ModelFiles, load_files};
+use crate::modeldir::{LoadOptions, ModelFiles, VAR_FILE, VQVAE_FILE, load_files};
+use crate::nn::Kernels;
 use crate::readback::read_f32;
-use crate::weights::shards::{Manifest, memory_budget};
+use crate::weights::safetensors::header_len;
+use crate::weights::shards::{Manifest, Part, memory_budget};
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -35,31 +43,41 @@ thread_local! {
     static WEBGPU: RefCell<Option<Device>> = const { RefCell::new(None) };
 }
 
-async fn webgpu_device() -> Result<Device, JsError> {
+async fn webgpu_device() -> Result<Device, JsValue> {
     if let Some(device) = WEBGPU.with(|d| d.borrow().clone()) {
         return Ok(device);
     }
-    let device = Device::wgpu_options()
-        .init_async()
-        .await
-        .map_err(|e| JsError::new(&format!("WebGPU could not be initialised: {e}")))?;
+    let device = Device::wgpu_options().init_async().await.map_err(|e| {
+        named_error(
+            "WebGpuUnavailable",
+            &format!("WebGPU could not be initialised: {e}"),
+        )
+    })?;
     WEBGPU.with(|d| *d.borrow_mut() = Some(device.clone()));
     Ok(device)
 }
 
 /// The device for a backend name the page sends: `"webgpu"` or `"cpu"`.
-async fn device_for(backend: &str) -> Result<Device, JsError> {
+async fn device_for(backend: &str) -> Result<Device, JsValue> {
     match backend {
         "webgpu" => webgpu_device().await,
         "cpu" => Ok(Device::flex()),
-        other => Err(JsError::new(&format!(
-            "unknown backend '{other}': use 'webgpu' or 'cpu'"
-        ))),
+        other => Err(named_error(
+            "InvalidArgument",
+            &format!("unknown backend '{other}': use 'webgpu' or 'cpu'"),
+        )),
     }
 }
 
-fn js_error(e: VarError) -> JsError {
-    JsError::new(&e.to_string())
+/// A JavaScript `Error` with `name` and `message`.
+fn named_error(name: &str, message: &str) -> JsValue {
+    let error = js_sys::Error::new(message);
+    error.set_name(name);
+    error.into()
+}
+
+fn js_error(e: VarError) -> JsValue {
+    named_error(e.name(), &e.to_string())
 }
 
 /// `[1, 3, H, W]` in [0, 1] → RGBA bytes for an `ImageData`.
@@ -72,22 +90,19 @@ fn to_rgba(pixels: &[f32], size: usize) -> Vec<u8> {
 
 /// Lets the JS event loop run (a macrotask), so messages such as `cancel` are handled even
 /// when the device answers synchronously (the CPU backend).
-async fn yield_to_event_loop() -> Result<(), JsError> {
+async fn yield_to_event_loop() -> Result<(), JsValue> {
     let set_timeout: Function = js_sys::Reflect::get(&js_sys::global(), &"setTimeout".into())
-        .map_err(|_| JsError::new("this context has no setTimeout"))?
+        .map_err(|_| named_error("Device", "this context has no setTimeout"))?
         .dyn_into()
-        .map_err(|_| JsError::new("setTimeout is not a function"))?;
+        .map_err(|_| named_error("Device", "setTimeout is not a function"))?;
     let promise = Promise::new(&mut |resolve, _| {
         let _ = set_timeout.call2(&JsValue::NULL, &resolve, &JsValue::from(0));
     });
     JsFuture::from(promise)
         .await
         .map(|_| ())
-        .map_err(|_| JsError::new("waiting for the event loop failed"))
+        .map_err(|_| named_error("Device", "waiting for the event loop failed"))
 }
-
-/// The largest latent a per-scale preview decodes (8: a quarter of the official 16x16).
-const PREVIEW_LATENT: usize = 8;
 
 /// A loaded model on one device.
 #[wasm_bindgen]
@@ -105,7 +120,7 @@ impl VarModel {
         vqvae: Vec<u8>,
         var: Vec<u8>,
         backend: String,
-    ) -> Result<VarModel, JsError> {
+    ) -> Result<VarModel, JsValue> {
         let device = device_for(&backend).await?;
         let files = ModelFiles {
             config_json: &config_json,
@@ -176,8 +191,12 @@ impl VarModel {
         let cancelled = self.cancelled.clone();
         cancelled.set(false);
         future_to_promise(async move {
-            let params: SamplingParams = serde_wasm_bindgen::from_value(params)
-                .map_err(|e| JsError::new(&format!("invalid sampling settings: {e}")))?;
+            let params: SamplingParams = serde_wasm_bindgen::from_value(params).map_err(|e| {
+                named_error(
+                    "InvalidArgument",
+                    &format!("invalid sampling settings: {e}"),
+                )
+            })?;
             let edit = match edit {
                 Some(request) => Some(request.prepare(&model).await?),
                 None => None,
@@ -186,20 +205,9 @@ impl VarModel {
                 .await
                 .map_err(js_error)?;
             let mut last = js_sys::Date::now();
-            // Models with a latent wider than PREVIEW_LATENT (the official 256 px ones) preview
-            // each scale by decoding f̂ at the scale's own token-map size, at most
-            // PREVIEW_LATENT across: all nine previews together cost about one full decode
-            // instead of nine. Smaller models show the full decode at every scale. The last
-            // scale is always the full decode, the final image.
-            let final_scale = model.config.num_scales() - 1;
-            let latent = model.config.latent_size();
             let mut image = JsValue::NULL;
             while let Some(step) = run.step().await.map_err(js_error)? {
-                let picture = if step.si == final_scale || latent <= PREVIEW_LATENT {
-                    run.image()
-                } else {
-                    run.preview(step.patch.min(PREVIEW_LATENT))
-                };
+                let picture = run.scale_picture(step.si, step.patch);
                 let size = picture.dims()[3];
                 let pixels = read_f32(picture).await.map_err(js_error)?;
                 let rgba = Uint8ClampedArray::from(to_rgba(&pixels, size).as_slice());
@@ -214,11 +222,11 @@ impl VarModel {
                 );
                 on_scale
                     .apply(&JsValue::NULL, &args)
-                    .map_err(|_| JsError::new("the onScale callback threw"))?;
+                    .map_err(|_| named_error("InvalidArgument", "the onScale callback threw"))?;
                 last = now;
                 yield_to_event_loop().await?;
                 if cancelled.get() {
-                    return Err(js_error(VarError::Cancelled).into());
+                    return Err(js_error(VarError::Cancelled));
                 }
             }
             Ok(image)
@@ -245,7 +253,7 @@ impl ShardedLoad {
         config_json: String,
         manifest_json: String,
         backend: String,
-    ) -> Result<ShardedLoad, JsError> {
+    ) -> Result<ShardedLoad, JsValue> {
         // The files are checked before the device is asked for, so bad files are reported
         // as such and not as a device problem.
         ModelConfig::from_json(&config_json, "config.json").map_err(js_error)?;
@@ -258,7 +266,7 @@ impl ShardedLoad {
 
     /// Checks shard `index` against the manifest and puts its tensors on the device.
     #[wasm_bindgen(js_name = addShard)]
-    pub fn add_shard(&mut self, index: usize, bytes: &[u8]) -> Result<(), JsError> {
+    pub fn add_shard(&mut self, index: usize, bytes: &[u8]) -> Result<(), JsValue> {
         self.staged.add_shard(index, bytes).map_err(js_error)
     }
 
@@ -271,7 +279,7 @@ impl ShardedLoad {
     }
 
     /// Builds the model; every shard must have been added.
-    pub fn finish(self) -> Result<VarModel, JsError> {
+    pub fn finish(self) -> Result<VarModel, JsValue> {
         let model = self.staged.finish().map_err(js_error)?;
         Ok(VarModel {
             model: Rc::new(model),
@@ -289,37 +297,86 @@ struct EditRequest {
 }
 
 impl EditRequest {
-    /// Encodes the source, reports its reconstruction and builds the per-scale keep masks.
-    async fn prepare(self, model: &Model) -> Result<EditSource, JsError> {
+    /// Runs the core's edit pipeline ([`prepare_edit`]) on the page's RGBA and byte mask, and
+    /// reports the source as the model sees it.
+    async fn prepare(self, model: &Model) -> Result<EditSource, JsValue> {
         let size = model.config.image_size;
-        let side = *model.config.patch_nums.last().expect("validated");
         if self.source.len() != size * size * 4 {
-            return Err(JsError::new(&format!(
-                "the source image has {} bytes; this model edits {size}x{size} RGBA ({} bytes)",
-                self.source.len(),
-                size * size * 4
-            )));
+            return Err(named_error(
+                "InvalidArgument",
+                &format!(
+                    "the source image has {} bytes; this model edits {size}x{size} RGBA ({} bytes)",
+                    self.source.len(),
+                    size * size * 4
+                ),
+            ));
         }
         let painted: Vec<bool> = self.generate_mask.iter().map(|&m| m != 0).collect();
-        let keep = keep_grid(&painted, size, side).map_err(js_error)?;
-        let description = describe_mask(&keep).map_err(js_error)?;
         let rgb: Vec<u8> = self
             .source
             .chunks_exact(4)
             .flat_map(|p| [p[0], p[1], p[2]])
             .collect();
-        let image = rgb8_to_tensor(model, &rgb).map_err(js_error)?;
-        let encoded = EncodedImage::encode(model, image).await.map_err(js_error)?;
-        let pixels = read_f32(encoded.reconstruction(model))
+        let PreparedEdit {
+            edit,
+            source,
+            description,
+        } = prepare_edit(model, &rgb, &painted)
+            .await
+            .map_err(js_error)?;
+        let pixels = read_f32(source.reconstruction(model))
             .await
             .map_err(js_error)?;
         let rgba = Uint8ClampedArray::from(to_rgba(&pixels, size).as_slice());
         let args = js_sys::Array::of3(&rgba, &JsValue::from(size as u32), &description.into());
         self.on_source
             .apply(&JsValue::NULL, &args)
-            .map_err(|_| JsError::new("the onSource callback threw"))?;
-        encoded.edit_source(model, &keep).map_err(js_error)
+            .map_err(|_| named_error("InvalidArgument", "the onSource callback threw"))?;
+        Ok(edit)
     }
+}
+
+/// The largest tensor of a model in two files as `backend`'s device would hold it, read from
+/// the safetensors headers alone (the arrays are not copied into wasm): `{name, bytes}`, so
+/// the page can compare it with the adapter's largest buffer binding before loading.
+#[wasm_bindgen(js_name = largestTensor)]
+pub fn largest_tensor(
+    vqvae: &js_sys::Uint8Array,
+    var: &js_sys::Uint8Array,
+    backend: &str,
+) -> Result<JsValue, JsValue> {
+    let gpu = backend == "webgpu";
+    let mut best = (String::new(), 0u64);
+    for (bytes, file, part) in [(vqvae, VQVAE_FILE, Part::Vqvae), (var, VAR_FILE, Part::Var)] {
+        let first = bytes.subarray(0, 8.min(bytes.length())).to_vec();
+        let n = header_len(&first).unwrap_or(usize::MAX);
+        let end = u32::try_from(n.saturating_add(8))
+            .unwrap_or(u32::MAX)
+            .min(bytes.length());
+        let header = bytes.subarray(0, end).to_vec();
+        let largest = crate::weights::safetensors::largest_tensor(&header, file, part, gpu)
+            .map_err(js_error)?;
+        if let Some((name, size)) = largest.filter(|(_, size)| *size > best.1) {
+            best = (name, size);
+        }
+    }
+    Ok(tensor_info(&best.0, best.1))
+}
+
+/// The largest tensor of a sharded model as `backend`'s device would hold it, from its
+/// manifest: `{name, bytes}`.
+#[wasm_bindgen(js_name = largestShardedTensor)]
+pub fn largest_sharded_tensor(manifest_json: &str, backend: &str) -> Result<JsValue, JsValue> {
+    let manifest = Manifest::from_json(manifest_json).map_err(js_error)?;
+    let (name, bytes) = manifest.largest_device_tensor(backend == "webgpu");
+    Ok(tensor_info(&name, bytes))
+}
+
+fn tensor_info(name: &str, bytes: u64) -> JsValue {
+    let info = js_sys::Object::new();
+    let _ = js_sys::Reflect::set(&info, &"name".into(), &name.into());
+    let _ = js_sys::Reflect::set(&info, &"bytes".into(), &(bytes as f64).into());
+    info.into()
 }
 
 /// `performance.now()` in seconds (a page or a worker).
@@ -354,7 +411,7 @@ pub async fn bench(
     runs: usize,
     top_k: usize,
     decode: bool,
-) -> Result<String, JsError> {
+) -> Result<String, JsValue> {
     let device = device_for(&backend).await?;
     let storage: Storage = precision.parse().map_err(js_error)?;
     let model = match (config_json, vqvae, var) {
@@ -366,17 +423,16 @@ pub async fn bench(
             };
             let options = LoadOptions {
                 read_as: Some(storage),
+                ..LoadOptions::default()
             };
             load_files(&files, &device, &options).map_err(js_error)?
         }
         (None, None, None) => {
-            let mut config = ModelConfig::official(depth);
-            config.patch_nums = OFFICIAL_PATCH_NUMS.to_vec();
-            config.name = format!("VAR-d{depth} (random)");
-            Model::random_stored(config, 0, storage, &device).map_err(js_error)?
+            Model::random_official(depth, storage, &device, Kernels::Burn).map_err(js_error)?
         }
         _ => {
-            return Err(JsError::new(
+            return Err(named_error(
+                "InvalidArgument",
                 "a model needs its config, VQ-VAE and transformer files together",
             ));
         }
@@ -391,7 +447,8 @@ pub async fn bench(
     let report = crate::bench::run(&model, &settings, &label, &performance_now, |_| {})
         .await
         .map_err(js_error)?;
-    let mut json = serde_json::to_value(&report).map_err(|e| JsError::new(&e.to_string()))?;
+    let mut json = serde_json::to_value(&report)
+        .map_err(|e| named_error("InvalidArgument", &e.to_string()))?;
     let memory: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
     let bytes = memory
         .buffer()

@@ -334,7 +334,7 @@ fn convert_quantize_int8_writes_a_model_that_generates() {
         var_mini.to_str().unwrap(),
         "--patch-nums",
         "1,2,3,4",
-        "--quantize",
+        "--precision",
         "int8",
         "--out",
         out_s,

@@ -123,6 +123,7 @@ fn later_images_allocate_no_gpu_memory() {
             &device,
             &LoadOptions {
                 read_as: Some(storage),
+                ..LoadOptions::default()
             },
         )
         .unwrap();

@@ -5,11 +5,19 @@
 
 mod common;
 
+use burn::tensor::Device;
+use var_web::modeldir::{self, LoadOptions};
 use var_web::verify::{GoldenMeta, verify};
 
 fn run_parity(name: &str, cpu_kernels: bool) {
-    let mut model = common::fixture_model(name);
-    if cpu_kernels && !model.use_cpu_kernels() {
+    let options = if cpu_kernels {
+        LoadOptions::inference()
+    } else {
+        LoadOptions::default()
+    };
+    let dir = common::fixture_model_dir(name);
+    let model = modeldir::load(&dir, &Device::flex(), &options).unwrap();
+    if cpu_kernels && !model.uses_cpu_kernels() {
         eprintln!("skipped: this CPU has no AVX2+FMA or AVX-512 for our kernels");
         return;
     }
@@ -34,7 +42,7 @@ fn mini_fixture_matches_reference() {
 }
 
 /// The same checks with the transformer's Linear layers on our packed CPU kernels
-/// (`src/kernels/cpu.rs`), as `var generate` runs them.
+/// (`src/kernels/cpu/`), as `var generate` runs them.
 #[test]
 fn mini_fixture_matches_reference_on_the_cpu_kernels() {
     run_parity("mini", true);

@@ -103,6 +103,7 @@ fn a_sharded_directory_reads_as_another_storage_like_an_unsharded_one() {
     for storage in [Storage::F16, Storage::Int8] {
         let options = LoadOptions {
             read_as: Some(storage),
+            ..LoadOptions::default()
         };
         let a = modeldir::load(&whole, &Device::flex(), &options).unwrap();
         let b = modeldir::load(&sharded, &Device::flex(), &options).unwrap();
@@ -118,6 +119,7 @@ fn a_sharded_directory_reads_as_another_storage_like_an_unsharded_one() {
     let f32_model = modeldir::load(&sharded, &Device::flex(), &LoadOptions::default()).unwrap();
     let int8 = LoadOptions {
         read_as: Some(Storage::Int8),
+        ..LoadOptions::default()
     };
     let int8_model = modeldir::load(&sharded, &Device::flex(), &int8).unwrap();
     assert_ne!(image(&f32_model), image(&int8_model));

@@ -12,6 +12,7 @@ use var_web::convert::{ConvertOptions, convert_pth, infer_config};
 use var_web::error::VarError;
 use var_web::model::Model;
 use var_web::modeldir::{self, LoadOptions};
+use var_web::nn::Kernels;
 use var_web::weights::TensorMap;
 use var_web::weights::pth::PthFile;
 use var_web::weights::pth::source::PthSource;
@@ -33,7 +34,7 @@ fn fixture_maps() -> (ModelConfig, TensorMap, TensorMap) {
 }
 
 fn load(config: &ModelConfig, vae: &mut TensorMap, var: &mut TensorMap) -> Result<Model, VarError> {
-    Model::from_sources(config.clone(), vae, var, &Device::flex())
+    Model::from_sources(config.clone(), vae, var, &Device::flex(), Kernels::Burn)
 }
 
 #[test]
@@ -216,6 +217,7 @@ fn key_table_covers_the_official_d16_checkpoints() {
         &mut vae,
         &mut var,
         &Device::flex(),
+        Kernels::Burn,
     )
     .unwrap();
     for (name, asked) in [("vae_ch160v4096z32", &vae.0), ("var_d16", &var.0)] {

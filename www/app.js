@@ -28,49 +28,64 @@ ui.maskVisible.addEventListener('change', () => showMask(ui.maskVisible.checked)
 
 const query = new URLSearchParams(location.search);
 const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
-let config = null;
-let backend = '';
-let runId = 0;
-let scaleMs = [];
-const downloads = new Map();
-// Notices from the worker during a load (e.g. a file that could not be cached).
-const notices = [];
-let editing = false; // edit mode: the mask is shown and painted over the output
-let runKind = 'generate'; // what the running or last run was: 'generate' | 'edit'
-let haveImage = false; // the output canvas holds a finished image
-let result = null; // the last edit's result (ImageData), for the before/after toggle
+// Everything the page knows, in one place. The DOM shows it (`data-state`, `data-backend`,
+// `data-showing` are written for people and tests) but is never read back as state.
+const state = {
+  config: null, // the loaded model's config.json
+  backend: '', // 'webgpu' | 'cpu'
+  status: { state: 'loading', text: '' }, // what #status shows
+  runId: 0, // the id of the running or last run; stale worker messages carry older ids
+  runKind: 'generate', // what the running or last run was: 'generate' | 'edit'
+  scaleMs: [], // per-scale times of the running or last run
+  downloads: new Map(), // file → {loaded, total, cached} during a load
+  notices: [], // notices from the worker during a load (e.g. a file that could not be cached)
+  editing: false, // edit mode: the mask is shown and painted over the output
+  haveImage: false, // the output canvas holds a finished image
+  result: null, // the last edit's result (ImageData), for the before/after toggle
+  showing: 'after', // whether the canvas shows the edit's source ('before') or result
+  before: false, // the before/after toggle is pressed
+  sourceNote: '', // how the edit's source came to be, for #edit-note
+};
 
-function setStatus(state, text) {
-  ui.status.dataset.state = state;
-  ui.status.dataset.backend = backend;
+function setStatus(status, text) {
+  state.status = { state: status, text };
+  ui.status.dataset.state = status;
+  ui.status.dataset.backend = state.backend;
   ui.status.textContent = text;
-  const busy = state === 'busy' || state === 'loading';
-  ui.generate.disabled = busy || !config;
-  ui.cancel.disabled = state !== 'busy';
+  const busy = status === 'busy' || status === 'loading';
+  ui.generate.disabled = busy || !state.config;
+  ui.cancel.disabled = status !== 'busy';
   ui.loadModel.disabled = busy;
-  ui.inpaint.disabled = busy || !config || !editing;
-  ui.modeEdit.disabled = busy || !config || (!haveImage && !editor.source);
-  ui.upload.disabled = busy || !config;
-  ui.beforeAfter.disabled = busy || !result;
-  ui.useResult.disabled = busy || !result;
+  ui.inpaint.disabled = busy || !state.config || !state.editing;
+  ui.modeEdit.disabled = busy || !state.config || (!state.haveImage && !editor.source);
+  ui.upload.disabled = busy || !state.config;
+  ui.beforeAfter.disabled = busy || !state.result;
+  ui.useResult.disabled = busy || !state.result;
 }
 
 // Enters or leaves edit mode. The mask is only hidden on leaving, never cleared.
 function setEditing(on) {
-  editing = on;
+  state.editing = on;
   ui.mask.hidden = !on;
   ui.editControls.hidden = !on;
   ui.modeEdit.setAttribute('aria-pressed', String(on));
   ui.modeEdit.textContent = on ? 'Leave edit mode' : 'Edit this image';
-  setStatus(ui.status.dataset.state, ui.status.textContent);
+  setStatus(state.status.state, state.status.text);
+}
+
+// Which of the edit's images the canvas shows (written to data-showing for tests).
+function setShowing(which) {
+  state.showing = which;
+  ui.output.dataset.showing = which;
 }
 
 function showBefore(before) {
+  state.before = before;
   ui.beforeAfter.setAttribute('aria-pressed', String(before));
   ui.beforeAfter.textContent = before ? 'Show after' : 'Show before';
   if (before) editor.drawSource(ui.output);
-  else if (result) drawRgba(ui.output, result.data, result.width);
-  ui.output.dataset.showing = before ? 'before' : 'after';
+  else if (state.result) drawRgba(ui.output, state.result.data, state.result.width);
+  setShowing(before ? 'before' : 'after');
 }
 
 function drawRgba(canvas, rgba, size) {
@@ -92,9 +107,9 @@ function fillClasses(names, filter = '') {
 }
 
 function loadModel(url) {
-  config = null;
-  downloads.clear();
-  notices.length = 0;
+  state.config = null;
+  state.downloads.clear();
+  state.notices.length = 0;
   ui.progress.hidden = false;
   ui.budget.hidden = true;
   setStatus('loading', `Loading the model from ${url}…`);
@@ -104,13 +119,13 @@ function loadModel(url) {
 function showProgress() {
   let loaded = 0;
   let total = 0;
-  for (const d of downloads.values()) {
+  for (const d of state.downloads.values()) {
     loaded += d.loaded;
     total += d.total || d.loaded;
   }
   ui.progressBar.value = total ? loaded / total : 0;
   const mb = (d) => `${(d.loaded / 1e6).toFixed(1)}${d.total ? `/${(d.total / 1e6).toFixed(1)}` : ''} MB`;
-  if (downloads.size <= 3) {
+  if (state.downloads.size <= 3) {
     ui.progressText.textContent = [...downloads].map(([f, d]) => `${f} ${mb(d)}`).join(', ');
     return;
   }
@@ -130,11 +145,11 @@ const mib = (b) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 worker.onmessage = ({ data }) => {
   switch (data.type) {
     case MSG.PROGRESS:
-      downloads.set(data.file, data);
+      state.downloads.set(data.file, data);
       showProgress();
       break;
     case MSG.NOTICE:
-      notices.push(data.message);
+      state.notices.push(data.message);
       break;
     case MSG.BUDGET: {
       const total = data.weights_bytes + data.kv_cache_bytes + data.activations_bytes;
@@ -145,17 +160,17 @@ worker.onmessage = ({ data }) => {
       break;
     }
     case MSG.READY: {
-      config = data.config;
-      backend = data.backend;
+      state.config = data.config;
+      state.backend = data.backend;
       ui.progress.hidden = true;
-      fillClasses(config.class_names);
+      fillClasses(state.config.class_names);
       ui.editClass.replaceChildren(new Option('none (unconditional)', ''),
         ...config.class_names.map((name, i) => new Option(`${i}: ${name}`, String(i))));
-      editor.reset(config.image_size);
-      haveImage = false;
-      result = null;
+      editor.reset(state.config.image_size);
+      state.haveImage = false;
+      state.result = null;
       setEditing(false);
-      const s = config.sampling;
+      const s = state.config.sampling;
       ui.cfg.value = s.cfg;
       ui.topK.value = s.top_k;
       ui.topP.value = s.top_p;
@@ -163,58 +178,58 @@ worker.onmessage = ({ data }) => {
       const lines = [...(data.reason ? [`Running on the CPU: ${data.reason}.`] : []), ...notices];
       ui.note.hidden = lines.length === 0;
       ui.note.textContent = lines.join(' ');
-      const where = backend === 'webgpu' ? 'WebGPU' : 'the CPU';
-      setStatus('ready', `Ready: ${config.name} (${config.var.num_classes} classes, ${config.image_size} px) on ${where}${data.cached ? ', from the cache' : ''}.`);
+      const where = state.backend === 'webgpu' ? 'WebGPU' : 'the CPU';
+      setStatus('ready', `Ready: ${state.config.name} (${state.config.var.num_classes} classes, ${state.config.image_size} px) on ${where}${data.cached ? ', from the cache' : ''}.`);
       break;
     }
     case MSG.SCALE: {
-      if (data.id !== runId) return; // a stale message from an earlier run
+      if (data.id !== state.runId) return; // a stale message from an earlier run
       drawRgba(ui.output, data.rgba, data.size);
       ui.output.dataset.scale = String(data.si);
       // Large models preview a scale with a cheaper, smaller decode (worker: PREVIEW_LATENT).
-      const preview = data.size < config.image_size;
+      const preview = data.size < state.config.image_size;
       ui.output.dataset.preview = preview ? 'true' : 'false';
-      scaleMs.push(data.ms);
+      state.scaleMs.push(data.ms);
       const li = document.createElement('li');
       const thumb = document.createElement('canvas');
       drawRgba(thumb, data.rgba, data.size);
       li.append(thumb, `${data.patch}×${data.patch} · ${data.ms.toFixed(0)} ms${preview ? ` · ${data.size} px preview` : ''}`);
       ui.thumbs.append(li);
-      const n = config.patch_nums.length;
-      const shown = preview ? `: a ${data.size} px preview, the full ${config.image_size} px decode comes with the last scale` : '';
+      const n = state.config.patch_nums.length;
+      const shown = preview ? `: a ${data.size} px preview, the full ${state.config.image_size} px decode comes with the last scale` : '';
       setStatus('busy', `Scale ${data.si + 1} of ${n} (${data.patch}×${data.patch} tokens)${shown}…`);
       break;
     }
     case MSG.SOURCE:
-      if (data.id !== runId) return;
+      if (data.id !== state.runId) return;
       drawRgba(ui.reconstruction, data.rgba, data.size);
       ui.sourceFigure.hidden = false;
-      ui.editNote.textContent = `${ui.editNote.dataset.source || ''} The mask: ${data.description}.`;
+      ui.editNote.textContent = `${state.sourceNote} The mask: ${data.description}.`;
       break;
     case MSG.DONE:
-      if (data.id !== runId) return;
+      if (data.id !== state.runId) return;
       drawRgba(ui.output, data.rgba, data.size);
       ui.output.dataset.preview = 'false';
-      haveImage = true;
-      if (runKind === 'edit') {
-        result = new ImageData(new Uint8ClampedArray(data.rgba), data.size, data.size);
-        ui.output.dataset.showing = 'after';
+      state.haveImage = true;
+      if (state.runKind === 'edit') {
+        state.result = new ImageData(new Uint8ClampedArray(data.rgba), data.size, data.size);
+        setShowing('after');
         showMask(false); // the result is what a person wants to see; the mask is kept
       }
       ui.download.disabled = false;
-      ui.timings.textContent = `First preview after ${scaleMs[0].toFixed(0)} ms; total ${data.totalMs.toFixed(0)} ms; per scale: ${scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms.`;
-      setStatus('done', `${runKind === 'edit' ? 'Edited' : 'Done'} in ${(data.totalMs / 1000).toFixed(2)} s on ${backend === 'webgpu' ? 'WebGPU' : 'the CPU'}.`);
+      ui.timings.textContent = `First preview after ${state.scaleMs[0].toFixed(0)} ms; total ${data.totalMs.toFixed(0)} ms; per scale: ${state.scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms.`;
+      setStatus('done', `${state.runKind === 'edit' ? 'Edited' : 'Done'} in ${(data.totalMs / 1000).toFixed(2)} s on ${state.backend === 'webgpu' ? 'WebGPU' : 'the CPU'}.`);
       break;
     case MSG.CANCELLED:
-      if (data.id !== runId) return;
-      setStatus('ready', `Cancelled. The canvas shows the last finished scale${runKind === 'edit' ? '; the mask is kept' : ''}.`);
+      if (data.id !== state.runId) return;
+      setStatus('ready', `Cancelled. The canvas shows the last finished scale${state.runKind === 'edit' ? '; the mask is kept' : ''}.`);
       break;
     case MSG.CACHE_CLEARED:
-      setStatus(ui.status.dataset.state, `${ui.status.textContent} Cached models cleared.`);
+      setStatus(state.status.state, `${state.status.text} Cached models cleared.`);
       break;
     case MSG.ERROR:
       ui.progress.hidden = true;
-      if (data.phase === 'load') config = null;
+      if (data.phase === 'load') state.config = null;
       setStatus('error', `Error: ${data.message}${data.phase === 'edit' ? ' (the mask is kept)' : ''}`);
       break;
     default:
@@ -237,9 +252,9 @@ function samplingParams() {
 }
 
 function startRun(kind) {
-  runId += 1;
-  runKind = kind;
-  scaleMs = [];
+  state.runId += 1;
+  state.runKind = kind;
+  state.scaleMs = [];
   ui.thumbs.replaceChildren();
   ui.output.dataset.scale = '';
   ui.download.disabled = true;
@@ -247,19 +262,19 @@ function startRun(kind) {
 }
 
 ui.generate.addEventListener('click', () => {
-  if (!config || ui.status.dataset.state === 'busy') return;
+  if (!state.config || state.status.state === 'busy') return;
   const params = samplingParams();
   if (!params) return;
   const label = Number(ui.classSelect.value);
   startRun('generate');
-  if (editing) setEditing(false);
-  result = null;
+  if (state.editing) setEditing(false);
+  state.result = null;
   setStatus('busy', 'Generating…');
-  worker.postMessage({ type: MSG.GENERATE, id: runId, label, params });
+  worker.postMessage({ type: MSG.GENERATE, id: state.runId, label, params });
 });
 
 ui.inpaint.addEventListener('click', () => {
-  if (!config || !editing || ui.status.dataset.state === 'busy') return;
+  if (!state.config || !state.editing || state.status.state === 'busy') return;
   if (!editor.source) return setStatus('error', 'Error: there is no source image: generate or upload one.');
   const mode = ui.editMode.value;
   const { mask, painted } = editor.generateMask(mode);
@@ -276,23 +291,23 @@ ui.inpaint.addEventListener('click', () => {
   }
   const params = samplingParams();
   if (!params) return;
-  const label = chosen === '' ? config.var.num_classes : Number(chosen);
+  const label = chosen === '' ? state.config.var.num_classes : Number(chosen);
   startRun('edit');
   showBefore(false);
-  result = null;
+  state.result = null;
   const source = new Uint8ClampedArray(editor.source.data);
   setStatus('busy', 'Encoding the source…');
-  worker.postMessage({ type: MSG.EDIT, id: runId, source: source.buffer, mask: mask.buffer, label, params },
+  worker.postMessage({ type: MSG.EDIT, id: state.runId, source: source.buffer, mask: mask.buffer, label, params },
     [source.buffer, mask.buffer]);
 });
 
 ui.modeEdit.addEventListener('click', () => {
-  if (editing) return setEditing(false);
+  if (state.editing) return setEditing(false);
   // A finished image on the canvas becomes the source; otherwise the last source stays.
-  if (haveImage && ui.output.dataset.showing !== 'before' && editor.takeSource(ui.output)) {
-    ui.editNote.dataset.source = 'Source: the generated image.';
-    ui.editNote.textContent = ui.editNote.dataset.source;
-    result = null;
+  if (state.haveImage && state.showing !== 'before' && editor.takeSource(ui.output)) {
+    state.sourceNote = 'Source: the generated image.';
+    ui.editNote.textContent = state.sourceNote;
+    state.result = null;
     ui.sourceFigure.hidden = true;
   }
   setEditing(true);
@@ -301,17 +316,17 @@ ui.modeEdit.addEventListener('click', () => {
 ui.upload.addEventListener('change', async () => {
   const file = ui.upload.files[0];
   ui.upload.value = ''; // the same file can be chosen again
-  if (!file || !config) return;
+  if (!file || !state.config) return;
   try {
     const how = await editor.loadFile(file);
     editor.drawSource(ui.output);
-    haveImage = false;
-    result = null;
+    state.haveImage = false;
+    state.result = null;
     ui.thumbs.replaceChildren();
-    ui.output.dataset.showing = 'before';
+    setShowing('before');
     ui.sourceFigure.hidden = true;
-    ui.editNote.dataset.source = `Source: ${how}.`;
-    ui.editNote.textContent = ui.editNote.dataset.source;
+    state.sourceNote = `Source: ${how}.`;
+    ui.editNote.textContent = state.sourceNote;
     setEditing(true);
     setStatus('ready', `Loaded ${file.name}: paint the mask, then run the edit.`);
   } catch (e) {
@@ -328,18 +343,18 @@ ui.brushSize.addEventListener('input', () => {
 });
 ui.maskClear.addEventListener('click', () => { editor.clear(); showMask(true); });
 ui.maskInvert.addEventListener('click', () => { editor.invert(); showMask(true); });
-ui.beforeAfter.addEventListener('click', () => showBefore(ui.beforeAfter.getAttribute('aria-pressed') !== 'true'));
+ui.beforeAfter.addEventListener('click', () => showBefore(!state.before));
 ui.useResult.addEventListener('click', () => {
   showBefore(false);
   if (!editor.takeSource(ui.output)) return;
-  result = null;
-  ui.editNote.dataset.source = 'Source: the last edit’s result.';
-  ui.editNote.textContent = ui.editNote.dataset.source;
+  state.result = null;
+  state.sourceNote = 'Source: the last edit’s result.';
+  ui.editNote.textContent = state.sourceNote;
   setStatus('ready', 'The result is the new source; the mask is kept.');
 });
 ui.cancel.addEventListener('click', () => worker.postMessage({ type: MSG.CANCEL }));
 ui.randomSeed.addEventListener('click', () => { ui.seed.value = String(Math.floor(Math.random() * 2 ** 31)); });
-ui.classFilter.addEventListener('input', () => config && fillClasses(config.class_names, ui.classFilter.value));
+ui.classFilter.addEventListener('input', () => state.config && fillClasses(state.config.class_names, ui.classFilter.value));
 ui.download.addEventListener('click', () => {
   ui.output.toBlob((blob) => {
     const a = document.createElement('a');

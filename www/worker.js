@@ -1,6 +1,8 @@
 // The inference worker: loads the model (WebGPU first, CPU fallback) and runs generations.
 // All model work happens here; the page only draws. See protocol.js for the messages.
-import init, { VarModel, ShardedLoad } from './pkg/var_web.js';
+import init, {
+  VarModel, ShardedLoad, largestTensor, largestShardedTensor,
+} from './pkg/var_web.js';
 import { MSG, MODEL_FILES, MANIFEST_FILE, CACHE_NAME } from './protocol.js';
 
 let model = null;
@@ -65,32 +67,13 @@ async function fetchCached(url, file, key = url) {
   return { bytes, cached: false };
 }
 
-// The largest tensor of a safetensors file: [name, bytes]. The header is an 8-byte
-// little-endian length followed by JSON with each tensor's byte range.
-function largestTensor(bytes) {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const n = Number(view.getBigUint64(0, true));
-  if (n <= 0 || 8 + n > bytes.length) return ['', 0];
-  let header;
-  try {
-    header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n)));
-  } catch (_) {
-    return ['', 0]; // a malformed file: the model loader reports it with its name
-  }
-  let best = ['', 0];
-  for (const [name, t] of Object.entries(header)) {
-    if (name === '__metadata__' || !t.data_offsets) continue;
-    const size = t.data_offsets[1] - t.data_offsets[0];
-    if (size > best[1]) best = [name, size];
-  }
-  return best;
-}
-
 const mib = (b) => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 // Why WebGPU cannot run this model here, or '' when it can: no API, no adapter, or a tensor
-// larger than the adapter can bind.
-async function webgpuProblem(files) {
+// larger than the adapter can bind. `largest()` asks wasm for the model's largest tensor as a
+// WebGPU device would hold it ({name, bytes}); it reads the headers or the manifest, never
+// the weights.
+async function webgpuProblem(largest) {
   if (!('gpu' in navigator)) return 'this browser does not expose WebGPU (navigator.gpu is missing)';
   let adapter = null;
   try {
@@ -100,13 +83,27 @@ async function webgpuProblem(files) {
   }
   if (!adapter) return 'no WebGPU adapter is available (requestAdapter() returned null)';
   const limit = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
-  for (const bytes of files) {
-    const [name, size] = largestTensor(bytes);
-    if (size > limit) {
-      return `tensor ${name} needs ${mib(size)} but this GPU binds at most ${mib(limit)} (maxStorageBufferBindingSize/maxBufferSize)`;
-    }
+  const { name, bytes } = largest();
+  if (bytes > limit) {
+    return `tensor ${name} needs ${mib(bytes)} but this GPU binds at most ${mib(limit)} (maxStorageBufferBindingSize/maxBufferSize)`;
   }
   return '';
+}
+
+// The one fallback path, for models in three files and sharded ones: WebGPU unless `reason`
+// already says why not, then the CPU when WebGPU fails to start (an error named
+// WebGpuUnavailable by wasm). Any other error, a bad file say, fails the same way on both
+// backends, so it is not retried. `loadOn(backend)` resolves to what it loaded.
+async function withFallback(reason, loadOn) {
+  if (!reason) {
+    try {
+      return { loaded: await loadOn('webgpu'), backend: 'webgpu', reason: '' };
+    } catch (e) {
+      if (e.name !== 'WebGpuUnavailable') throw e;
+      reason = e.message;
+    }
+  }
+  return { loaded: await loadOn('cpu'), backend: 'cpu', reason };
 }
 
 // The manifest of a sharded model, or null for a model in three files. From the network
@@ -126,20 +123,6 @@ async function fetchManifest(url) {
     if (hit) return hit.text();
     throw e;
   }
-}
-
-// The largest tensor of a sharded model as the device holds it (f16 is decoded to f32;
-// int8 matrices of the transformer stay int8 on a GPU).
-function largestShardedTensor(manifest) {
-  let best = ['', 0];
-  for (const [part, tensors] of Object.entries(manifest.tensors)) {
-    for (const [name, t] of Object.entries(tensors)) {
-      const size = t.dtype === 'F16' || t.dtype === 'BF16' ? t.length * 2
-        : t.dtype === 'I8' && part !== 'var' ? t.length * 4 : t.length;
-      if (size > best[1]) best = [`${part}/${name}`, size];
-    }
-  }
-  return best;
 }
 
 // Downloads (or reads from the cache) every shard and hands it to wasm one at a time, which
@@ -178,47 +161,29 @@ async function loadSharded(url, preference, manifestText) {
   const manifest = JSON.parse(manifestText);
   const configFile = await fetchCached(new URL('config.json', url).href, 'config.json');
   const configJson = new TextDecoder().decode(configFile.bytes);
-  let reason = preference === 'cpu' ? 'the CPU was requested (?backend=cpu)' : '';
-  if (!reason) {
-    reason = await webgpuProblem([]);
-    const [name, size] = largestShardedTensor(manifest);
-    const adapter = reason ? null : await navigator.gpu.requestAdapter();
-    if (adapter) {
-      const limit = Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize);
-      if (size > limit) {
-        reason = `tensor ${name} needs ${mib(size)} but this GPU binds at most ${mib(limit)} (maxStorageBufferBindingSize/maxBufferSize)`;
-      }
-    }
-  }
+  const reason = preference === 'cpu'
+    ? 'the CPU was requested (?backend=cpu)'
+    : await webgpuProblem(() => largestShardedTensor(manifestText, 'webgpu'));
   // Each shard's tensors go to the device as the shard arrives, so the device is opened
   // before the download.
-  let loader = null;
-  if (!reason) {
+  const loaded = await withFallback(reason, async (backend) => {
+    const loader = await openSharded(configJson, manifestText, manifest, backend);
     try {
-      loader = await openSharded(configJson, manifestText, manifest, 'webgpu');
+      const cached = await addShards(loader, manifest, url);
+      return { model: loader.finish(), cached };
     } catch (e) {
-      if (!String(e.message).startsWith('WebGPU')) throw e;
-      reason = e.message;
+      try { loader.free(); } catch (_) { /* `finish` already took it */ }
+      throw e;
     }
-  }
-  let backend = loader ? 'webgpu' : 'cpu';
-  loader ??= await openSharded(configJson, manifestText, manifest, 'cpu');
-  let cached;
-  try {
-    cached = await addShards(loader, manifest, url);
-    model = loader.finish();
-  } catch (e) {
-    // Only a device problem starts again on the CPU (from the cache this time); a bad file
-    // fails the same way there.
-    if (backend !== 'webgpu' || !String(e.message).startsWith('WebGPU')) throw e;
-    reason = e.message;
-    backend = 'cpu';
-    try { loader.free(); } catch (_) { /* `finish` already took it */ }
-    loader = await openSharded(configJson, manifestText, manifest, 'cpu');
-    cached = await addShards(loader, manifest, url);
-    model = loader.finish();
-  }
-  post({ type: MSG.READY, backend, reason, config: JSON.parse(model.configJson()), cached: cached && configFile.cached });
+  });
+  model = loaded.loaded.model;
+  post({
+    type: MSG.READY,
+    backend: loaded.backend,
+    reason: loaded.reason,
+    config: JSON.parse(model.configJson()),
+    cached: loaded.loaded.cached && configFile.cached,
+  });
 }
 
 async function load(url, preference) {
@@ -229,27 +194,16 @@ async function load(url, preference) {
     MODEL_FILES.map((f) => fetchCached(new URL(f, url).href, f)),
   );
   const configJson = new TextDecoder().decode(configFile.bytes);
-  let reason = preference === 'cpu'
+  const reason = preference === 'cpu'
     ? 'the CPU was requested (?backend=cpu)'
-    : await webgpuProblem([vqvaeFile.bytes, varFile.bytes]);
-  let backend = 'cpu';
-  if (!reason) {
-    try {
-      model = await VarModel.load(configJson, vqvaeFile.bytes, varFile.bytes, 'webgpu');
-      backend = 'webgpu';
-    } catch (e) {
-      // Only a device problem falls back to the CPU; a bad model file fails the same way there.
-      if (!String(e.message).startsWith('WebGPU')) throw e;
-      reason = e.message;
-    }
-  }
-  if (backend === 'cpu') {
-    model = await VarModel.load(configJson, vqvaeFile.bytes, varFile.bytes, 'cpu');
-  }
+    : await webgpuProblem(() => largestTensor(vqvaeFile.bytes, varFile.bytes, 'webgpu'));
+  const loaded = await withFallback(reason,
+    (backend) => VarModel.load(configJson, vqvaeFile.bytes, varFile.bytes, backend));
+  model = loaded.loaded;
   post({
     type: MSG.READY,
-    backend,
-    reason,
+    backend: loaded.backend,
+    reason: loaded.reason,
     config: JSON.parse(model.configJson()),
     cached: configFile.cached && vqvaeFile.cached && varFile.cached,
   });
@@ -275,7 +229,7 @@ async function run({ id, label, params }, edit = null) {
     post({ type: MSG.DONE, id, size, totalMs: performance.now() - start, rgba: rgba.buffer }, [rgba.buffer]);
   } catch (e) {
     const message = e && e.message ? e.message : String(e);
-    if (message.includes('cancelled')) post({ type: MSG.CANCELLED, id });
+    if (e && e.name === 'Cancelled') post({ type: MSG.CANCELLED, id });
     else post({ type: MSG.ERROR, phase: edit ? 'edit' : 'generate', message });
   } finally {
     running = null;

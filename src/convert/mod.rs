@@ -9,6 +9,7 @@ use crate::config::{ModelConfig, SamplingParams, Storage, VarConfig, VqvaeConfig
 use crate::error::{Result, VarError};
 use crate::model::Model;
 use crate::modeldir::{self, CONFIG_FILE, LoadOptions, VAR_FILE, VQVAE_FILE, WriteOptions};
+use crate::nn::Kernels;
 use crate::weights::is_recomputed_buffer;
 use crate::weights::pth::source::PthSource;
 use crate::weights::pth::{PthError, PthFile};
@@ -150,6 +151,7 @@ pub fn model_from_pth(
         &mut PthSource::new(vae),
         &mut PthSource::new(var),
         device,
+        Kernels::Burn,
     )
 }
 

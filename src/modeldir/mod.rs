@@ -18,6 +18,7 @@ use crate::config::{ModelConfig, Storage};
 use crate::error::{Result, VarError};
 use crate::files::write_files_atomically;
 use crate::model::Model;
+use crate::nn::Kernels;
 use crate::weights::quant::{StoredAs, store};
 use crate::weights::safetensors::{NamedTensor, SafetensorsSource, stored_bytes};
 use crate::weights::shards::{MANIFEST_FILE, Manifest, Part, write_part};
@@ -38,6 +39,20 @@ pub struct LoadOptions {
     /// [`crate::weights::quant::StoredAs`]): compares precisions of one model without
     /// converting files. `None` reads them as stored.
     pub read_as: Option<Storage>,
+    /// What the layers are built for: [`Kernels::CpuPacked`] for inference on the CPU
+    /// kernels (`var generate`, `inpaint`, `bench`, `eval`, `verify`), [`Kernels::Burn`] for
+    /// training, export and conversion.
+    pub kernels: Kernels,
+}
+
+impl LoadOptions {
+    /// Inference on the fastest kernels this device has.
+    pub fn inference() -> Self {
+        Self {
+            kernels: Kernels::CpuPacked,
+            ..Self::default()
+        }
+    }
 }
 
 /// How a model directory is written. The storage is the config's (`config.storage`).
@@ -94,12 +109,12 @@ pub fn load_files(files: &ModelFiles, device: &Device, options: &LoadOptions) ->
     let mut vqvae = SafetensorsSource::new(files.vqvae, VQVAE_FILE)?;
     let mut var = SafetensorsSource::new(files.var, VAR_FILE)?;
     match options.read_as {
-        None => Model::from_sources(config, &mut vqvae, &mut var, device),
+        None => Model::from_sources(config, &mut vqvae, &mut var, device, options.kernels),
         Some(storage) => {
             config.storage = storage;
             let mut vqvae = StoredAs::new(vqvae, storage, false);
             let mut var = StoredAs::new(var, storage, true);
-            Model::from_sources(config, &mut vqvae, &mut var, device)
+            Model::from_sources(config, &mut vqvae, &mut var, device, options.kernels)
         }
     }
 }

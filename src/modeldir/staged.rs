@@ -200,13 +200,25 @@ impl StagedModel {
         let mut vqvae = self.parts.remove(&Part::Vqvae).unwrap_or_default();
         let mut var = self.parts.remove(&Part::Var).unwrap_or_default();
         match self.options.read_as {
-            None => Model::from_sources(self.config, &mut vqvae, &mut var, &self.device),
+            None => Model::from_sources(
+                self.config,
+                &mut vqvae,
+                &mut var,
+                &self.device,
+                self.options.kernels,
+            ),
             Some(storage) => {
                 let mut config = self.config;
                 config.storage = storage;
                 let mut vqvae = StoredAs::new(vqvae, storage, false);
                 let mut var = StoredAs::new(var, storage, true);
-                Model::from_sources(config, &mut vqvae, &mut var, &self.device)
+                Model::from_sources(
+                    config,
+                    &mut vqvae,
+                    &mut var,
+                    &self.device,
+                    self.options.kernels,
+                )
             }
         }
     }

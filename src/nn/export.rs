@@ -16,13 +16,7 @@ use crate::weights::safetensors::NamedTensor;
 /// transposed.
 fn reference_key(path: &[String], parent: &str) -> (String, bool) {
     let leaf = path.last().map(String::as_str).unwrap_or_default();
-    // `Dense` and `Conv` wrap the transformer's Linear layers and the VQ-VAE's convolutions
-    // in a field of their own (`linear`, `conv2d`), which the reference does not have.
-    let mut parts: Vec<String> = path[..path.len().saturating_sub(1)]
-        .iter()
-        .filter(|p| *p != "linear" && *p != "conv2d")
-        .cloned()
-        .collect();
+    let mut parts: Vec<String> = path[..path.len().saturating_sub(1)].to_vec();
     let is_linear = parent.ends_with("Linear");
     let is_norm = parent.ends_with("GroupNorm");
     // `nn.Sequential(SiLU, Linear)` in the reference: the Linear is item 1.
@@ -59,15 +53,25 @@ struct Exporter {
     out: Vec<NamedTensor>,
 }
 
+/// burn's visitor enters an enum module's variant as a field named after the variant
+/// (`Float` of `Enum:Dense`, `Burn` of `Enum:Conv`), which the reference does not have.
+fn is_variant(container_type: &str) -> bool {
+    container_type.starts_with("Enum:")
+}
+
 impl ModuleVisitor for Exporter {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path.push(name.to_string());
-        self.types.push(container_type.to_string());
+        if !is_variant(container_type) {
+            self.path.push(name.to_string());
+            self.types.push(container_type.to_string());
+        }
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-        self.types.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        if !is_variant(container_type) {
+            self.path.pop();
+            self.types.pop();
+        }
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

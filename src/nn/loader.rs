@@ -8,10 +8,11 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::{Conv, Dense};
 use crate::error::{Result, VarError};
 use crate::hash::fnv1a;
+use crate::kernels::cpu::{CpuConv, CpuLinear};
 use crate::kernels::int8::{Int8Linear, Int8Weight};
-use crate::nn::Dense;
 use crate::weights::{OnDevice, TensorSource};
 
 /// A trainable parameter whose id is derived from its reference key (FNV-1a), so that the
@@ -21,10 +22,24 @@ fn trainable<const D: usize>(key: &str, tensor: Tensor<D>) -> Param<Tensor<D>> {
     Param::initialized(ParamId::from(fnv1a(key.as_bytes())), tensor).set_require_grad(true)
 }
 
+/// What the layers whose storage is decided at load ([`Dense`], [`Conv`]) are built for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// burn's modules (and int8 on a GPU where the file stores int8): trainable, exportable.
+    #[default]
+    Burn,
+    /// Inference on our CPU kernels where they run: a plain CPU device (not autodiff, not a
+    /// GPU) of an x86-64 machine with AVX2 or AVX-512. Packed layers hold no burn parameters,
+    /// so such a model can neither train nor be exported. Elsewhere this is [`Kernels::Burn`].
+    CpuPacked,
+}
+
 /// Builds burn modules from a [`TensorSource`] on one device.
 pub struct Loader<'a> {
     source: &'a mut dyn TensorSource,
     device: Device,
+    /// Build [`Dense`] and [`Conv`] layers packed for the CPU kernels.
+    cpu_packed: bool,
 }
 
 impl<'a> Loader<'a> {
@@ -32,7 +47,22 @@ impl<'a> Loader<'a> {
         Self {
             source,
             device: device.clone(),
+            cpu_packed: false,
         }
+    }
+
+    /// Builds the layers for `kernels` (where the device and the CPU allow it).
+    pub fn with_kernels(mut self, kernels: Kernels) -> Self {
+        self.cpu_packed = kernels == Kernels::CpuPacked
+            && CpuLinear::supported()
+            && !self.device.is_autodiff()
+            && !crate::kernels::is_gpu(&self.device);
+        self
+    }
+
+    /// Whether this loader packs layers for the CPU kernels.
+    pub fn packs_for_cpu(&self) -> bool {
+        self.cpu_packed
     }
 
     pub fn device(&self) -> &Device {
@@ -72,6 +102,15 @@ impl<'a> Loader<'a> {
     /// The transpose is done on the host so the device holds a contiguous `[in, out]` matrix;
     /// a lazy transposed view would be re-laid out by every matmul.
     fn host_linear_weight(&mut self, key: &str, d_in: usize, d_out: usize) -> Result<Tensor<2>> {
+        let t = self.host_linear_values(key, d_in, d_out)?;
+        Ok(Tensor::from_data(
+            TensorData::new(t, [d_in, d_out]),
+            &self.device,
+        ))
+    }
+
+    /// PyTorch's `[out, in]` weight as burn's row-major `[in, out]` values.
+    fn host_linear_values(&mut self, key: &str, d_in: usize, d_out: usize) -> Result<Vec<f32>> {
         let w = self.source.take(key, &[d_out, d_in])?;
         let mut t = vec![0f32; w.len()];
         for (o, row) in w.chunks_exact(d_in).enumerate() {
@@ -79,10 +118,15 @@ impl<'a> Loader<'a> {
                 t[i * d_out + o] = *v;
             }
         }
-        Ok(Tensor::from_data(
-            TensorData::new(t, [d_in, d_out]),
-            &self.device,
-        ))
+        Ok(t)
+    }
+
+    /// An optional bias as host values.
+    fn host_bias(&mut self, key: &str, bias: bool, len: usize) -> Result<Option<Vec<f32>>> {
+        if !bias {
+            return Ok(None);
+        }
+        Ok(Some(self.source.take(&format!("{key}.bias"), &[len])?))
     }
 
     fn linear_from(&mut self, key: &str, weight: Tensor<2>, bias: bool) -> Result<Linear> {
@@ -98,24 +142,31 @@ impl<'a> Loader<'a> {
         })
     }
 
-    /// A transformer Linear layer: int8 in GPU memory when the file stores it as int8 per
-    /// output channel and the device is a GPU (our WGSL kernel), else f32 as [`Self::linear`].
+    /// A transformer Linear layer: packed for the CPU kernels when this loader packs (any
+    /// stored precision, dequantized to f32), int8 in GPU memory when the file stores it as
+    /// int8 per output channel and the device is a GPU (our WGSL kernel), else f32 as
+    /// [`Self::linear`].
     pub fn dense(&mut self, key: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Dense> {
+        if self.cpu_packed {
+            let weight = self.host_linear_values(&format!("{key}.weight"), d_in, d_out)?;
+            let bias = self.host_bias(key, bias, d_out)?;
+            return Ok(Dense::cpu(CpuLinear::from_f32(&weight, d_in, d_out, bias)));
+        }
         if !(d_in.is_multiple_of(4) && crate::kernels::is_gpu(&self.device)) {
-            return Ok(Dense::float(self.linear(key, d_in, d_out, bias)?));
+            return Ok(Dense::Float(self.linear(key, d_in, d_out, bias)?));
         }
         let weight_key = format!("{key}.weight");
         let weight = match self.source.take_on_device(&weight_key, &[d_out, d_in])? {
             Some(OnDevice::Int8(weight)) => weight,
             Some(staged) => {
                 let weight = staged.into_linear_weight(d_in, d_out);
-                return Ok(Dense::float(self.linear_from(key, weight, bias)?));
+                return Ok(Dense::Float(self.linear_from(key, weight, bias)?));
             }
             None => match self.source.take_int8(&weight_key, &[d_out, d_in])? {
                 Some((codes, scales)) => {
                     Int8Weight::new(&codes, scales, d_in, d_out, &self.device)?
                 }
-                None => return Ok(Dense::float(self.linear(key, d_in, d_out, bias)?)),
+                None => return Ok(Dense::Float(self.linear(key, d_in, d_out, bias)?)),
             },
         };
         let bias = if bias {
@@ -145,6 +196,36 @@ impl<'a> Loader<'a> {
             groups: 1,
             padding,
         })
+    }
+
+    /// A VQ-VAE convolution ([`Self::conv2d`]): packed for the CPU kernels when this loader
+    /// packs and the padding is explicit, else burn's.
+    pub fn conv(
+        &mut self,
+        key: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: PaddingConfig2d,
+    ) -> Result<Conv> {
+        let pads = match padding {
+            PaddingConfig2d::Valid => Some([0; 4]),
+            PaddingConfig2d::Explicit(top, left, bottom, right) => Some([top, left, bottom, right]),
+            PaddingConfig2d::Same => None,
+        };
+        match pads {
+            Some(pads) if self.cpu_packed => {
+                let shape = [c_out, c_in, kernel, kernel];
+                let weight = self.source.take(&format!("{key}.weight"), &shape)?;
+                let bias = self.source.take(&format!("{key}.bias"), &[c_out])?;
+                let packed = CpuConv::new(&weight, c_in, c_out, kernel, stride, pads, Some(bias));
+                Ok(Conv::cpu(packed))
+            }
+            _ => Ok(Conv::Burn(
+                self.conv2d(key, c_in, c_out, kernel, stride, padding)?,
+            )),
+        }
     }
 
     /// The reference's `Normalize`: GroupNorm(32 groups, eps 1e-6, affine).

@@ -14,5 +14,5 @@ pub mod random;
 
 pub use conv::Conv;
 pub use dense::Dense;
-pub use loader::Loader;
+pub use loader::{Kernels, Loader};
 pub use random::RandomSource;

@@ -143,8 +143,7 @@ pub fn evaluate(
             "--per-class must be at least 2 (the Fréchet distance needs a covariance)".into(),
         ));
     }
-    let mut model = modeldir::load(&opts.model, device, &LoadOptions::default())?;
-    model.use_cpu_kernels();
+    let model = modeldir::load(&opts.model, device, &LoadOptions::inference())?;
     let classifier = Classifier::load_dir(&opts.classifier, device)?;
     let test = FashionMnist::load(&opts.data, Split::Test)?;
     let train = FashionMnist::load(&opts.data, Split::Train)?;

@@ -52,11 +52,6 @@ impl Ffn {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
     }
-
-    fn pack_for_cpu(&mut self) {
-        self.fc1.pack_for_cpu();
-        self.fc2.pack_for_cpu();
-    }
 }
 
 /// The class condition as every block consumes it.
@@ -84,15 +79,6 @@ pub struct AdaLnBlock {
 }
 
 impl AdaLnBlock {
-    /// Every Linear layer of the block into the CPU kernels' packing ([`Dense::pack_for_cpu`]).
-    pub fn pack_for_cpu(&mut self) {
-        self.attn.pack_for_cpu();
-        self.ffn.pack_for_cpu();
-        if let Some(ada_lin) = &mut self.ada_lin {
-            ada_lin.pack_for_cpu();
-        }
-    }
-
     pub fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
         let c = cfg.embed_dim;
         let (ada_lin, ada_gss) = if cfg.shared_aln {
@@ -160,10 +146,6 @@ pub struct AdaLnHead {
 }
 
 impl AdaLnHead {
-    pub fn pack_for_cpu(&mut self) {
-        self.ada_lin.pack_for_cpu();
-    }
-
     pub fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
         let c = cfg.embed_dim;
         Ok(Self {

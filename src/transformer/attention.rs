@@ -37,11 +37,6 @@ fn l2_normalize(x: Tensor<4>) -> Tensor<4> {
 }
 
 impl SelfAttention {
-    pub fn pack_for_cpu(&mut self) {
-        self.mat_qkv.pack_for_cpu();
-        self.proj.pack_for_cpu();
-    }
-
     pub fn load(w: &mut Loader, key: &str, cfg: &VarConfig) -> Result<Self> {
         let c = cfg.embed_dim;
         Ok(Self {

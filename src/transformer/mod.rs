@@ -91,17 +91,6 @@ impl Var {
         &self.config
     }
 
-    /// Every Linear layer into the CPU kernels' packing ([`Dense::pack_for_cpu`]).
-    pub fn pack_for_cpu(&mut self) {
-        self.word_embed.pack_for_cpu();
-        if let Some(lin) = &mut self.shared_ada_lin {
-            lin.pack_for_cpu();
-        }
-        self.blocks.iter_mut().for_each(AdaLnBlock::pack_for_cpu);
-        self.head_nm.pack_for_cpu();
-        self.head.pack_for_cpu();
-    }
-
     pub fn patch_nums(&self) -> &[usize] {
         &self.patch_nums
     }

@@ -11,7 +11,7 @@ use crate::nn::Loader;
 
 /// 3x3, stride 1, padding 1: the shape-preserving conv used everywhere.
 pub(crate) fn conv3x3(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Conv> {
-    w.conv2d(
+    w.conv(
         key,
         c_in,
         c_out,
@@ -19,12 +19,10 @@ pub(crate) fn conv3x3(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> R
         1,
         PaddingConfig2d::Explicit(1, 1, 1, 1),
     )
-    .map(Conv::from)
 }
 
 fn conv1x1(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Conv> {
-    w.conv2d(key, c_in, c_out, 1, 1, PaddingConfig2d::Valid)
-        .map(Conv::from)
+    w.conv(key, c_in, c_out, 1, 1, PaddingConfig2d::Valid)
 }
 
 /// `h = conv1(silu(norm1(x))); h = conv2(silu(norm2(h))); out = shortcut(x) + h`.
@@ -39,14 +37,6 @@ pub struct ResnetBlock {
 }
 
 impl ResnetBlock {
-    pub fn pack_for_cpu(&mut self) {
-        self.conv1.pack_for_cpu();
-        self.conv2.pack_for_cpu();
-        if let Some(conv) = &mut self.nin_shortcut {
-            conv.pack_for_cpu();
-        }
-    }
-
     pub fn load(w: &mut Loader, key: &str, c_in: usize, c_out: usize) -> Result<Self> {
         Ok(Self {
             norm1: w.group_norm(&format!("{key}.norm1"), c_in)?,
@@ -83,11 +73,6 @@ pub struct AttnBlock {
 }
 
 impl AttnBlock {
-    pub fn pack_for_cpu(&mut self) {
-        self.qkv.pack_for_cpu();
-        self.proj_out.pack_for_cpu();
-    }
-
     pub fn load(w: &mut Loader, key: &str, c: usize) -> Result<Self> {
         Ok(Self {
             norm: w.group_norm(&format!("{key}.norm"), c)?,
@@ -123,10 +108,6 @@ pub struct Upsample {
 }
 
 impl Upsample {
-    pub fn pack_for_cpu(&mut self) {
-        self.conv.pack_for_cpu();
-    }
-
     pub fn load(w: &mut Loader, key: &str, c: usize) -> Result<Self> {
         Ok(Self {
             conv: conv3x3(w, &format!("{key}.conv"), c, c)?,
@@ -153,22 +134,16 @@ pub struct Downsample {
 }
 
 impl Downsample {
-    pub fn pack_for_cpu(&mut self) {
-        self.conv.pack_for_cpu();
-    }
-
     pub fn load(w: &mut Loader, key: &str, c: usize) -> Result<Self> {
         Ok(Self {
-            conv: w
-                .conv2d(
-                    &format!("{key}.conv"),
-                    c,
-                    c,
-                    3,
-                    2,
-                    PaddingConfig2d::Explicit(0, 0, 1, 1),
-                )?
-                .into(),
+            conv: w.conv(
+                &format!("{key}.conv"),
+                c,
+                c,
+                3,
+                2,
+                PaddingConfig2d::Explicit(0, 0, 1, 1),
+            )?,
         })
     }
 
@@ -176,12 +151,6 @@ impl Downsample {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.conv.forward(x)
     }
-}
-
-/// Every convolution of one resolution level's blocks into the CPU kernels' packing.
-pub(crate) fn pack_level_for_cpu(blocks: &mut [ResnetBlock], attn: &mut [AttnBlock]) {
-    blocks.iter_mut().for_each(ResnetBlock::pack_for_cpu);
-    attn.iter_mut().for_each(AttnBlock::pack_for_cpu);
 }
 
 /// One resolution level's ResnetBlocks, each followed by its attention block where the level

@@ -6,7 +6,7 @@ use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
-use super::blocks::{AttnBlock, ResnetBlock, Upsample, conv3x3, pack_level_for_cpu, run_level};
+use super::blocks::{AttnBlock, ResnetBlock, Upsample, conv3x3, run_level};
 use super::encoder::MidBlock;
 use crate::config::VqvaeConfig;
 use crate::error::Result;
@@ -32,19 +32,6 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Every convolution into the CPU kernels' packing ([`Conv::pack_for_cpu`]).
-    pub fn pack_for_cpu(&mut self) {
-        self.conv_in.pack_for_cpu();
-        self.mid.pack_for_cpu();
-        for level in &mut self.up {
-            pack_level_for_cpu(&mut level.block, &mut level.attn);
-            if let Some(up) = &mut level.upsample {
-                up.pack_for_cpu();
-            }
-        }
-        self.conv_out.pack_for_cpu();
-    }
-
     pub fn load(w: &mut Loader, key: &str, cfg: &VqvaeConfig) -> Result<Self> {
         let levels = cfg.ch_mult.len();
         let mut c_in = cfg.ch * cfg.ch_mult[levels - 1];

@@ -6,7 +6,7 @@ use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
-use super::blocks::{AttnBlock, Downsample, ResnetBlock, conv3x3, pack_level_for_cpu, run_level};
+use super::blocks::{AttnBlock, Downsample, ResnetBlock, conv3x3, run_level};
 use crate::config::VqvaeConfig;
 use crate::error::Result;
 use crate::nn::Loader;
@@ -28,14 +28,6 @@ pub(crate) struct MidBlock {
 }
 
 impl MidBlock {
-    pub(crate) fn pack_for_cpu(&mut self) {
-        self.block_1.pack_for_cpu();
-        if let Some(attn) = &mut self.attn_1 {
-            attn.pack_for_cpu();
-        }
-        self.block_2.pack_for_cpu();
-    }
-
     pub(crate) fn load(w: &mut Loader, key: &str, c: usize, attn: bool) -> Result<Self> {
         Ok(Self {
             block_1: ResnetBlock::load(w, &format!("{key}.block_1"), c, c)?,
@@ -67,19 +59,6 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Every convolution into the CPU kernels' packing ([`Conv::pack_for_cpu`]).
-    pub fn pack_for_cpu(&mut self) {
-        self.conv_in.pack_for_cpu();
-        for level in &mut self.down {
-            pack_level_for_cpu(&mut level.block, &mut level.attn);
-            if let Some(down) = &mut level.downsample {
-                down.pack_for_cpu();
-            }
-        }
-        self.mid.pack_for_cpu();
-        self.conv_out.pack_for_cpu();
-    }
-
     pub fn load(w: &mut Loader, key: &str, cfg: &VqvaeConfig) -> Result<Self> {
         let levels = cfg.ch_mult.len();
         let conv_in = conv3x3(w, &format!("{key}.conv_in"), cfg.in_channels, cfg.ch)?;

@@ -31,15 +31,6 @@ pub struct VqVae {
 }
 
 impl VqVae {
-    /// Every convolution into the CPU kernels' packing (see [`crate::Model::use_cpu_kernels`]).
-    pub fn pack_for_cpu(&mut self) {
-        self.encoder.pack_for_cpu();
-        self.decoder.pack_for_cpu();
-        self.quant_conv.pack_for_cpu();
-        self.post_quant_conv.pack_for_cpu();
-        self.quantize.pack_for_cpu();
-    }
-
     /// Builds the VQ-VAE for a given scale schedule from reference-named tensors.
     pub fn load(w: &mut Loader, cfg: &VqvaeConfig, patch_nums: &[usize]) -> Result<Self> {
         let c = cfg.z_channels;
@@ -47,8 +38,8 @@ impl VqVae {
         Ok(Self {
             encoder: Encoder::load(w, "encoder", cfg)?,
             decoder: Decoder::load(w, "decoder", cfg)?,
-            quant_conv: w.conv2d("quant_conv", c, c, 3, 1, pad1.clone())?.into(),
-            post_quant_conv: w.conv2d("post_quant_conv", c, c, 3, 1, pad1)?.into(),
+            quant_conv: w.conv("quant_conv", c, c, 3, 1, pad1.clone())?,
+            post_quant_conv: w.conv("post_quant_conv", c, c, 3, 1, pad1)?,
             quantize: Quantizer::load(w, cfg, patch_nums)?,
         })
     }

@@ -77,17 +77,12 @@ pub struct Quantizer {
 }
 
 impl Quantizer {
-    /// φ's convolutions into the CPU kernels' packing ([`Conv::pack_for_cpu`]).
-    pub fn pack_for_cpu(&mut self) {
-        self.qresi_ls.iter_mut().for_each(Conv::pack_for_cpu);
-    }
-
     pub fn load(w: &mut Loader, cfg: &VqvaeConfig, patch_nums: &[usize]) -> Result<Self> {
         let c = cfg.z_channels;
         let embedding = w.param("quantize.embedding.weight", [cfg.vocab_size, c])?;
         let qresi_ls = (0..cfg.share_quant_resi)
             .map(|i| {
-                w.conv2d(
+                w.conv(
                     &format!("quantize.quant_resi.qresi_ls.{i}"),
                     c,
                     c,
@@ -95,7 +90,6 @@ impl Quantizer {
                     1,
                     PaddingConfig2d::Explicit(1, 1, 1, 1),
                 )
-                .map(Conv::from)
             })
             .collect::<Result<Vec<_>>>()?;
         let scales = ScaleResamplers::new(patch_nums, cfg.share_quant_resi, w.device());

@@ -161,3 +161,85 @@ pub fn stored_bytes(tensors: &[StoredTensor]) -> Result<Vec<u8>> {
         message: e.to_string(),
     })
 }
+
+/// The largest tensor named in the safetensors header of `file` (`header` holds at least the file's first
+/// `8 + n` bytes, `n` the little-endian header length they start with) as the model holds it
+/// once loaded ([`super::shards::device_bytes`]): its name and bytes, `None` for a file
+/// without tensors. Only the header is read, so a caller can check a file against a device's
+/// limits before handing the whole file over.
+pub fn largest_tensor(
+    header: &[u8],
+    file: &str,
+    part: super::shards::Part,
+    gpu: bool,
+) -> Result<Option<(String, u64)>> {
+    let bad = |m: &str| VarError::Safetensors {
+        file: file.to_string(),
+        message: m.to_string(),
+    };
+    let n = header_len(header)
+        .ok_or_else(|| bad("the file is shorter than its 8-byte header length"))?;
+    let json = header
+        .get(8..8 + n)
+        .ok_or_else(|| bad("the header is longer than the bytes given"))?;
+    let table: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(json).map_err(|e| bad(&format!("the header is not JSON: {e}")))?;
+    let mut best: Option<(String, u64)> = None;
+    for (name, t) in &table {
+        if name == "__metadata__" {
+            continue;
+        }
+        let (Some(dtype), Some([start, end])) = (
+            t.get("dtype").and_then(|d| d.as_str()),
+            t.get("data_offsets")
+                .and_then(|o| serde_json::from_value::<[u64; 2]>(o.clone()).ok()),
+        ) else {
+            return Err(bad(&format!(
+                "tensor '{name}' has no dtype or data_offsets"
+            )));
+        };
+        let bytes = super::shards::device_bytes(dtype, end.saturating_sub(start), part, gpu);
+        if best.as_ref().is_none_or(|(_, b)| bytes > *b) {
+            best = Some((name.clone(), bytes));
+        }
+    }
+    Ok(best)
+}
+
+/// The header length a safetensors file starts with, when it fits in memory.
+pub fn header_len(bytes: &[u8]) -> Option<usize> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    usize::try_from(n)
+        .ok()
+        .filter(|n| n.checked_add(8).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::shards::Part;
+
+    fn header(bytes: &[u8]) -> &[u8] {
+        &bytes[..8 + header_len(bytes).unwrap()]
+    }
+
+    #[test]
+    fn the_largest_tensor_is_read_from_the_header_alone() {
+        let tensors: Vec<NamedTensor> = vec![
+            ("a".into(), vec![4, 8], vec![0.5; 32]),
+            ("b".into(), vec![16], vec![1.0; 16]),
+        ];
+        let f32_file = safetensors_bytes(&tensors).unwrap();
+        let largest = largest_tensor(header(&f32_file), "x", Part::Var, true).unwrap();
+        assert_eq!(largest, Some(("a".to_string(), 128)));
+        // f16 is decoded to f32 at load: the device holds twice the file's bytes.
+        let f16_file = stored_bytes(&store(&tensors, Storage::F16, true, 0)).unwrap();
+        let largest = largest_tensor(header(&f16_file), "x", Part::Var, true).unwrap();
+        assert_eq!(largest, Some(("a".to_string(), 128)));
+        // A header cut short is refused, naming the file.
+        let short = &f32_file[..header(&f32_file).len() - 3];
+        let err = largest_tensor(short, "var.safetensors", Part::Var, true).unwrap_err();
+        assert!(err.to_string().contains("var.safetensors"), "{err}");
+        assert!(header_len(&f32_file[..5]).is_none());
+    }
+}

@@ -325,6 +325,35 @@ impl MemoryBudget {
     }
 }
 
+/// The bytes a tensor of `file_bytes` stored as `dtype` takes once loaded: int8 stays int8
+/// only for the transformer's matrices on a GPU (the VQ-VAE's are dequantized, and the CPU
+/// dequantizes everything), f16/bf16 become f32, everything else keeps its size.
+pub fn device_bytes(dtype: &str, file_bytes: u64, part: Part, gpu: bool) -> u64 {
+    match dtype {
+        "I8" if gpu && part == Part::Var => file_bytes,
+        "I8" => file_bytes * 4,
+        "F16" | "BF16" => file_bytes * 2,
+        _ => file_bytes,
+    }
+}
+
+impl Manifest {
+    /// The largest tensor of the model once loaded (see [`device_bytes`]): its
+    /// `part/name` and bytes, for the check against a GPU's largest buffer binding.
+    pub fn largest_device_tensor(&self, gpu: bool) -> (String, u64) {
+        let mut best = (String::new(), 0);
+        for (part, tensors) in &self.tensors {
+            for (name, t) in tensors {
+                let bytes = device_bytes(&t.dtype, t.length, *part, gpu);
+                if bytes > best.1 {
+                    best = (format!("{}/{name}", part.stem()), bytes);
+                }
+            }
+        }
+        best
+    }
+}
+
 /// [`MemoryBudget`] of a sharded model on a GPU (`gpu`) or the CPU.
 pub fn memory_budget(
     config: &crate::config::ModelConfig,
@@ -335,12 +364,7 @@ pub fn memory_budget(
         .tensors
         .iter()
         .flat_map(|(part, tensors)| tensors.values().map(move |t| (*part, t)))
-        .map(|(part, t)| match t.dtype.as_str() {
-            "I8" if gpu && part == Part::Var => t.length,
-            "I8" => t.length * 4,
-            "F16" | "BF16" => t.length * 2,
-            _ => t.length,
-        })
+        .map(|(part, t)| device_bytes(&t.dtype, t.length, part, gpu))
         .sum();
     let v = &config.var;
     let (rows, f32_bytes) = (2u64, 4u64);

@@ -14,7 +14,9 @@ fn start(root: &Path) -> String {
         var_serve::serve(&root, 0, |url| tx.send(url.to_string()).unwrap()).unwrap();
     });
     let url = rx.recv().unwrap();
-    url.trim_start_matches("http://").trim_end_matches('/').to_string()
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
 }
 
 /// One HTTP/1.1 GET; returns the status line and the headers, lower-cased.
