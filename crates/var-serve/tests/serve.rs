@@ -21,7 +21,12 @@ fn start(root: &Path) -> String {
 
 /// One HTTP/1.1 GET; returns the status line and the headers, lower-cased.
 fn get(host: &str, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(host).unwrap();
+    get_as(host, host, path)
+}
+
+/// [`get`] with another `Host` header than the address connected to.
+fn get_as(addr: &str, host: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
@@ -50,10 +55,43 @@ fn serves_the_page_and_its_wasm_and_nothing_outside_the_root() {
     let (status, head) = get(&host, "/pkg/m.wasm");
     assert!(status.contains(" 200 "), "{head}");
     assert!(head.contains("content-type: application/wasm"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
     for path in ["/../secret.txt", "/%2e%2e/secret.txt", "/nope.js"] {
         let (status, head) = get(&host, path);
         assert!(!status.contains(" 200 "), "{path}: {head}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_out_of_the_root_and_foreign_hosts_are_refused() {
+    let dir = std::env::temp_dir().join(format!("var-serve-links-{}", std::process::id()));
+    let root = dir.join("www");
+    std::fs::create_dir_all(root.join("models")).unwrap();
+    std::fs::write(root.join("index.html"), "<!doctype html><title>t</title>").unwrap();
+    std::fs::write(root.join("models/inside.json"), "{}").unwrap();
+    std::fs::write(dir.join("secret.txt"), "outside the root").unwrap();
+    std::os::unix::fs::symlink(dir.join("secret.txt"), root.join("leak.txt")).unwrap();
+    std::os::unix::fs::symlink(&dir, root.join("up")).unwrap();
+    std::os::unix::fs::symlink(root.join("models"), root.join("alias")).unwrap();
+    let host = start(&root);
+
+    for path in ["/leak.txt", "/up/secret.txt", "/up/"] {
+        let (status, head) = get(&host, path);
+        assert!(status.contains(" 404 "), "{path}: {head}");
+    }
+    // A link that stays inside the root is served.
+    let (status, head) = get(&host, "/alias/inside.json");
+    assert!(status.contains(" 200 "), "{head}");
+    // DNS rebinding: a page on another name that resolves here gets nothing.
+    let port = host.rsplit(':').next().unwrap();
+    for name in ["evil.example", "127.0.0.1.nip.io", "localhost"] {
+        let (status, head) = get_as(&host, &format!("{name}:1{port}"), "/index.html");
+        assert!(status.contains(" 403 "), "{name}: {head}");
+    }
+    let (status, head) = get_as(&host, &format!("localhost:{port}"), "/index.html");
+    assert!(status.contains(" 200 "), "{head}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
