@@ -19,6 +19,9 @@ pub enum VarError {
         expected: Vec<usize>,
         found: Vec<usize>,
     },
+    /// A tensor holds NaN or an infinity: a model with one would only ever draw noise.
+    #[error("tensor '{key}' holds a value that is not a finite number (NaN or infinity)")]
+    NonFinite { key: String },
     /// Tensors were left over after the whole model was built: the file is not this model.
     #[error("the weights hold tensors this model does not use: {0}")]
     UnexpectedTensors(String),
@@ -72,6 +75,7 @@ impl VarError {
             VarError::Config(_)
             | VarError::MissingTensor { .. }
             | VarError::ShapeMismatch { .. }
+            | VarError::NonFinite { .. }
             | VarError::UnexpectedTensors(_)
             | VarError::Format(_)
             | VarError::Checkpoint { .. }

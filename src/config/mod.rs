@@ -23,11 +23,33 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "Bag",
     "Ankle boot",
 ];
+/// Upper bounds on what a `config.json` may ask for, checked before anything is built from it,
+/// so that a hostile config cannot make the loader allocate without bound or overflow a size.
+/// Each is far above the largest official model (VAR-d36: depth 36, width 2304, 512 px,
+/// 32x32 finest scale, 4096 codes of width 32, VQ-VAE width 160 x 4, 5 levels).
+pub mod limits {
+    pub const MAX_VOCAB: usize = 1 << 20;
+    pub const MAX_CHANNELS: usize = 4096;
+    pub const MAX_CH_MULT: usize = 16;
+    pub const MAX_LEVELS: usize = 8;
+    pub const MAX_RES_BLOCKS: usize = 16;
+    pub const MAX_SHARE_QUANT_RESI: usize = 64;
+    pub const MAX_DEPTH: usize = 128;
+    pub const MAX_EMBED_DIM: usize = 16384;
+    pub const MAX_HEADS: usize = 256;
+    pub const MAX_CLASSES: usize = 1 << 20;
+    pub const MAX_MLP_RATIO: f32 = 16.0;
+    pub const MAX_SCALES: usize = 32;
+    pub const MAX_PATCH: usize = 256;
+    pub const MAX_IMAGE_SIZE: usize = 4096;
+}
+
 /// The official 10-scale schedule of the 256 px models (L = 680 tokens).
 pub const OFFICIAL_PATCH_NUMS: [usize; 10] = [1, 2, 3, 4, 5, 6, 8, 10, 13, 16];
 
 /// The multi-scale VQ-VAE (paper §3.2, reference `models/vqvae.py`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VqvaeConfig {
     /// Codebook size V.
     pub vocab_size: usize,
@@ -86,12 +108,32 @@ impl VqvaeConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        use limits::*;
         let bad = |m: &str| Err(VarError::Config(m.to_string()));
         if self.vocab_size == 0 || self.z_channels == 0 || self.ch == 0 {
             return bad("vqvae vocab_size, z_channels and ch must be positive");
         }
         if self.ch_mult.is_empty() || self.ch_mult.contains(&0) {
             return bad("vqvae ch_mult must be a non-empty list of positive multipliers");
+        }
+        let res_blocks = self
+            .decoder_res_blocks
+            .unwrap_or(1)
+            .max(self.num_res_blocks);
+        if self.vocab_size > MAX_VOCAB
+            || self.z_channels > MAX_CHANNELS
+            || self.ch > MAX_CHANNELS
+            || self.in_channels > MAX_CHANNELS
+            || self.ch_mult.len() > MAX_LEVELS
+            || self.ch_mult.iter().any(|&m| m > MAX_CH_MULT)
+            || res_blocks > MAX_RES_BLOCKS
+            || self.share_quant_resi > MAX_SHARE_QUANT_RESI
+        {
+            return Err(VarError::Config(format!(
+                "the vqvae is larger than this reader accepts (at most {MAX_VOCAB} codes, \
+                 {MAX_CHANNELS} channels, {MAX_LEVELS} levels of multiplier <= {MAX_CH_MULT}, \
+                 {MAX_RES_BLOCKS} blocks per level, {MAX_SHARE_QUANT_RESI} φ convolutions)"
+            )));
         }
         if self
             .ch_mult
@@ -117,6 +159,7 @@ impl VqvaeConfig {
 
 /// The VAR transformer (paper §3.1/§4, reference `models/var.py`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct VarConfig {
     /// Number of AdaLN blocks.
     pub depth: usize,
@@ -171,9 +214,27 @@ impl VarConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        use limits::*;
         let bad = |m: &str| Err(VarError::Config(m.to_string()));
         if self.depth == 0 || self.embed_dim == 0 || self.num_heads == 0 || self.num_classes == 0 {
             return bad("var depth, embed_dim, num_heads and num_classes must be positive");
+        }
+        if self.depth > MAX_DEPTH
+            || self.embed_dim > MAX_EMBED_DIM
+            || self.num_heads > MAX_HEADS
+            || self.num_classes > MAX_CLASSES
+        {
+            return Err(VarError::Config(format!(
+                "the transformer is larger than this reader accepts (at most depth {MAX_DEPTH}, \
+                 width {MAX_EMBED_DIM}, {MAX_HEADS} heads, {MAX_CLASSES} classes)"
+            )));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0 && self.mlp_ratio <= MAX_MLP_RATIO)
+        {
+            return Err(VarError::Config(format!(
+                "var mlp_ratio must be a number in (0, {MAX_MLP_RATIO}] (got {})",
+                self.mlp_ratio
+            )));
         }
         if !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad("var embed_dim must be divisible by num_heads");
@@ -214,6 +275,7 @@ impl std::str::FromStr for Storage {
 
 /// Everything that describes a model directory (`config.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// A short name shown in the UI.
     pub name: String,
@@ -331,6 +393,13 @@ impl ModelConfig {
         self.vqvae.validate()?;
         self.var.validate()?;
         validate_patch_nums(&self.patch_nums)?;
+        if self.image_size > limits::MAX_IMAGE_SIZE {
+            return Err(VarError::Config(format!(
+                "image_size {} is larger than this reader accepts ({})",
+                self.image_size,
+                limits::MAX_IMAGE_SIZE
+            )));
+        }
         let expected = self.latent_size() * self.vqvae.downsample_factor();
         if self.image_size != expected {
             return Err(VarError::Config(format!(
@@ -373,6 +442,13 @@ pub fn seq_len(patch_nums: &[usize]) -> usize {
 /// Scales must grow strictly from 1x1 (the class token) to the finest grid.
 pub fn validate_patch_nums(patch_nums: &[usize]) -> Result<()> {
     let bad = |m: String| Err(VarError::Config(m));
+    if patch_nums.len() > limits::MAX_SCALES || patch_nums.iter().any(|&p| p > limits::MAX_PATCH) {
+        return bad(format!(
+            "patch_nums has more than {} scales or a scale wider than {}",
+            limits::MAX_SCALES,
+            limits::MAX_PATCH
+        ));
+    }
     if patch_nums.len() < 2 {
         return bad(format!(
             "patch_nums {patch_nums:?} needs at least two scales"
@@ -437,6 +513,47 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.seq_len(), 130);
         assert_eq!(c.vqvae.downsample_factor(), 4);
+    }
+
+    #[test]
+    fn unknown_fields_and_sizes_past_the_limits_are_refused_before_anything_is_built() {
+        let json = |c: &ModelConfig| serde_json::to_value(c).unwrap();
+        let parse = |v: serde_json::Value| ModelConfig::from_json(&v.to_string(), "config.json");
+        let mut v = json(&ModelConfig::fashion_mnist());
+        v["var"]["depth_multiplier"] = 2.into();
+        let err = parse(v).unwrap_err().to_string();
+        assert!(err.contains("depth_multiplier"), "{err}");
+        let mut v = json(&ModelConfig::fashion_mnist());
+        v["surprise"] = true.into();
+        assert!(parse(v).unwrap_err().to_string().contains("surprise"));
+
+        for (part, field, value) in [
+            ("var", "depth", serde_json::Value::from(1_000_000)),
+            ("var", "embed_dim", (1u64 << 40).into()),
+            ("var", "mlp_ratio", 1e30.into()),
+            ("vqvae", "vocab_size", (1u64 << 40).into()),
+            ("vqvae", "ch", (1u64 << 40).into()),
+        ] {
+            let mut v = json(&ModelConfig::fashion_mnist());
+            v[part][field] = value;
+            let err = parse(v).unwrap_err().to_string();
+            assert!(
+                err.contains("invalid configuration"),
+                "{part}.{field}: {err}"
+            );
+        }
+        let mut v = json(&ModelConfig::fashion_mnist());
+        v["vqvae"]["ch_mult"] = serde_json::Value::from(vec![1; 40]);
+        assert!(parse(v).unwrap_err().to_string().contains("levels"));
+        let mut c = ModelConfig::fashion_mnist();
+        c.patch_nums = (1..=40).collect();
+        assert!(c.validate().unwrap_err().to_string().contains("scales"));
+        // The largest official model stays inside the limits.
+        let mut d36 = ModelConfig::official(30);
+        d36.var = VarConfig::official(36);
+        d36.patch_nums = vec![1, 2, 3, 4, 6, 9, 13, 18, 24, 32];
+        d36.image_size = 512;
+        d36.validate().unwrap();
     }
 
     #[test]

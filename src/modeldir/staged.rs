@@ -20,7 +20,7 @@ use crate::kernels::is_gpu;
 use crate::model::Model;
 use crate::weights::quant::StoredAs;
 use crate::weights::shards::{Manifest, Part};
-use crate::weights::{OnDevice, TensorSource, check_shape, is_recomputed_buffer};
+use crate::weights::{OnDevice, TensorSource, check_finite, check_shape, is_recomputed_buffer};
 
 /// A tensor that has left its shard.
 enum Staged {
@@ -157,6 +157,7 @@ impl StagedModel {
                 }
                 None => {
                     let values = source.take(name, &shape)?;
+                    check_finite(name, &values)?;
                     if self.gpu {
                         let len = values.len();
                         let t = Tensor::from_data(TensorData::new(values, [len]), &self.device);

@@ -13,7 +13,7 @@ use crate::error::{Result, VarError};
 use crate::hash::fnv1a;
 use crate::kernels::cpu::{CpuConv, CpuLinear};
 use crate::kernels::int8::{Int8Linear, Int8Weight};
-use crate::weights::{OnDevice, TensorSource};
+use crate::weights::{OnDevice, TensorSource, check_finite};
 
 /// A trainable parameter whose id is derived from its reference key (FNV-1a), so that the
 /// same model loaded twice has the same ids and a saved optimizer state (keyed by id) applies
@@ -69,12 +69,21 @@ impl<'a> Loader<'a> {
         &self.device
     }
 
+    /// `key`'s values from the source, refused when one is not finite: every tensor that
+    /// reaches the model from the host passes here (device-staged ones are checked by the
+    /// staged loader before they leave the host).
+    fn take(&mut self, key: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let values = self.source.take(key, shape)?;
+        check_finite(key, &values)?;
+        Ok(values)
+    }
+
     /// A tensor with exactly this shape.
     pub fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Result<Tensor<D>> {
         if let Some(staged) = self.source.take_on_device(key, &shape)? {
             return Ok(staged.into_float(shape));
         }
-        let values = self.source.take(key, &shape)?;
+        let values = self.take(key, &shape)?;
         Ok(Tensor::from_data(
             TensorData::new(values, shape),
             &self.device,
@@ -111,7 +120,7 @@ impl<'a> Loader<'a> {
 
     /// PyTorch's `[out, in]` weight as burn's row-major `[in, out]` values.
     fn host_linear_values(&mut self, key: &str, d_in: usize, d_out: usize) -> Result<Vec<f32>> {
-        let w = self.source.take(key, &[d_out, d_in])?;
+        let w = self.take(key, &[d_out, d_in])?;
         let mut t = vec![0f32; w.len()];
         for (o, row) in w.chunks_exact(d_in).enumerate() {
             for (i, v) in row.iter().enumerate() {
@@ -126,7 +135,7 @@ impl<'a> Loader<'a> {
         if !bias {
             return Ok(None);
         }
-        Ok(Some(self.source.take(&format!("{key}.bias"), &[len])?))
+        Ok(Some(self.take(&format!("{key}.bias"), &[len])?))
     }
 
     fn linear_from(&mut self, key: &str, weight: Tensor<2>, bias: bool) -> Result<Linear> {
@@ -217,8 +226,8 @@ impl<'a> Loader<'a> {
         match pads {
             Some(pads) if self.cpu_packed => {
                 let shape = [c_out, c_in, kernel, kernel];
-                let weight = self.source.take(&format!("{key}.weight"), &shape)?;
-                let bias = self.source.take(&format!("{key}.bias"), &[c_out])?;
+                let weight = self.take(&format!("{key}.weight"), &shape)?;
+                let bias = self.take(&format!("{key}.bias"), &[c_out])?;
                 let packed = CpuConv::new(&weight, c_in, c_out, kernel, stride, pads, Some(bias));
                 Ok(Conv::cpu(packed))
             }
@@ -257,5 +266,34 @@ impl<'a> Loader<'a> {
                 shown.join(", ")
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::TensorMap;
+
+    #[test]
+    fn a_weight_that_is_not_finite_is_refused_with_its_name() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut map = TensorMap::default();
+            map.insert("fc.weight", vec![2, 2], vec![1.0, bad, 0.0, 1.0]);
+            map.insert("fc.bias", vec![2], vec![0.0, 0.0]);
+            let mut loader = Loader::new(&mut map, &Device::flex());
+            let err = loader.linear("fc", 2, 2, true).unwrap_err();
+            assert!(
+                matches!(&err, VarError::NonFinite { key } if key == "fc.weight"),
+                "{err}"
+            );
+            assert_eq!(err.name(), "BadModel");
+        }
+        let mut map = TensorMap::default();
+        map.insert("n.weight", vec![32], vec![1.0; 32]);
+        map.insert("n.bias", vec![32], [vec![0.0; 31], vec![f32::NAN]].concat());
+        let err = Loader::new(&mut map, &Device::flex())
+            .group_norm("n", 32)
+            .unwrap_err();
+        assert!(err.to_string().contains("'n.bias'"), "{err}");
     }
 }

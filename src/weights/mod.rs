@@ -9,4 +9,6 @@ pub mod safetensors;
 pub mod shards;
 pub mod source;
 
-pub use source::{OnDevice, TensorMap, TensorSource, check_shape, is_recomputed_buffer};
+pub use source::{
+    OnDevice, TensorMap, TensorSource, check_finite, check_shape, is_recomputed_buffer,
+};

@@ -66,6 +66,17 @@ pub fn is_recomputed_buffer(key: &str) -> bool {
         || key == "quantize.ema_vocab_hit_SV"
 }
 
+/// Refuses a tensor with a NaN or an infinity, naming it.
+pub fn check_finite(key: &str, values: &[f32]) -> Result<()> {
+    if values.iter().all(|v| v.is_finite()) {
+        Ok(())
+    } else {
+        Err(VarError::NonFinite {
+            key: key.to_string(),
+        })
+    }
+}
+
 pub fn check_shape(key: &str, expected: &[usize], found: &[usize]) -> Result<()> {
     if expected == found {
         Ok(())
