@@ -237,8 +237,8 @@ fn export_round_trips_the_checkpoint() {
     use var_web::nn::export::export_module;
     let model = common::fixture_model("mini");
     for (file, exported) in [
-        ("vae_tiny.pth", export_module(&model.vqvae)),
-        ("var_mini.pth", export_module(&model.var)),
+        ("vae_tiny.pth", export_module(&model.vqvae).unwrap()),
+        ("var_mini.pth", export_module(&model.var).unwrap()),
     ] {
         let f = PthFile::open(&common::fixture(file)).unwrap();
         let keys: std::collections::BTreeSet<&str> = f

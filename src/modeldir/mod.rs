@@ -176,8 +176,8 @@ pub fn save(model: &Model, dir: &Path) -> Result<()> {
     write(
         dir,
         &model.config,
-        &export_module(&model.vqvae),
-        &export_module(&model.var),
+        &export_module(&model.vqvae)?,
+        &export_module(&model.var)?,
         &WriteOptions::default(),
     )
 }

@@ -8,6 +8,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::export::{ParamKey, ParamKeys};
 use super::{Conv, Dense};
 use crate::error::{Result, VarError};
 use crate::hash::fnv1a;
@@ -15,11 +16,11 @@ use crate::kernels::cpu::{CpuConv, CpuLinear};
 use crate::kernels::int8::{Int8Linear, Int8Weight};
 use crate::weights::{OnDevice, TensorSource, check_finite};
 
-/// A trainable parameter whose id is derived from its reference key (FNV-1a), so that the
-/// same model loaded twice has the same ids and a saved optimizer state (keyed by id) applies
-/// to a model resumed from a checkpoint.
-fn trainable<const D: usize>(key: &str, tensor: Tensor<D>) -> Param<Tensor<D>> {
-    Param::initialized(ParamId::from(fnv1a(key.as_bytes())), tensor).set_require_grad(true)
+/// The id of the parameter stored under the reference key `key`: FNV-1a of the key, so that
+/// the same model loaded twice has the same ids and a saved optimizer state (keyed by id)
+/// applies to a model resumed from a checkpoint.
+fn param_id(key: &str) -> ParamId {
+    ParamId::from(fnv1a(key.as_bytes()))
 }
 
 /// What the layers whose storage is decided at load ([`Dense`], [`Conv`]) are built for.
@@ -40,6 +41,8 @@ pub struct Loader<'a> {
     device: Device,
     /// Build [`Dense`] and [`Conv`] layers packed for the CPU kernels.
     cpu_packed: bool,
+    /// The reference key of every parameter built so far: the exporter's table.
+    keys: ParamKeys,
 }
 
 impl<'a> Loader<'a> {
@@ -48,6 +51,7 @@ impl<'a> Loader<'a> {
             source,
             device: device.clone(),
             cpu_packed: false,
+            keys: ParamKeys::default(),
         }
     }
 
@@ -95,7 +99,31 @@ impl<'a> Loader<'a> {
         key: &str,
         shape: [usize; D],
     ) -> Result<Param<Tensor<D>>> {
-        Ok(trainable(key, self.tensor(key, shape)?))
+        let tensor = self.tensor(key, shape)?;
+        Ok(self.trainable(key, tensor, false))
+    }
+
+    /// A trainable parameter stored under `key` (see [`param_id`]), recorded in the key table
+    /// with whether it is a Linear weight that burn holds transposed.
+    fn trainable<const D: usize>(
+        &mut self,
+        key: &str,
+        tensor: Tensor<D>,
+        transposed: bool,
+    ) -> Param<Tensor<D>> {
+        let id = param_id(key);
+        let entry = ParamKey {
+            key: key.to_string(),
+            transposed,
+        };
+        self.keys.insert(id, entry);
+        Param::initialized(id, tensor).set_require_grad(true)
+    }
+
+    /// The reference key of every parameter this loader has built: what a module built by it
+    /// keeps for [`super::export::export_module`].
+    pub fn keys(&self) -> ParamKeys {
+        self.keys.clone()
     }
 
     /// `nn.Linear(d_in, d_out)`: PyTorch stores `[out, in]`, burn multiplies by `[in, out]`.
@@ -145,10 +173,8 @@ impl<'a> Loader<'a> {
         } else {
             None
         };
-        Ok(Linear {
-            weight: trainable(&format!("{key}.weight"), weight),
-            bias,
-        })
+        let weight = self.trainable(&format!("{key}.weight"), weight, true);
+        Ok(Linear { weight, bias })
     }
 
     /// A transformer Linear layer: packed for the CPU kernels when this loader packs (any

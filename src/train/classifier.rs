@@ -25,7 +25,7 @@ use super::run::{
 };
 use super::schedule::cosine_to_zero;
 use crate::error::{Result, VarError};
-use crate::nn::export::export_module;
+use crate::nn::export::{HasParamKeys, ParamKeys, export_module};
 use crate::nn::{Loader, RandomSource};
 use crate::weights::TensorSource;
 use crate::weights::safetensors::{SafetensorsSource, safetensors_bytes};
@@ -41,6 +41,15 @@ pub struct Classifier {
     conv2: Conv2d,
     fc1: Linear,
     fc2: Linear,
+    /// The reference key of every parameter, for the exporter.
+    #[module(skip)]
+    keys: ParamKeys,
+}
+
+impl HasParamKeys for Classifier {
+    fn param_keys(&self) -> &ParamKeys {
+        &self.keys
+    }
 }
 
 impl Classifier {
@@ -51,6 +60,7 @@ impl Classifier {
             conv2: w.conv2d("conv2", 32, 64, 3, 1, same())?,
             fc1: w.linear("fc1", 64 * 7 * 7, FEATURES, true)?,
             fc2: w.linear("fc2", FEATURES, CLASSES, true)?,
+            keys: w.keys(),
         })
     }
 
@@ -259,7 +269,7 @@ pub fn train_classifier(
         };
         if step == opts.steps || last_checkpoint.elapsed().as_secs() >= opts.checkpoint_secs {
             rep.test_accuracy = Some(test_accuracy(&model.valid(), &test, &plain)?);
-            let weights = safetensors_bytes(&export_module(&model))?;
+            let weights = safetensors_bytes(&export_module(&model)?)?;
             let optimizer = optim.into_bytes().map_err(|e| optimizer_error(&run, e))?;
             let state = ClassifierState {
                 step,

@@ -13,6 +13,7 @@ use crate::config::{VarConfig, seq_len};
 use crate::error::Result;
 use crate::nn::Dense;
 use crate::nn::Loader;
+use crate::nn::export::{HasParamKeys, ParamKeys};
 pub use ada_ln::{AdaLnBlock, AdaLnHead, Modulation};
 pub use kv_cache::KvCache;
 
@@ -51,6 +52,9 @@ pub struct Var {
     config: VarConfig,
     #[module(skip)]
     patch_nums: Vec<usize>,
+    /// The reference key of every parameter, for the exporter.
+    #[module(skip)]
+    keys: ParamKeys,
 }
 
 impl Var {
@@ -84,6 +88,7 @@ impl Var {
             head: w.dense("head", c, vocab_size, true)?,
             config: cfg.clone(),
             patch_nums: patch_nums.to_vec(),
+            keys: w.keys(),
         })
     }
 
@@ -236,5 +241,11 @@ impl Var {
             Tensor::cat(vec![sos, self.word_embed.forward(x_wo_first)], 1) + self.level_positions();
         let bias = self.block_causal_bias(&device);
         self.run(x, &cond, Some(&bias), None)
+    }
+}
+
+impl HasParamKeys for Var {
+    fn param_keys(&self) -> &ParamKeys {
+        &self.keys
     }
 }

@@ -15,6 +15,7 @@ use burn::tensor::{Int, Tensor};
 use crate::config::VqvaeConfig;
 use crate::error::Result;
 use crate::nn::Loader;
+use crate::nn::export::{HasParamKeys, ParamKeys};
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use quantizer::Quantizer;
@@ -28,6 +29,9 @@ pub struct VqVae {
     quant_conv: Conv,
     post_quant_conv: Conv,
     pub quantize: Quantizer,
+    /// The reference key of every parameter, for the exporter.
+    #[module(skip)]
+    keys: ParamKeys,
 }
 
 impl VqVae {
@@ -41,6 +45,7 @@ impl VqVae {
             quant_conv: w.conv("quant_conv", c, c, 3, 1, pad1.clone())?,
             post_quant_conv: w.conv("post_quant_conv", c, c, 3, 1, pad1)?,
             quantize: Quantizer::load(w, cfg, patch_nums)?,
+            keys: w.keys(),
         })
     }
 
@@ -68,5 +73,11 @@ impl VqVae {
     /// Tokens per scale → image in [-1, 1] (Algorithm 2 then the decoder).
     pub fn tokens_to_img(&self, tokens: &[Tensor<2, Int>]) -> Tensor<4> {
         self.fhat_to_img(self.quantize.decode(tokens))
+    }
+}
+
+impl HasParamKeys for VqVae {
+    fn param_keys(&self) -> &ParamKeys {
+        &self.keys
     }
 }

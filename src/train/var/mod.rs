@@ -303,7 +303,7 @@ pub fn train_var(
         if step == opts.steps || last_checkpoint.elapsed().as_secs() >= opts.checkpoint_secs {
             let valid = var.valid();
             rep.validation = Some(evaluate(&valid, &frozen.vae, &validation)?);
-            let weights = safetensors_bytes(&export_module(&var))?;
+            let weights = safetensors_bytes(&export_module(&var)?)?;
             let optimizer = optim.into_bytes().map_err(|e| optimizer_error(&run, e))?;
             let state = VarTrainState {
                 step,
@@ -367,7 +367,7 @@ mod tests {
         config.patch_nums = vec![1, 2, 4, 8, 16];
         let model = Model::random(config.clone(), 5, &Device::flex()).unwrap();
         let dir = root.join("vqvae");
-        let weights = safetensors_bytes(&export_module(&model.vqvae)).unwrap();
+        let weights = safetensors_bytes(&export_module(&model.vqvae).unwrap()).unwrap();
         crate::files::write_files_atomically(
             &dir,
             &[

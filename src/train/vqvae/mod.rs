@@ -255,7 +255,7 @@ pub fn train_vqvae(
         };
         if checkpoint_now {
             rep.test_psnr = Some(test_psnr(&vae, &test, 500, size));
-            let weights = safetensors_bytes(&export_module(&vae))?;
+            let weights = safetensors_bytes(&export_module(&vae)?)?;
             let optimizer = optim.into_bytes().map_err(|e| optimizer_error(&run, e))?;
             let state = TrainState {
                 step,

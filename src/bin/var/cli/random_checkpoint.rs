@@ -34,9 +34,9 @@ impl Args {
         let vae = self.out.join("vae_ch160v4096z32.pth");
         let var = self.out.join(format!("var_d{depth}.pth"));
         pb.set_message(format!("writing {}", vae.display()));
-        write_state_dict(&vae, &export_module(&model.vqvae))?;
+        write_state_dict(&vae, &export_module(&model.vqvae)?)?;
         pb.set_message(format!("writing {}", var.display()));
-        write_state_dict(&var, &export_module(&model.var))?;
+        write_state_dict(&var, &export_module(&model.var)?)?;
         pb.finish_and_clear();
         println!("wrote {} and {}", vae.display(), var.display());
         Ok(ExitCode::SUCCESS)
