@@ -247,8 +247,8 @@ pub struct ShardedLoad {
 
 #[wasm_bindgen]
 impl ShardedLoad {
-    /// For `"webgpu"` or `"cpu"`. A device that cannot be opened fails with a sentence that
-    /// starts with "WebGPU".
+    /// For `"webgpu"` or `"cpu"`. A device that cannot be opened fails with an error named
+    /// `WebGpuUnavailable`; bad files fail first, with `BadModel`.
     pub async fn open(
         config_json: String,
         manifest_json: String,
