@@ -41,14 +41,18 @@ cargo test --workspace --all-targets
 echo "== build the page"
 ./scripts/build-web.sh
 # The page tests also load the reference's random-weight fixture (?model=models/fixture-mini/).
-cargo build --bin var
+# `cargo test` has built the CLI (the integration tests run it). A separate `cargo build` would
+# resolve the dependencies' features without the dev-dependencies and rebuild half of them
+# (17 minutes on a cold 2-core machine), so it runs only if the binary is missing.
+VAR="$CARGO_TARGET_DIR/debug/var"
+[ -x "$VAR" ] || cargo build --bin var
 model=www/models/fixture-mini
 if [ ! -f "$model/config.json" ]; then
-  "$CARGO_TARGET_DIR/debug/var" convert --vae tests/fixtures/vae_tiny.pth \
+  "$VAR" convert --vae tests/fixtures/vae_tiny.pth \
     --var tests/fixtures/var_mini.pth --patch-nums 1,2,3,4 --out "$model"
 fi
 echo "== wasm-pack test --headless --chrome (WebGPU on SwiftShader, and the CPU fallback)"
 CARGO_PROFILE_RELEASE_OPT_LEVEL=s WASM_BINDGEN_TEST_TIMEOUT=1200 CHROMEDRIVER=/usr/bin/chromedriver \
   wasm-pack test --headless --chrome --release -- --test web
 echo "== page tests (playwright-core, system Chromium)"
-VAR_BIN="$CARGO_TARGET_DIR/debug/var" node --test --test-concurrency=1 tests/e2e/page.test.mjs
+VAR_BIN="$VAR" node --test --test-concurrency=1 tests/e2e/page.test.mjs
