@@ -126,15 +126,15 @@ function showProgress() {
   ui.progressBar.value = total ? loaded / total : 0;
   const mb = (d) => `${(d.loaded / 1e6).toFixed(1)}${d.total ? `/${(d.total / 1e6).toFixed(1)}` : ''} MB`;
   if (state.downloads.size <= 3) {
-    ui.progressText.textContent = [...downloads].map(([f, d]) => `${f} ${mb(d)}`).join(', ');
+    ui.progressText.textContent = [...state.downloads].map(([f, d]) => `${f} ${mb(d)}`).join(', ');
     return;
   }
   // A sharded model: the total, how many files are done (and how many came from the cache),
   // and the file in flight.
-  const all = [...downloads.values()];
+  const all = [...state.downloads.values()];
   const done = all.filter((d) => d.total && d.loaded >= d.total);
   const fromCache = all.filter((d) => d.cached).length;
-  const current = [...downloads].find(([, d]) => d.loaded > 0 && d.loaded < (d.total || Infinity));
+  const current = [...state.downloads].find(([, d]) => d.loaded > 0 && d.loaded < (d.total || Infinity));
   ui.progressText.textContent = `${(loaded / 1e6).toFixed(1)}/${(total / 1e6).toFixed(1)} MB in all, `
     + `${done.length} of ${all.length} files${fromCache ? ` (${fromCache} from the cache)` : ''}`
     + `${current ? `; ${current[0]} ${mb(current[1])}` : ''}`;
@@ -165,7 +165,7 @@ worker.onmessage = ({ data }) => {
       ui.progress.hidden = true;
       fillClasses(state.config.class_names);
       ui.editClass.replaceChildren(new Option('none (unconditional)', ''),
-        ...config.class_names.map((name, i) => new Option(`${i}: ${name}`, String(i))));
+        ...state.config.class_names.map((name, i) => new Option(`${i}: ${name}`, String(i))));
       editor.reset(state.config.image_size);
       state.haveImage = false;
       state.result = null;
@@ -175,7 +175,7 @@ worker.onmessage = ({ data }) => {
       ui.topK.value = s.top_k;
       ui.topP.value = s.top_p;
       ui.smooth.checked = s.more_smooth;
-      const lines = [...(data.reason ? [`Running on the CPU: ${data.reason}.`] : []), ...notices];
+      const lines = [...(data.reason ? [`Running on the CPU: ${data.reason}.`] : []), ...state.notices];
       ui.note.hidden = lines.length === 0;
       ui.note.textContent = lines.join(' ');
       const where = state.backend === 'webgpu' ? 'WebGPU' : 'the CPU';
