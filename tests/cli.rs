@@ -62,6 +62,20 @@ fn generate_is_byte_identical_for_the_same_seed() {
 }
 
 #[test]
+fn generate_finds_the_shipped_model_from_any_directory() {
+    let dir = common::scratch("elsewhere");
+    let out = dir.join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_var"))
+        .current_dir(&dir)
+        .args(["generate", "--class", "7", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let png = std::fs::read(out.join("class7_seed0.png")).unwrap();
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 32);
+}
+
+#[test]
 fn smooth_sampling_runs_and_is_deterministic() {
     let args = ["--class", "0", "--seed", "5", "--smooth"];
     let [a, b] = generate_twice("smooth", &args, &["class0_seed5.png"]);

@@ -32,6 +32,37 @@ pub const VAR_FILE: &str = "var.safetensors";
 /// the page loads and what `var generate` and `var eval` use without `--model`.
 pub const DEFAULT_MODEL_DIR: &str = "www/models/fashion-mnist";
 
+/// `dir`, or for the default model ([`DEFAULT_MODEL_DIR`], relative to the repository root)
+/// the first place that holds it: below the current directory, next to the executable
+/// (`models/fashion-mnist/` beside `var`, for a copied binary), or in the source tree the
+/// binary was built from. When none does, the error names every place looked at.
+pub fn resolve(dir: &Path) -> Result<std::path::PathBuf> {
+    if dir != Path::new(DEFAULT_MODEL_DIR) {
+        return Ok(dir.to_path_buf());
+    }
+    let mut candidates = vec![dir.to_path_buf()];
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        candidates.push(exe_dir.join("models").join("fashion-mnist"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL_DIR));
+    first_model_dir(&candidates)
+}
+
+/// The first of `candidates` that holds a `config.json`, or an error naming them all.
+fn first_model_dir(candidates: &[std::path::PathBuf]) -> Result<std::path::PathBuf> {
+    if let Some(found) = candidates.iter().find(|c| c.join(CONFIG_FILE).is_file()) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    Err(VarError::InvalidArgument(format!(
+        "the default model (the shipped Fashion-MNIST model) is in none of {}; pass --model DIR",
+        looked.join(", ")
+    )))
+}
+
 /// How a model is loaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -207,4 +238,32 @@ fn refuse_non_empty(dir: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_model_is_found_from_anywhere_or_the_places_are_named() {
+        // From the crate root (where tests run) the relative path works; the source tree's
+        // absolute path is the fallback that makes it work from any other directory.
+        let found = resolve(Path::new(DEFAULT_MODEL_DIR)).unwrap();
+        assert!(found.join(CONFIG_FILE).is_file(), "{}", found.display());
+        let other = Path::new("somewhere/else");
+        assert_eq!(
+            resolve(other).unwrap(),
+            other,
+            "a given directory is used as given"
+        );
+        let missing = [
+            std::path::PathBuf::from("/nonexistent/a"),
+            "/nonexistent/b".into(),
+        ];
+        let err = first_model_dir(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/a") && err.contains("/nonexistent/b"),
+            "{err}"
+        );
+    }
 }

@@ -143,7 +143,11 @@ pub fn evaluate(
             "--per-class must be at least 2 (the Fréchet distance needs a covariance)".into(),
         ));
     }
-    let model = modeldir::load(&opts.model, device, &LoadOptions::inference())?;
+    let model = modeldir::load(
+        &modeldir::resolve(&opts.model)?,
+        device,
+        &LoadOptions::inference(),
+    )?;
     let classifier = Classifier::load_dir(&opts.classifier, device)?;
     let test = FashionMnist::load(&opts.data, Split::Test)?;
     let train = FashionMnist::load(&opts.data, Split::Train)?;

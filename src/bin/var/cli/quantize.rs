@@ -26,15 +26,16 @@ pub struct Args {
 impl Args {
     pub fn run(self) -> Result<ExitCode> {
         let storage = self.precision.parse()?;
-        let before = dir_bytes(&self.model)?;
-        let c = quantize_dir(&self.model, storage, self.group, &self.out)?;
+        let model = var_web::modeldir::resolve(&self.model)?;
+        let before = dir_bytes(&model)?;
+        let c = quantize_dir(&model, storage, self.group, &self.out)?;
         let after = dir_bytes(&self.out)?;
         println!(
             "wrote {} ({:?}): {after} bytes, {:.3}x the {before} bytes of {}",
             self.out.display(),
             c.storage,
             after as f64 / before as f64,
-            self.model.display()
+            model.display()
         );
         Ok(ExitCode::SUCCESS)
     }

@@ -51,7 +51,7 @@ pub fn load_model(
     device: &Device,
     sampling: &SamplingArgs,
 ) -> Result<(Model, SamplingParams)> {
-    let model = modeldir::load(dir, device, &LoadOptions::inference())?;
+    let model = modeldir::load(&modeldir::resolve(dir)?, device, &LoadOptions::inference())?;
     let params = sampling.params(&model)?;
     Ok((model, params))
 }
