@@ -42,6 +42,20 @@ pub fn write_atomically_with(
 /// directory first, which then takes the place of `dir` (a previous `dir` is moved aside and
 /// removed only after the swap). A failure leaves `dir` as it was.
 pub fn write_files_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    write_dir_atomically(dir, |tmp| {
+        for (name, bytes) in files {
+            let p = tmp.join(name);
+            std::fs::write(&p, bytes).map_err(|e| VarError::io(&p, e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Lets `fill` write the files of `dir` into an empty hidden sibling directory, which then
+/// takes the place of `dir` as [`write_files_atomically`] describes: for writers that produce
+/// their files one at a time (a streamed conversion) and must not hold them all. A failure of
+/// `fill` leaves `dir` as it was and removes the sibling.
+pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -56,10 +70,7 @@ pub fn write_files_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()>
     let result = (|| {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| VarError::io(&tmp, e))?;
-        for (name, bytes) in files {
-            let p = tmp.join(name);
-            std::fs::write(&p, bytes).map_err(|e| VarError::io(&p, e))?;
-        }
+        fill(&tmp)?;
         let had_old = dir.exists();
         if had_old {
             std::fs::rename(dir, &old).map_err(|e| VarError::io(dir, e))?;

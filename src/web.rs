@@ -289,6 +289,181 @@ impl ShardedLoad {
     }
 }
 
+/// A checkpoint the worker reads by ranges: `read(offset, length)` returns a `Uint8Array` of
+/// exactly those bytes, synchronously (`FileReaderSync` over a `File`, or a synchronous
+/// `Range` request; both are allowed in a worker), or throws.
+struct JsRanges {
+    read: Function,
+    len: u64,
+    name: String,
+}
+
+impl crate::weights::pth::ranged::RangeSource for JsRanges {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_exact_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let failed = |m: String| std::io::Error::other(m);
+        let got = self
+            .read
+            .call2(
+                &JsValue::NULL,
+                &JsValue::from(offset as f64),
+                &JsValue::from(buf.len() as f64),
+            )
+            .map_err(|e| {
+                let message = e
+                    .dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+                    .unwrap_or_else(|| format!("{e:?}"));
+                failed(format!("reading {} at byte {offset}: {message}", self.name))
+            })?;
+        let bytes = got.dyn_into::<js_sys::Uint8Array>().map_err(|_| {
+            failed(format!(
+                "reading {}: the reader returned no Uint8Array",
+                self.name
+            ))
+        })?;
+        if bytes.length() as usize != buf.len() {
+            return Err(failed(format!(
+                "{} ended early: {} bytes at byte {offset} where {} were asked for (a transfer cut short, or the file changed)",
+                self.name,
+                bytes.length(),
+                buf.len()
+            )));
+        }
+        bytes.copy_to(buf);
+        Ok(())
+    }
+}
+
+/// Read-ahead for the many small reads of a checkpoint's directory and headers: one request
+/// per 1 MiB instead of one per header (a tensor's storage is read whole, unbuffered).
+const RANGE_WINDOW_BYTES: usize = 1 << 20;
+
+/// The official checkpoints converted in the browser by the code `var convert` runs
+/// ([`crate::convert::Conversion`]): `open` reads the two tensor tables and infers the
+/// configuration; each `step` converts one tensor and returns the shards it finished
+/// (`[{file, bytes}]`), which the worker stores; `finish` gives the config, the manifest and
+/// the fingerprint. Memory holds one tensor and one shard.
+#[wasm_bindgen]
+pub struct PthConverter {
+    conversion: crate::convert::Conversion,
+}
+
+#[wasm_bindgen]
+impl PthConverter {
+    /// `vae_read`/`var_read(offset, length)` read the files by ranges (see above); sizes
+    /// and names as given by the server or the `File`. `precision`: `f32`, `f16` or `int8`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        vae_read: Function,
+        vae_size: f64,
+        vae_name: String,
+        var_read: Function,
+        var_size: f64,
+        var_name: String,
+        patch_nums: Vec<u32>,
+        model_name: String,
+        precision: String,
+        shard_bytes: f64,
+    ) -> Result<PthConverter, JsValue> {
+        use crate::weights::pth::PthFile;
+        let storage: Storage = precision.parse().map_err(js_error)?;
+        let open = |read: Function, size: f64, name: &str| {
+            let source = JsRanges {
+                read,
+                len: size.max(0.0) as u64,
+                name: name.to_owned(),
+            };
+            PthFile::from_ranges(source, RANGE_WINDOW_BYTES).map_err(|e| {
+                js_error(VarError::Checkpoint {
+                    path: name.to_owned(),
+                    source: Box::new(e),
+                })
+            })
+        };
+        let vae = open(vae_read, vae_size, &vae_name)?;
+        let var = open(var_read, var_size, &var_name)?;
+        let patch_nums: Vec<usize> = patch_nums.iter().map(|&p| p as usize).collect();
+        let shard_bytes = (shard_bytes >= 1.0).then_some(shard_bytes as usize);
+        let conversion = crate::convert::Conversion::new(
+            (vae, &vae_name),
+            (var, &var_name),
+            &patch_nums,
+            &model_name,
+            storage,
+            shard_bytes,
+        )
+        .map_err(js_error)?;
+        Ok(PthConverter { conversion })
+    }
+
+    /// The configuration read off the checkpoints, as `config.json` will hold it.
+    #[wasm_bindgen(js_name = configJson)]
+    pub fn config_json(&self) -> String {
+        self.conversion.config().to_json()
+    }
+
+    /// Converts the next tensor: the shards it finished, as `[{file, bytes: Uint8Array}]`.
+    pub fn step(&mut self) -> Result<js_sys::Array, JsValue> {
+        let shards = self.conversion.step().map_err(js_error)?;
+        let out = js_sys::Array::new();
+        for shard in shards {
+            let entry = js_sys::Object::new();
+            let _ = js_sys::Reflect::set(&entry, &"file".into(), &shard.file.into());
+            let bytes = js_sys::Uint8Array::from(shard.bytes.as_slice());
+            let _ = js_sys::Reflect::set(&entry, &"bytes".into(), &bytes);
+            out.push(&entry);
+        }
+        Ok(out)
+    }
+
+    #[wasm_bindgen(js_name = isDone)]
+    pub fn is_done(&self) -> bool {
+        self.conversion.is_done()
+    }
+
+    /// `{tensors_done, tensors_total, bytes_done, bytes_total}` (checkpoint bytes).
+    pub fn progress(&self) -> JsValue {
+        let (tensors_done, tensors_total) = self.conversion.tensors();
+        let (bytes_done, bytes_total) = self.conversion.bytes();
+        let info = js_sys::Object::new();
+        for (key, value) in [
+            ("tensors_done", tensors_done as f64),
+            ("tensors_total", tensors_total as f64),
+            ("bytes_done", bytes_done as f64),
+            ("bytes_total", bytes_total as f64),
+        ] {
+            let _ = js_sys::Reflect::set(&info, &key.into(), &value.into());
+        }
+        info.into()
+    }
+
+    /// `{config_json, manifest_json, fingerprint}` once every tensor is converted.
+    pub fn finish(self) -> Result<JsValue, JsValue> {
+        let done = self.conversion.finish().map_err(js_error)?;
+        let info = js_sys::Object::new();
+        let fingerprint = done.fingerprint();
+        for (key, value) in [
+            ("config_json", done.config_json),
+            ("manifest_json", done.manifest_json),
+            ("fingerprint", fingerprint),
+        ] {
+            let _ = js_sys::Reflect::set(&info, &key.into(), &value.into());
+        }
+        Ok(info.into())
+    }
+}
+
+/// A sharded model's fingerprint: the SHA-256 of its `manifest.json` text, as `var convert`
+/// prints it.
+#[wasm_bindgen]
+pub fn fingerprint(manifest_json: &str) -> String {
+    crate::weights::shards::sha256_hex(manifest_json.as_bytes())
+}
+
 /// What `edit` hands over before the loop starts.
 struct EditRequest {
     source: Vec<u8>,

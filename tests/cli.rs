@@ -473,3 +473,32 @@ fn random_checkpoint_refuses_a_depth_that_is_not_official() {
     );
     assert!(!out.join("var_d17.pth").exists());
 }
+
+/// `var convert` prints the fingerprint the page shows: the SHA-256 of the manifest it wrote.
+#[test]
+fn convert_prints_the_fingerprint_of_its_manifest() {
+    let out = common::scratch("fingerprint").join("int8");
+    let o = var(&[
+        "convert",
+        "--vae",
+        common::fixture("vae_tiny.pth").to_str().unwrap(),
+        "--var",
+        common::fixture("var_mini.pth").to_str().unwrap(),
+        "--patch-nums",
+        "1,2,3,4",
+        "--precision",
+        "int8",
+        "--shard-mib",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let manifest = std::fs::read(out.join("manifest.json")).unwrap();
+    let expected = var_web::weights::shards::sha256_hex(&manifest);
+    assert!(
+        stdout.contains(&format!("fingerprint {expected} ")),
+        "{stdout}"
+    );
+}

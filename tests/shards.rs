@@ -273,3 +273,105 @@ fn the_memory_budget_counts_int8_as_int8_on_a_gpu_only() {
     );
     assert!(gpu.total() > gpu.weights_bytes);
 }
+
+/// The page's conversion (tensor by tensor, the checkpoints read by ranges) writes exactly the
+/// bytes `var convert` writes, so its fingerprint is the CLI's; and packing shards as tensors
+/// arrive gives the shards that packing them all at once gives.
+#[test]
+fn a_conversion_read_by_ranges_writes_what_var_convert_writes() {
+    use var_web::convert::{Conversion, ConvertOptions, convert_pth};
+    use var_web::weights::pth::PthFile;
+
+    let dir = common::scratch("stream");
+    let out = dir.join("int8");
+    let options = ConvertOptions {
+        storage: Storage::Int8,
+        shard_bytes: Some(SMALL_SHARD),
+    };
+    let (vae, var) = (
+        common::fixture("vae_tiny.pth"),
+        common::fixture("var_mini.pth"),
+    );
+    let cli = convert_pth(&vae, &var, &[1, 2, 3, 4], &out, &options, |_| {}).unwrap();
+
+    let by_ranges = |path: &Path| PthFile::from_ranges(std::fs::read(path).unwrap(), 4096).unwrap();
+    let mut conversion = Conversion::new(
+        (by_ranges(&vae), "vae_tiny.pth"),
+        (by_ranges(&var), "var_mini.pth"),
+        &[1, 2, 3, 4],
+        "int8",
+        Storage::Int8,
+        Some(SMALL_SHARD),
+    )
+    .unwrap();
+    let mut shards = Vec::new();
+    let mut steps = 0;
+    while !conversion.is_done() {
+        shards.extend(conversion.step().unwrap());
+        steps += 1;
+    }
+    assert_eq!(conversion.tensors(), (steps, steps));
+    let (read, total) = conversion.bytes();
+    assert_eq!(read, total);
+    let page = conversion.finish().unwrap();
+
+    assert_eq!(page.fingerprint(), cli.fingerprint());
+    let on_disk = |f: &str| std::fs::read(out.join(f)).unwrap();
+    assert_eq!(page.manifest_json.as_bytes(), on_disk(MANIFEST_FILE));
+    assert_eq!(page.config_json.as_bytes(), on_disk(CONFIG_FILE));
+    assert!(shards.len() > 4, "{} shards", shards.len());
+    assert_eq!(shards.len(), page.manifest.shards.len());
+    for (shard, entry) in shards.iter().zip(&page.manifest.shards) {
+        assert_eq!(shard.file, entry.file);
+        assert_eq!(shard.bytes, on_disk(&shard.file), "{}", shard.file);
+    }
+
+    // The all-at-once writer, given the same tensors at f32, packs the same shard boundaries.
+    let batch = dir.join("batch");
+    let f32_out = dir.join("f32");
+    let f32_options = ConvertOptions {
+        storage: Storage::F32,
+        shard_bytes: Some(SMALL_SHARD),
+    };
+    let streamed = convert_pth(&vae, &var, &[1, 2, 3, 4], &f32_out, &f32_options, |_| {}).unwrap();
+    let tensors = |dir: &Path, part: Part| {
+        let m = manifest(dir);
+        m.shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.part == part)
+            .flat_map(|(i, s)| {
+                let bytes = std::fs::read(dir.join(&s.file)).unwrap();
+                let source = m.open_shard(i, &bytes).unwrap();
+                source
+                    .names()
+                    .into_iter()
+                    .map(|k| {
+                        let (shape, values) = source.read_any(&k).unwrap();
+                        (k, shape, values)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    // Shards hold tensors in safetensors' order; the writer's input order is the file's.
+    let in_file_order = |path: &Path, mut t: Vec<(String, Vec<usize>, Vec<f32>)>| {
+        let f = PthFile::open(path).unwrap();
+        let order: Vec<&str> = f.keys().collect();
+        t.sort_by_key(|(k, _, _)| order.iter().position(|o| o == k));
+        t
+    };
+    let write_options = modeldir::WriteOptions {
+        int8_group: 0,
+        shard_bytes: Some(SMALL_SHARD),
+    };
+    modeldir::write(
+        &batch,
+        &streamed.config,
+        &in_file_order(&vae, tensors(&f32_out, Part::Vqvae)),
+        &in_file_order(&var, tensors(&f32_out, Part::Var)),
+        &write_options,
+    )
+    .unwrap();
+    assert_eq!(manifest(&batch), streamed.manifest);
+}

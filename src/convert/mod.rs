@@ -1,5 +1,6 @@
 //! Official checkpoints into model directories: the configuration read off the tensor shapes
-//! ([`infer_config`]), `var convert` ([`convert_pth`]) and `var quantize` ([`quantize_dir`]).
+//! ([`infer_config`]), `var convert` ([`convert_pth`], streamed by [`Conversion`], the code the
+//! page runs too) and `var quantize` ([`quantize_dir`]).
 
 use std::path::Path;
 
@@ -7,13 +8,16 @@ use burn::tensor::Device;
 
 use crate::config::{ModelConfig, SamplingParams, Storage, VarConfig, VqvaeConfig, seq_len};
 use crate::error::{Result, VarError};
+use crate::files::write_dir_atomically;
 use crate::model::Model;
 use crate::modeldir::{self, CONFIG_FILE, LoadOptions, VAR_FILE, VQVAE_FILE, WriteOptions};
 use crate::nn::Kernels;
-use crate::weights::is_recomputed_buffer;
 use crate::weights::pth::source::PthSource;
 use crate::weights::pth::{PthError, PthFile};
-use crate::weights::safetensors::NamedTensor;
+use crate::weights::shards::MANIFEST_FILE;
+
+mod stream;
+pub use stream::{Conversion, Converted, Shard};
 
 /// Reads the configuration off the tensor shapes of an official VQ-VAE and VAR checkpoint
 /// (`shape(key)` answers `None` for a missing key). Only `patch_nums` cannot be read off the
@@ -166,7 +170,8 @@ pub struct ConvertOptions {
 
 /// `var convert`: reads official `.pth` files (never executing their pickles), infers and
 /// checks the configuration, builds the model once on the CPU to prove every tensor fits,
-/// and writes our model directory as `options` say.
+/// then converts it tensor by tensor with [`Conversion`] (the code the page runs) into the
+/// model directory `options` describe. The directory appears whole or not at all.
 pub fn convert_pth(
     vae_path: &Path,
     var_path: &Path,
@@ -174,7 +179,8 @@ pub fn convert_pth(
     out: &Path,
     options: &ConvertOptions,
     mut progress: impl FnMut(&str),
-) -> Result<ModelConfig> {
+) -> Result<Converted> {
+    modeldir::refuse_non_empty(out)?;
     progress("reading checkpoints");
     let vae = PthFile::open(vae_path).map_err(|e| annotate(vae_path, e))?;
     let var = PthFile::open(var_path).map_err(|e| annotate(var_path, e))?;
@@ -183,26 +189,58 @@ pub fn convert_pth(
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "model".into());
     progress("checking every tensor against the model");
-    let mut config = model_from_pth(&vae, &var, patch_nums, &name, &Device::flex())?.config;
-    config.storage = options.storage;
+    drop(model_from_pth(
+        &vae,
+        &var,
+        patch_nums,
+        &name,
+        &Device::flex(),
+    )?);
 
-    progress("writing the model directory");
-    let collect = |f: &PthFile| -> Result<Vec<NamedTensor>> {
-        f.keys()
-            .filter(|k| !is_recomputed_buffer(k))
-            .map(|k| {
-                let shape = f.get(k).map(|t| t.shape.clone()).unwrap_or_default();
-                Ok((k.to_string(), shape, f.read_f32(k)?))
-            })
-            .collect()
-    };
-    let (vae, var) = (collect(&vae)?, collect(&var)?);
-    let write_options = WriteOptions {
-        int8_group: 0,
-        shard_bytes: options.shard_bytes,
-    };
-    modeldir::write(out, &config, &vae, &var, &write_options)?;
-    Ok(config)
+    // Unsharded is one shard per part, renamed to the two files (the same bytes).
+    let shard_bytes = options.shard_bytes.unwrap_or(usize::MAX);
+    let (vae_name, var_name) = (
+        vae_path.display().to_string(),
+        var_path.display().to_string(),
+    );
+    let mut conversion = Conversion::new(
+        (vae, &vae_name),
+        (var, &var_name),
+        patch_nums,
+        &name,
+        options.storage,
+        Some(shard_bytes),
+    )?;
+    let mut converted = None;
+    write_dir_atomically(out, |tmp| {
+        let write = |file: &str, bytes: &[u8]| {
+            let path = tmp.join(file);
+            std::fs::write(&path, bytes).map_err(|e| VarError::io(&path, e))
+        };
+        while !conversion.is_done() {
+            for shard in conversion.step()? {
+                write(&shard.file, &shard.bytes)?;
+            }
+            let (done, total) = conversion.tensors();
+            progress(&format!("converting tensor {done} of {total}"));
+        }
+        let done = conversion.finish()?;
+        write(CONFIG_FILE, done.config_json.as_bytes())?;
+        if options.shard_bytes.is_some() {
+            write(MANIFEST_FILE, done.manifest_json.as_bytes())?;
+        } else {
+            for (shard, file) in [
+                ("vqvae-000.safetensors", VQVAE_FILE),
+                ("var-000.safetensors", VAR_FILE),
+            ] {
+                let (from, to) = (tmp.join(shard), tmp.join(file));
+                std::fs::rename(&from, &to).map_err(|e| VarError::io(&to, e))?;
+            }
+        }
+        converted = Some(done);
+        Ok(())
+    })?;
+    Ok(converted.expect("a successful write converted the model"))
 }
 
 /// `var quantize`: rewrites an f32 model directory at another precision (int8 groups of

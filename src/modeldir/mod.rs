@@ -226,7 +226,8 @@ pub fn read_tensors(dir: &Path, file: &str) -> Result<Vec<NamedTensor>> {
         .collect()
 }
 
-fn refuse_non_empty(dir: &Path) -> Result<()> {
+/// Refuses an existing non-empty `dir`: a model directory is never written over another.
+pub fn refuse_non_empty(dir: &Path) -> Result<()> {
     if dir.exists()
         && std::fs::read_dir(dir)
             .map(|mut d| d.next().is_some())

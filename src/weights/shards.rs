@@ -190,35 +190,89 @@ pub fn write_part(
             _ => units.push(vec![t]),
         }
     }
+    let mut writer = ShardWriter::new(part, max_bytes);
+    let mut files = Vec::new();
+    for unit in units {
+        files.extend(writer.push(manifest, unit)?);
+    }
+    files.extend(writer.finish(manifest)?);
+    Ok(files)
+}
+
+/// Packs one part's tensors into shards as they come, so that a converter holds at most one
+/// shard at a time (the browser converts multi-gigabyte checkpoints this way). The packing is
+/// greedy in arrival order, so the same tensors in the same order give the same shards
+/// whether they arrive one by one or all at once ([`write_part`] is this writer in a loop).
+pub struct ShardWriter {
+    part: Part,
+    max_bytes: usize,
+    current: Vec<StoredTensor>,
+    /// Bytes of `current` as a file, estimated (see [`ShardWriter::FILE_OVERHEAD`]).
+    size: usize,
+    /// Shards of this part written so far (the next file's number).
+    written: usize,
+}
+
+impl ShardWriter {
     // Sizes count the safetensors header too (8 bytes, then JSON of about a name and 100
     // bytes per tensor), so that whole files stay within the bound.
     const FILE_OVERHEAD: usize = 8 + 64;
-    let header = |t: &StoredTensor| t.name.len() + 128;
-    let mut groups: Vec<Vec<StoredTensor>> = vec![Vec::new()];
-    let mut size = FILE_OVERHEAD;
-    for unit in units {
-        let unit_bytes: usize = unit.iter().map(|t| t.bytes.len() + header(t)).sum();
-        let current = groups.last().expect("never empty");
-        if !current.is_empty() && size + unit_bytes > max_bytes {
-            groups.push(Vec::new());
-            size = FILE_OVERHEAD;
+
+    pub fn new(part: Part, max_bytes: usize) -> Self {
+        Self {
+            part,
+            max_bytes,
+            current: Vec::new(),
+            size: Self::FILE_OVERHEAD,
+            written: 0,
         }
-        size += unit_bytes;
-        groups.last_mut().expect("never empty").extend(unit);
     }
-    let mut files = Vec::new();
-    let table = manifest.tensors.entry(part).or_default();
-    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+
+    /// Adds a unit that must share a shard (a tensor, or an int8 weight and its `.scales`).
+    /// When it does not fit beside what is pending, the pending shard is finished first and
+    /// returned as `(file name, bytes)`, already recorded in `manifest`.
+    pub fn push(
+        &mut self,
+        manifest: &mut Manifest,
+        unit: Vec<StoredTensor>,
+    ) -> Result<Option<(String, Vec<u8>)>> {
+        let unit_bytes: usize = unit
+            .iter()
+            .map(|t| t.bytes.len() + t.name.len() + 128)
+            .sum();
+        let mut finished = None;
+        if !self.current.is_empty() && self.size + unit_bytes > self.max_bytes {
+            finished = self.flush(manifest)?;
+        }
+        self.size += unit_bytes;
+        self.current.extend(unit);
+        Ok(finished)
+    }
+
+    /// The last, partly filled shard (if any tensor is pending).
+    pub fn finish(mut self, manifest: &mut Manifest) -> Result<Option<(String, Vec<u8>)>> {
+        self.flush(manifest)
+    }
+
+    fn flush(&mut self, manifest: &mut Manifest) -> Result<Option<(String, Vec<u8>)>> {
+        if self.current.is_empty() {
+            return Ok(None);
+        }
+        let group = std::mem::take(&mut self.current);
+        self.size = Self::FILE_OVERHEAD;
+        let part = self.part;
         let index = manifest.shards.len();
-        let file = format!("{}-{:03}.safetensors", part.stem(), files.len());
+        let file = format!("{}-{:03}.safetensors", part.stem(), self.written);
+        self.written += 1;
         let single = group
             .iter()
             .filter(|t| !t.name.ends_with(".scales"))
             .count()
             == 1;
         let bytes = stored_bytes(&group)?;
+        drop(group);
         debug_assert!(
-            bytes.len() <= max_bytes || single,
+            bytes.len() <= self.max_bytes || single,
             "{file}: {}",
             bytes.len()
         );
@@ -226,6 +280,7 @@ pub fn write_part(
             file: file.clone(),
             message: e.to_string(),
         })?;
+        let table = manifest.tensors.entry(part).or_default();
         for (name, view) in st.tensors() {
             let offset = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
             table.insert(
@@ -245,9 +300,8 @@ pub fn write_part(
             bytes: bytes.len() as u64,
             sha256: sha256_hex(&bytes),
         });
-        files.push((file, bytes));
+        Ok(Some((file, bytes)))
     }
-    Ok(files)
 }
 
 impl Manifest {

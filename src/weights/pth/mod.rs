@@ -21,6 +21,7 @@
 
 mod error;
 mod pickle;
+pub mod ranged;
 pub mod source;
 mod tensor;
 #[cfg(test)]
@@ -66,6 +67,15 @@ impl PthFile {
     /// Parses an in-memory checkpoint (e.g. one fetched by a browser).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, PthError> {
         Self::from_reader(Box::new(Cursor::new(bytes)))
+    }
+
+    /// Opens a checkpoint read by ranges (see [`ranged`]): from a server or a browser's
+    /// `File`, fetching the tensor table first and each tensor's bytes when it is read.
+    pub fn from_ranges<S: ranged::RangeSource + 'static>(
+        source: S,
+        window_bytes: usize,
+    ) -> Result<Self, PthError> {
+        Self::from_reader(Box::new(ranged::Windowed::new(source, window_bytes)))
     }
 
     /// Opens a checkpoint on disk without loading its tensor data.

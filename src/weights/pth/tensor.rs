@@ -69,6 +69,11 @@ impl PthTensor {
         self.shape.iter().product()
     }
 
+    /// The bytes of the tensor's values in the file (its elements, not its whole storage).
+    pub fn data_bytes(&self) -> u64 {
+        (self.numel() as u64).saturating_mul(self.dtype.itemsize() as u64)
+    }
+
     pub(super) fn checked_numel(&self) -> Option<usize> {
         self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
     }

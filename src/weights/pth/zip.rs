@@ -18,8 +18,8 @@ use super::{PthError, PthFile, PthTensor};
 /// Official VAR pickles are well under 1 MiB; anything far larger is not a state dict.
 const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
-pub(super) trait ReadSeek: Read + Seek + Send {}
-impl<T: Read + Seek + Send> ReadSeek for T {}
+pub(super) trait ReadSeek: Read + Seek {}
+impl<T: Read + Seek> ReadSeek for T {}
 
 fn zip_err(e: ZipError) -> PthError {
     match e {

@@ -46,7 +46,7 @@ impl Args {
             storage,
             shard_bytes: shards,
         };
-        let cfg = convert_pth(
+        let converted = convert_pth(
             &self.vae,
             &self.var,
             &patch_nums,
@@ -55,7 +55,8 @@ impl Args {
             |m| pb.set_message(m.to_string()),
         );
         pb.finish_and_clear();
-        let cfg = cfg?;
+        let converted = converted?;
+        let cfg = &converted.config;
         println!(
             "wrote {} (VAR-d{}, {} classes, {} scales, {} px)",
             self.out.display(),
@@ -64,6 +65,13 @@ impl Args {
             cfg.patch_nums.len(),
             cfg.image_size
         );
+        if shards.is_some() {
+            // The page shows the same value for a model it converted from the same files.
+            println!(
+                "fingerprint {} (SHA-256 of manifest.json)",
+                converted.fingerprint()
+            );
+        }
         Ok(ExitCode::SUCCESS)
     }
 }
