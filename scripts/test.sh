@@ -33,6 +33,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== layers: no module imports from a module above it (ARCHITECTURE.md, Layer map)"
 python3 scripts/check-layers.py src
+echo "== the model catalogue matches its data (scripts/make-catalog.py)"
+python3 scripts/make-catalog.py --check
 echo "== cargo clippy -D warnings (native, wasm32)"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target wasm32-unknown-unknown --lib --bins --tests -- -D warnings
@@ -55,4 +57,4 @@ echo "== wasm-pack test --headless --chrome (WebGPU on SwiftShader, and the CPU 
 CARGO_PROFILE_RELEASE_OPT_LEVEL=s WASM_BINDGEN_TEST_TIMEOUT=1200 CHROMEDRIVER=/usr/bin/chromedriver \
   wasm-pack test --headless --chrome --release -- --test web
 echo "== page tests (playwright-core, system Chromium)"
-VAR_BIN="$VAR" node --test --test-concurrency=1 tests/e2e/page.test.mjs
+VAR_BIN="$VAR" node --test --test-concurrency=1 tests/e2e/page.test.mjs tests/e2e/official.test.mjs

@@ -6,6 +6,9 @@ use thiserror::Error;
 /// Everything that can go wrong when loading, converting or running a model.
 #[derive(Debug, Error)]
 pub enum VarError {
+    /// Files that are not the kind the caller asked for (a transformer given as the VQ-VAE).
+    #[error("{0}")]
+    WrongFile(String),
     /// A configuration value is out of range or inconsistent with another.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -73,6 +76,7 @@ impl VarError {
     pub fn name(&self) -> &'static str {
         match self {
             VarError::Config(_)
+            | VarError::WrongFile(_)
             | VarError::MissingTensor { .. }
             | VarError::ShapeMismatch { .. }
             | VarError::NonFinite { .. }

@@ -375,3 +375,35 @@ fn a_conversion_read_by_ranges_writes_what_var_convert_writes() {
     .unwrap();
     assert_eq!(manifest(&batch), streamed.manifest);
 }
+
+/// Two files in the wrong roles are refused before any tensor is read, naming the files.
+#[test]
+fn a_conversion_of_swapped_or_foreign_files_names_them() {
+    use var_web::convert::Conversion;
+    use var_web::weights::pth::PthFile;
+
+    let open = |name: &str| PthFile::open(&common::fixture(name)).unwrap();
+    let start = |vae: &str, var: &str| {
+        Conversion::new(
+            (open(vae), vae),
+            (open(var), var),
+            &[1, 2, 3, 4],
+            "m",
+            Storage::Int8,
+            None,
+        )
+        .err()
+        .expect("refused")
+        .to_string()
+    };
+    let swapped = start("var_mini.pth", "vae_tiny.pth");
+    assert!(
+        swapped.contains("var_mini.pth is a VAR transformer and vae_tiny.pth a VQ-VAE"),
+        "{swapped}"
+    );
+    let two_vaes = start("vae_tiny.pth", "vae_tiny.pth");
+    assert!(
+        two_vaes.contains("vae_tiny.pth is not a VAR transformer checkpoint"),
+        "{two_vaes}"
+    );
+}

@@ -4,6 +4,11 @@ import { Editor } from './editor.js';
 
 // The model trained here on Fashion-MNIST (committed; see the README's training section).
 const DEFAULT_MODEL = 'models/fashion-mnist/';
+// The models the picker offers (scripts/make-catalog.py writes it); `?catalog=URL` names another.
+const SHIPPED_CATALOG = 'models/catalog.json';
+// wasm32 addresses at most 4 GiB; a model whose weights take more than this on the CPU path
+// can only run on WebGPU (which keeps int8 as int8 in GPU memory).
+const CPU_WEIGHTS_LIMIT = 3 * 2 ** 30;
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'), note: $('backend-note'), modelUrl: $('model-url'), loadModel: $('load-model'),
@@ -17,6 +22,9 @@ const ui = {
   maskClear: $('mask-clear'), maskInvert: $('mask-invert'), beforeAfter: $('before-after'),
   useResult: $('use-result'), inpaint: $('inpaint'), editNote: $('edit-note'), mask: $('mask'),
   sourceFigure: $('source-figure'), reconstruction: $('reconstruction'), maskVisible: $('mask-visible'),
+  modelSelect: $('model-select'), modelEntry: $('model-entry'), customModel: $('custom-model'),
+  sourcePrompt: $('source-prompt'), sourcePromptText: $('source-prompt-text'), confirmSource: $('confirm-source'),
+  openPth: $('open-pth'), hubUrl: $('hub-url'), modelInfo: $('model-info'), storageList: $('storage-list'),
 };
 const editor = new Editor(ui.mask);
 function showMask(on) {
@@ -45,6 +53,11 @@ const state = {
   showing: 'after', // whether the canvas shows the edit's source ('before') or result
   before: false, // the before/after toggle is pressed
   sourceNote: '', // how the edit's source came to be, for #edit-note
+  catalog: null, // the picker's models ({hub, models}); see SHIPPED_CATALOG
+  trustedHub: '', // the shipped catalog's hub: other sources are used only once confirmed
+  entry: null, // the catalog entry being loaded or loaded (null: a model by URL)
+  pending: null, // the convert request waiting for #confirm-source
+  adapter: null, // the WebGPU adapter's limits, or null without WebGPU
 };
 
 function setStatus(status, text) {
@@ -54,8 +67,11 @@ function setStatus(status, text) {
   ui.status.textContent = text;
   const busy = status === 'busy' || status === 'loading';
   ui.generate.disabled = busy || !state.config;
-  ui.cancel.disabled = status !== 'busy';
+  ui.cancel.disabled = !busy;
   ui.loadModel.disabled = busy;
+  ui.modelSelect.disabled = busy;
+  ui.openPth.disabled = busy;
+  ui.confirmSource.disabled = busy;
   ui.inpaint.disabled = busy || !state.config || !state.editing;
   ui.modeEdit.disabled = busy || !state.config || (!state.haveImage && !editor.source);
   ui.upload.disabled = busy || !state.config;
@@ -106,14 +122,187 @@ function fillClasses(names, filter = '') {
   if ([...ui.classSelect.options].some((o) => o.value === current)) ui.classSelect.value = current;
 }
 
-function loadModel(url) {
+function beginLoad(text) {
   state.config = null;
   state.downloads.clear();
   state.notices.length = 0;
   ui.progress.hidden = false;
   ui.budget.hidden = true;
-  setStatus('loading', `Loading the model from ${url}…`);
+  ui.sourcePrompt.hidden = true;
+  ui.modelInfo.textContent = '';
+  ui.modelInfo.dataset.fingerprint = '';
+  setStatus('loading', text);
+}
+
+function loadModel(url) {
+  beginLoad(`Loading the model from ${url}…`);
   worker.postMessage({ type: MSG.LOAD, url: new URL(url, location.href).href, backend: query.get('backend') || 'auto' });
+}
+
+// --- The model picker ----------------------------------------------------------------------
+
+const gb = (b) => (b >= 1e9 ? `${(b / 1e9).toFixed(1)} GB` : `${(b / 1e6).toFixed(b >= 1e7 ? 0 : 1)} MB`);
+
+// The hub official checkpoints come from: ?hub=, else the settings field, else the catalog's.
+function hubBase() {
+  const given = ui.hubUrl.value.trim() || state.catalog.hub;
+  return new URL(given.endsWith('/') ? given : `${given}/`, location.href).href;
+}
+
+// Why this browser cannot run `entry`, or '' when it can.
+function cannotRun(entry) {
+  if (entry.kind !== 'pth') return '';
+  const cpuFits = entry.weights_cpu_bytes <= CPU_WEIGHTS_LIMIT;
+  if (!state.adapter && !cpuFits) {
+    return `needs WebGPU, which this browser does not offer: on the CPU its weights take ${gb(entry.weights_cpu_bytes)}, more than a WebAssembly page can address`;
+  }
+  return '';
+}
+
+function describeEntry(entry) {
+  if (!entry) return 'A converted model directory at a URL (config.json and its weights).';
+  const what = `${entry.classes} classes, ${entry.image_size}×${entry.image_size} px`;
+  if (entry.kind !== 'pth') return `${entry.title}: ${what}, ${gb(entry.download_bytes)}, shipped with this page.`;
+  const needs = state.adapter
+    ? `about ${gb(entry.weights_gpu_bytes)} of GPU memory for its weights`
+    : `about ${gb(entry.weights_cpu_bytes)} of memory for its weights on the CPU`;
+  const why = cannotRun(entry);
+  return `${entry.title}: ${what}. Downloads ${gb(entry.download_bytes)} once (${entry.vae}, ${entry.var}), `
+    + `converts it here to ${entry.precision} and keeps ${gb(entry.stored_bytes)}; needs ${needs}.`
+    + `${why ? ` This browser cannot run it: it ${why}.` : ''}`;
+}
+
+function fillPicker() {
+  const options = state.catalog.models.map((m) => {
+    const why = cannotRun(m);
+    const size = m.kind === 'pth' ? ` (${gb(m.download_bytes)} download)` : '';
+    const o = new Option(`${m.title}${size}`, m.id);
+    o.disabled = Boolean(why);
+    if (why) o.title = why;
+    return o;
+  });
+  ui.modelSelect.replaceChildren(...options, new Option('A model directory by URL…', 'custom'));
+}
+
+// Puts `?name=value` in the address bar, so the link reproduces what is shown.
+function setQuery(name, value) {
+  const q = new URLSearchParams(location.search);
+  if (value === null) q.delete(name);
+  else q.set(name, value);
+  history.replaceState(null, '', `${location.pathname}?${q}`);
+}
+
+function selectModel(id) {
+  const entry = state.catalog.models.find((m) => m.id === id) || null;
+  state.entry = entry;
+  ui.modelSelect.value = entry ? entry.id : 'custom';
+  ui.customModel.hidden = Boolean(entry);
+  ui.modelEntry.textContent = describeEntry(entry);
+  ui.sourcePrompt.hidden = true;
+  if (!entry) return;
+  setQuery('model', entry.id);
+  const why = cannotRun(entry);
+  if (why) return setStatus('error', `Error: ${entry.title} cannot run here: it ${why}.`);
+  if (entry.kind !== 'pth') return loadModel(entry.url);
+  beginLoad(`Looking for ${entry.title} in this browser's storage…`);
+  // The worker loads it from storage when it was converted before, else asks to confirm.
+  state.pending = { type: MSG.CONVERT, entry, from: { base: hubBase() }, backend: query.get('backend') || 'auto' };
+  worker.postMessage({ ...state.pending, confirmed: false });
+}
+
+// A download needs the person's yes: its size, its source, and a warning for an unknown source.
+function askToConvert() {
+  const { entry, from } = state.pending;
+  const host = new URL(from.base).host;
+  const trusted = from.base === state.trustedHub;
+  ui.sourcePromptText.textContent = `${entry.title} is not in this browser yet. Converting it downloads `
+    + `${gb(entry.download_bytes)} from ${host} and keeps ${gb(entry.stored_bytes)} here.`
+    + `${trusted ? '' : ` ${host} is not the official hub: continue only if you trust it.`}`;
+  ui.sourcePrompt.hidden = false;
+  ui.progress.hidden = true;
+  setStatus('confirm', `Waiting for your go-ahead to download ${entry.title}.`);
+}
+
+ui.confirmSource.addEventListener('click', () => {
+  if (!state.pending) return;
+  beginLoad(`Converting ${state.pending.entry.title}…`);
+  worker.postMessage({ ...state.pending, confirmed: true });
+});
+
+// Two checkpoints from disk: the VQ-VAE (its name says so) and the transformer, matched to a
+// catalog entry by the transformer's file name, else to the entry chosen in the picker.
+function convertFiles(fileList) {
+  const files = [...fileList].filter((f) => f.name.endsWith('.pth'));
+  const vae = files.find((f) => /vae/i.test(f.name));
+  const varFile = files.find((f) => f !== vae);
+  if (files.length !== 2 || !vae || !varFile) {
+    return setStatus('error', `Error: choose the two checkpoints together: the VQ-VAE (e.g. vae_ch160v4096z32.pth) and the transformer (e.g. var_d16.pth); got ${files.map((f) => f.name).join(', ') || 'no .pth file'}.`);
+  }
+  const official = state.catalog.models.filter((m) => m.kind === 'pth');
+  const entry = official.find((m) => m.var === varFile.name) || (state.entry?.kind === 'pth' ? state.entry : null);
+  if (!entry) {
+    return setStatus('error', `Error: ${varFile.name} is not named like an official checkpoint: pick its model in the list first, then open the files.`);
+  }
+  state.entry = entry;
+  ui.modelSelect.value = entry.id;
+  ui.customModel.hidden = true;
+  setQuery('model', entry.id);
+  ui.modelEntry.textContent = describeEntry(entry);
+  beginLoad(`Converting ${entry.title} from ${vae.name} and ${varFile.name}…`);
+  state.pending = null;
+  worker.postMessage({
+    type: MSG.CONVERT, entry, from: { vae, var: varFile }, confirmed: true, replace: true, backend: query.get('backend') || 'auto',
+  });
+}
+
+ui.openPth.addEventListener('change', () => {
+  const files = ui.openPth.files;
+  if (files.length) convertFiles(files);
+  ui.openPth.value = '';
+});
+document.addEventListener('dragover', (e) => {
+  if ([...e.dataTransfer.items].some((i) => i.kind === 'file')) e.preventDefault();
+});
+document.addEventListener('drop', (e) => {
+  const pth = [...e.dataTransfer.files].filter((f) => f.name.endsWith('.pth'));
+  if (!pth.length) return;
+  e.preventDefault();
+  if (state.status.state === 'busy' || state.status.state === 'loading') return;
+  convertFiles(pth);
+});
+ui.modelSelect.addEventListener('change', () => {
+  if (ui.modelSelect.value === 'custom') {
+    state.entry = null;
+    ui.customModel.hidden = false;
+    ui.modelEntry.textContent = describeEntry(null);
+    return;
+  }
+  selectModel(ui.modelSelect.value);
+});
+ui.hubUrl.addEventListener('change', () => {
+  const value = ui.hubUrl.value.trim();
+  setQuery('hub', value && value !== state.catalog.hub ? value : null);
+});
+
+function showStorage(models) {
+  if (!models.length) {
+    ui.storageList.replaceChildren('No converted models are kept in this browser.');
+    return;
+  }
+  const total = models.reduce((a, m) => a + m.bytes, 0);
+  const items = models.map((m) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = 'Remove';
+    b.dataset.model = m.id;
+    b.addEventListener('click', () => worker.postMessage({ type: MSG.FORGET, id: m.id }));
+    const li = document.createElement('li');
+    li.append(`${m.id}: ${gb(m.bytes)} `, b);
+    return li;
+  });
+  const list = document.createElement('ul');
+  list.append(...items);
+  ui.storageList.replaceChildren(`Converted models kept in this browser (${gb(total)}):`, list);
 }
 
 function showProgress() {
@@ -151,6 +340,25 @@ worker.onmessage = ({ data }) => {
     case MSG.NOTICE:
       state.notices.push(data.message);
       break;
+    case MSG.CONFIRM:
+      askToConvert();
+      break;
+    case MSG.CONVERTING: {
+      ui.progress.hidden = false;
+      ui.progressBar.value = data.bytes_total ? data.bytes_done / data.bytes_total : 0;
+      const left = data.left_seconds === null ? '' : `, about ${Math.ceil(data.left_seconds)} s left`;
+      ui.progressText.textContent = `Converting: ${data.tensors_done} of ${data.tensors_total} tensors, `
+        + `${gb(data.bytes_done)} of ${gb(data.bytes_total)} read at ${gb(data.rate)}/s${left}; `
+        + `${data.shards} shards (${gb(data.stored_bytes)}) kept`;
+      break;
+    }
+    case MSG.STORAGE:
+      showStorage(data.models);
+      break;
+    case MSG.LOAD_CANCELLED:
+      ui.progress.hidden = true;
+      setStatus('idle', `Cancelled: ${data.message}. Pick a model to load.`);
+      break;
     case MSG.BUDGET: {
       const total = data.weights_bytes + data.kv_cache_bytes + data.activations_bytes;
       const where = data.backend === 'webgpu' ? 'GPU' : 'CPU';
@@ -170,7 +378,9 @@ worker.onmessage = ({ data }) => {
       state.haveImage = false;
       state.result = null;
       setEditing(false);
-      const s = state.config.sampling;
+      // A catalog entry's recommended sampling (the reference demo's) wins over the defaults
+      // a converted config.json carries.
+      const s = { ...state.config.sampling, ...(state.entry?.sampling || {}) };
       ui.cfg.value = s.cfg;
       ui.topK.value = s.top_k;
       ui.topP.value = s.top_p;
@@ -179,7 +389,12 @@ worker.onmessage = ({ data }) => {
       ui.note.hidden = lines.length === 0;
       ui.note.textContent = lines.join(' ');
       const where = state.backend === 'webgpu' ? 'WebGPU' : 'the CPU';
-      setStatus('ready', `Ready: ${state.config.name} (${state.config.var.num_classes} classes, ${state.config.image_size} px) on ${where}${data.cached ? ', from the cache' : ''}.`);
+      ui.modelInfo.dataset.fingerprint = data.fingerprint || '';
+      ui.modelInfo.textContent = data.fingerprint
+        ? `Fingerprint ${data.fingerprint} (SHA-256 of manifest.json; var convert prints the same for the same files).`
+        : '';
+      const from = data.converted ? ', converted here and kept' : data.stored ? ", from this browser's storage" : data.cached ? ', from the cache' : '';
+      setStatus('ready', `Ready: ${state.config.name} (${state.config.var.num_classes} classes, ${state.config.image_size} px) on ${where}${from}.`);
       break;
     }
     case MSG.SCALE: {
@@ -364,9 +579,49 @@ ui.download.addEventListener('click', () => {
     URL.revokeObjectURL(a.href);
   }, 'image/png');
 });
-ui.loadModel.addEventListener('click', () => loadModel(ui.modelUrl.value || DEFAULT_MODEL));
+ui.loadModel.addEventListener('click', () => {
+  setQuery('model', ui.modelUrl.value || DEFAULT_MODEL);
+  loadModel(ui.modelUrl.value || DEFAULT_MODEL);
+});
 ui.clearCache.addEventListener('click', () => worker.postMessage({ type: MSG.CLEAR_CACHE }));
 
-const requested = query.get('model');
-ui.modelUrl.value = requested || DEFAULT_MODEL;
-loadModel(ui.modelUrl.value);
+async function fetchCatalog(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`the model catalogue ${url} answered ${response.status}`);
+  const catalog = await response.json();
+  if (catalog.format !== 'var-web-catalog' || !Array.isArray(catalog.models)) {
+    throw new Error(`${url} is not a model catalogue (format var-web-catalog)`);
+  }
+  return catalog;
+}
+
+// The picker from the catalogue, then the model the link names (?model=: a catalogue id, or
+// a model directory's URL as before), else the shipped model.
+async function start() {
+  try {
+    const adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+    state.adapter = adapter ? adapter.limits : null;
+  } catch (_) {
+    state.adapter = null;
+  }
+  const shipped = await fetchCatalog(SHIPPED_CATALOG);
+  state.trustedHub = shipped.hub;
+  const other = query.get('catalog');
+  state.catalog = other ? await fetchCatalog(new URL(other, location.href).href) : shipped;
+  ui.hubUrl.value = query.get('hub') || state.catalog.hub;
+  fillPicker();
+  worker.postMessage({ type: MSG.STORAGE });
+  const requested = query.get('model') || 'fashion-mnist';
+  if (state.catalog.models.some((m) => m.id === requested)) return selectModel(requested);
+  if (!requested.includes('/')) {
+    return setStatus('error', `Error: the link names model '${requested}', which the catalogue does not list; pick one.`);
+  }
+  ui.modelSelect.value = 'custom';
+  ui.customModel.hidden = false;
+  ui.modelUrl.value = requested;
+  ui.modelEntry.textContent = describeEntry(null);
+  return loadModel(requested);
+}
+
+ui.modelUrl.value = DEFAULT_MODEL;
+start().catch((e) => setStatus('error', `Error: ${e.message}.`));

@@ -8,8 +8,16 @@
 //                                               source: ArrayBuffer, size x size RGBA; mask:
 //                                               ArrayBuffer, one byte per pixel (non-zero =
 //                                               generate); label: a class or num_classes (none)
-//   {type: 'cancel'}                            stop the running generation before its next scale
-//   {type: 'clear-cache'}                       delete cached model files
+//   {type: 'convert', entry, from, confirmed, backend}
+//                                               an official model (catalog entry of kind 'pth'):
+//                                               from storage if converted before, else converted
+//                                               from `from` ({base}: a hub URL, or {vae, var}:
+//                                               Files) once `confirmed`, else 'confirm' is asked
+//   {type: 'cancel'}                            stop the running generation before its next
+//                                               scale, or the load or conversion in progress
+//   {type: 'clear-cache'}                       delete cached model files and converted models
+//   {type: 'storage'}                           list the converted models in storage
+//   {type: 'forget', id}                        delete one converted model
 // Worker -> page
 //   {type: 'progress', file, loaded, total, cached}
 //                                               download progress of one file (total may be 0 if
@@ -18,8 +26,16 @@
 //                                               error (a file could not be cached)
 //   {type: 'budget', weights_bytes, kv_cache_bytes, activations_bytes, download_bytes, backend}
 //                                               a sharded model's memory needs, before its download
-//   {type: 'ready', backend, reason, config, cached}
-//                                               backend: 'webgpu' | 'cpu'; reason: why not WebGPU (or '')
+//   {type: 'confirm', id, base}                 converting `id` needs a download: ask the person
+//   {type: 'converting', tensors_done, tensors_total, bytes_done, bytes_total, shards,
+//    stored_bytes, seconds, rate, left_seconds} conversion progress (bytes of the checkpoints)
+//   {type: 'storage', models: [{id, bytes, fingerprint}]}
+//                                               the converted models kept in this browser
+//   {type: 'ready', backend, reason, config, cached, fingerprint, converted, stored}
+//                                               backend: 'webgpu' | 'cpu'; reason: why not WebGPU (or '');
+//                                               fingerprint: SHA-256 of manifest.json (sharded models);
+//                                               converted: just converted; stored: read from storage
+//   {type: 'load-cancelled', message}           a load or conversion stopped on request
 //   {type: 'scale', id, si, patch, size, ms, rgba}   rgba: ArrayBuffer (transferred), size x size RGBA
 //   {type: 'source', id, size, rgba, description}
 //                                               an edit's source through the VQ-VAE, and what
@@ -34,6 +50,12 @@ export const MSG = Object.freeze({
   EDIT: 'edit',
   SOURCE: 'source',
   CANCEL: 'cancel',
+  CONVERT: 'convert',
+  CONFIRM: 'confirm',
+  CONVERTING: 'converting',
+  STORAGE: 'storage',
+  FORGET: 'forget',
+  LOAD_CANCELLED: 'load-cancelled',
   CLEAR_CACHE: 'clear-cache',
   PROGRESS: 'progress',
   BUDGET: 'budget',

@@ -1,12 +1,16 @@
 // The inference worker: loads the model (WebGPU first, CPU fallback) and runs generations.
 // All model work happens here; the page only draws. See protocol.js for the messages.
 import init, {
-  VarModel, ShardedLoad, largestTensor, largestShardedTensor,
+  VarModel, ShardedLoad, largestTensor, largestShardedTensor, fingerprint,
 } from './pkg/var_web.js';
 import { MSG, MODEL_FILES, MANIFEST_FILE, CACHE_NAME } from './protocol.js';
+import {
+  Cancelled, convertToStorage, forgetAll, forgetStored, listStored, readStored, storedModel,
+} from './convert.js';
 
 let model = null;
 let running = null; // id of the generation in progress
+let loadCancelled = false; // a cancel arrived during a load or conversion
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
@@ -125,21 +129,43 @@ async function fetchManifest(url) {
   }
 }
 
-// Downloads (or reads from the cache) every shard and hands it to wasm one at a time, which
-// checks it and puts its tensors on the device; neither side keeps a shard after that. A shard that fails its check
-// is dropped from the cache, so a reload downloads it again.
-async function addShards(loader, manifest, url) {
+// Where a sharded model's files come from: a server (through the Cache API; a shard's cache
+// key includes its checksum, so a new model at the same URL never reads an old shard), or a
+// model converted into the browser's storage.
+function serverFiles(url) {
+  const key = (shard) => `${new URL(shard.file, url).href}?sha256=${shard.sha256}`;
+  return {
+    config: () => fetchCached(new URL('config.json', url).href, 'config.json'),
+    shard: (shard) => fetchCached(new URL(shard.file, url).href, shard.file, key(shard)),
+    drop: async (shard) => {
+      const cache = await openCache();
+      if (cache) await cache.delete(key(shard));
+    },
+  };
+}
+
+function storedFiles(dir) {
+  const read = async (file) => {
+    const bytes = await readStored(dir, file);
+    post({ type: MSG.PROGRESS, file, loaded: bytes.length, total: bytes.length, cached: true });
+    return { bytes, cached: true };
+  };
+  return { config: () => read('config.json'), shard: (shard) => read(shard.file), drop: async () => {} };
+}
+
+// Reads every shard and hands it to wasm one at a time, which checks it and puts its tensors
+// on the device; neither side keeps a shard after that. A shard that fails its check is
+// dropped from the cache, so a reload downloads it again.
+async function addShards(loader, manifest, files) {
   let cached = true;
   for (const [i, shard] of manifest.shards.entries()) {
-    const href = new URL(shard.file, url).href;
-    const key = `${href}?sha256=${shard.sha256}`;
-    const file = await fetchCached(href, shard.file, key);
+    if (loadCancelled) throw new Cancelled();
+    const file = await files.shard(shard);
     cached &&= file.cached;
     try {
       loader.addShard(i, file.bytes);
     } catch (e) {
-      const cache = await openCache();
-      if (cache) await cache.delete(key);
+      await files.drop(shard);
       throw e;
     }
   }
@@ -157,9 +183,10 @@ async function openSharded(configJson, manifestText, manifest, backend) {
   return loader;
 }
 
-async function loadSharded(url, preference, manifestText) {
+// Loads a sharded model from `files` (serverFiles or storedFiles); `extra` goes into READY.
+async function loadSharded(files, preference, manifestText, extra = {}) {
   const manifest = JSON.parse(manifestText);
-  const configFile = await fetchCached(new URL('config.json', url).href, 'config.json');
+  const configFile = await files.config();
   const configJson = new TextDecoder().decode(configFile.bytes);
   const reason = preference === 'cpu'
     ? 'the CPU was requested (?backend=cpu)'
@@ -169,7 +196,7 @@ async function loadSharded(url, preference, manifestText) {
   const loaded = await withFallback(reason, async (backend) => {
     const loader = await openSharded(configJson, manifestText, manifest, backend);
     try {
-      const cached = await addShards(loader, manifest, url);
+      const cached = await addShards(loader, manifest, files);
       return { model: loader.finish(), cached };
     } catch (e) {
       try { loader.free(); } catch (_) { /* `finish` already took it */ }
@@ -183,13 +210,49 @@ async function loadSharded(url, preference, manifestText) {
     reason: loaded.reason,
     config: JSON.parse(model.configJson()),
     cached: loaded.loaded.cached && configFile.cached,
+    fingerprint: fingerprint(manifestText),
+    ...extra,
   });
+}
+
+// An official model (a catalog entry of kind 'pth'): from storage when a conversion of it
+// finished before, else converted from `from` ({base} of a hub, or {vae, var} Files) when
+// the person confirmed the download (`confirmed`), else the page is asked to confirm.
+async function loadOfficial({ entry, from, confirmed, replace, backend }) {
+  await init();
+  // Files a person opened replace what is stored; a hub's are the same files every time.
+  let dir = replace ? null : await storedModel(entry.id);
+  if (!dir && !confirmed) {
+    post({ type: MSG.CONFIRM, id: entry.id, base: from.base || null });
+    return;
+  }
+  let extra = { stored: true };
+  if (!dir) {
+    const converted = await convertToStorage(entry, from,
+      (p) => post(p.conversion ? { type: MSG.CONVERTING, ...p } : { type: MSG.PROGRESS, ...p }),
+      () => loadCancelled);
+    dir = converted.dir;
+    extra = { converted: true };
+    post({ type: MSG.STORAGE, models: await listStored() });
+  }
+  const manifestText = new TextDecoder().decode(await readStored(dir, MANIFEST_FILE));
+  try {
+    await loadSharded(storedFiles(dir), backend, manifestText, extra);
+  } catch (e) {
+    // A model in storage that does not load (damaged, or from an older build) is removed,
+    // so the next try converts it afresh.
+    if (e.name !== 'Cancelled' && e.name !== 'WebGpuUnavailable') {
+      await forgetStored(entry.id);
+      post({ type: MSG.STORAGE, models: await listStored() });
+    }
+    throw e;
+  }
 }
 
 async function load(url, preference) {
   await init();
   const manifest = await fetchManifest(url);
-  if (manifest !== null) return loadSharded(url, preference, manifest);
+  if (manifest !== null) return loadSharded(serverFiles(url), preference, manifest);
   const [configFile, vqvaeFile, varFile] = await Promise.all(
     MODEL_FILES.map((f) => fetchCached(new URL(f, url).href, f)),
   );
@@ -239,12 +302,28 @@ async function run({ id, label, params }, edit = null) {
 self.onmessage = async ({ data }) => {
   switch (data.type) {
     case MSG.LOAD:
+    case MSG.CONVERT:
       try {
         model = null;
-        await load(data.url, data.backend);
+        loadCancelled = false;
+        if (data.type === MSG.LOAD) await load(data.url, data.backend);
+        else await loadOfficial(data);
       } catch (e) {
-        post({ type: MSG.ERROR, phase: 'load', message: e && e.message ? e.message : String(e) });
+        if (e && e.name === 'Cancelled') post({ type: MSG.LOAD_CANCELLED, message: e.message });
+        else post({ type: MSG.ERROR, phase: 'load', message: e && e.message ? e.message : String(e) });
       }
+      break;
+    case MSG.STORAGE:
+      try {
+        await init();
+        post({ type: MSG.STORAGE, models: await listStored() });
+      } catch (_) {
+        post({ type: MSG.STORAGE, models: [] });
+      }
+      break;
+    case MSG.FORGET:
+      await forgetStored(data.id);
+      post({ type: MSG.STORAGE, models: await listStored() });
       break;
     case MSG.GENERATE:
     case MSG.EDIT: {
@@ -256,10 +335,13 @@ self.onmessage = async ({ data }) => {
     }
     case MSG.CANCEL:
       if (model && running !== null) model.cancel();
+      else loadCancelled = true;
       break;
     case MSG.CLEAR_CACHE:
       await caches.delete(CACHE_NAME);
+      await forgetAll().catch(() => {});
       post({ type: MSG.CACHE_CLEARED });
+      post({ type: MSG.STORAGE, models: [] });
       break;
     default:
       post({ type: MSG.ERROR, phase: 'generate', message: `unknown message type '${data.type}'` });

@@ -60,6 +60,27 @@ impl Converted {
     }
 }
 
+/// Refuses two checkpoints that are not a VQ-VAE and a transformer, in that order, with a
+/// sentence naming the file, before any tensor is read.
+fn check_roles((vae, vae_name): (&PthFile, &str), (var, var_name): (&PthFile, &str)) -> Result<()> {
+    const VAE_KEY: &str = "encoder.conv_in.weight";
+    const VAR_KEY: &str = "class_emb.weight";
+    let (vae_ok, var_ok) = (vae.get(VAE_KEY).is_some(), var.get(VAR_KEY).is_some());
+    if vae_ok && var_ok {
+        return Ok(());
+    }
+    let message = if vae.get(VAR_KEY).is_some() && var.get(VAE_KEY).is_some() {
+        format!(
+            "{vae_name} is a VAR transformer and {var_name} a VQ-VAE: the two files are swapped"
+        )
+    } else if !vae_ok {
+        format!("{vae_name} is not a VAR VQ-VAE checkpoint: it has no tensor {VAE_KEY}")
+    } else {
+        format!("{var_name} is not a VAR transformer checkpoint: it has no tensor {VAR_KEY}")
+    };
+    Err(VarError::WrongFile(message))
+}
+
 /// A conversion in progress (see the module documentation). Drive it with [`step`] until
 /// [`is_done`], writing every returned shard, then [`finish`] for the config and manifest.
 ///
@@ -93,6 +114,7 @@ impl Conversion {
         storage: Storage,
         shard_bytes: Option<usize>,
     ) -> Result<Self> {
+        check_roles((&vae, vae_name), (&var, var_name))?;
         let vae_shapes = |k: &str| vae.get(k).map(|t| t.shape.clone());
         let var_shapes = |k: &str| var.get(k).map(|t| t.shape.clone());
         let mut config = infer_config(&vae_shapes, &var_shapes, patch_nums, model_name)?;

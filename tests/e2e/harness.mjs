@@ -31,3 +31,69 @@ export function option(args, name, fallback) {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && i + 1 < args.length ? args[i + 1] : fallback;
 }
+
+// A stand-in for the Hugging Face hub on its own origin (so CORS is exercised): serves the
+// files of `dir` under /ranged/ (single `Range: bytes=START-END` requests answered with 206,
+// Content-Range exposed, as the hub's CDN does) and under /plain/ (Range ignored: always the
+// whole file with 200), anything else 404; `/catalog.json` is `catalog(base)`. Every request
+// is recorded in `requests` as 'METHOD path'. Resolves to { server, base, requests }.
+export async function serveHub(dir, catalog) {
+  const { createServer } = await import('node:http');
+  const { statSync, createReadStream } = await import('node:fs');
+  const { join, basename } = await import('node:path');
+  const requests = [];
+  let base = '';
+  const server = createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    res.setHeader('Access-Control-Allow-Origin', '*');
+    res.setHeader('Access-Control-Expose-Headers', 'Content-Range, Content-Length');
+    if (req.method === 'OPTIONS') {
+      res.setHeader('Access-Control-Allow-Headers', 'Range');
+      res.writeHead(204).end();
+      return;
+    }
+    const [, mode, name] = req.url.split('?')[0].split('/');
+    if (mode === 'catalog.json') {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(catalog(base)));
+      return;
+    }
+    const path = join(dir, basename(name || ''));
+    let size;
+    try {
+      size = statSync(path).size;
+    } catch (_) {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found');
+      return;
+    }
+    const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range || '');
+    if (mode === 'ranged' && range) {
+      const start = Number(range[1]);
+      const end = Math.min(Number(range[2]), size - 1);
+      res.writeHead(206, {
+        'Content-Type': 'application/octet-stream',
+        'Content-Length': end - start + 1,
+        'Content-Range': `bytes ${start}-${end}/${size}`,
+      });
+      createReadStream(path, { start, end }).pipe(res);
+    } else if (mode === 'ranged' || mode === 'plain') {
+      res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': size });
+      createReadStream(path).pipe(res);
+    } else {
+      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found');
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${server.address().port}/`;
+  return { server, base, requests };
+}
+
+// The float32 values of tensor `name` in a safetensors file's bytes.
+export function safetensorsF32(bytes, name) {
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
+  const t = header[name];
+  if (!t || t.dtype !== 'F32') throw new Error(`no F32 tensor ${name}`);
+  const [start, end] = t.data_offsets.map((o) => o + 8 + n);
+  const copy = Uint8Array.prototype.slice.call(bytes, start, end);
+  return { shape: t.shape, values: new Float32Array(copy.buffer) };
+}
