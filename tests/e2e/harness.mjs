@@ -35,7 +35,9 @@ export function option(args, name, fallback) {
 // A stand-in for the Hugging Face hub on its own origin (so CORS is exercised): serves the
 // files of `dir` under /ranged/ (single `Range: bytes=START-END` requests answered with 206,
 // Content-Range exposed, as the hub's CDN does) and under /plain/ (Range ignored: always the
-// whole file with 200), anything else 404; `/catalog.json` is `catalog(base)`. Every request
+// whole file with 200), under /slow/ (as /ranged/, each answer 200 ms late: time to cancel),
+// under /html/ (a 200 web page, as a login wall answers), anything else 404;
+// `/catalog.json` is `catalog(base)`. Every request
 // is recorded in `requests` as 'METHOD path'. Resolves to { server, base, requests }.
 export async function serveHub(dir, catalog) {
   const { createServer } = await import('node:http');
@@ -65,8 +67,18 @@ export async function serveHub(dir, catalog) {
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found');
       return;
     }
+    if (mode === 'html') {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end('<!doctype html><title>Sign in</title>');
+      return;
+    }
+    if (mode === 'slow') {
+      setTimeout(() => answer('ranged'), 200);
+      return;
+    }
+    answer(mode);
+    function answer(as) {
     const range = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range || '');
-    if (mode === 'ranged' && range) {
+    if (as === 'ranged' && range) {
       const start = Number(range[1]);
       const end = Math.min(Number(range[2]), size - 1);
       res.writeHead(206, {
@@ -75,11 +87,12 @@ export async function serveHub(dir, catalog) {
         'Content-Range': `bytes ${start}-${end}/${size}`,
       });
       createReadStream(path, { start, end }).pipe(res);
-    } else if (mode === 'ranged' || mode === 'plain') {
+    } else if (as === 'ranged' || as === 'plain') {
       res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': size });
       createReadStream(path).pipe(res);
     } else {
       res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found');
+    }
     }
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -171,7 +171,7 @@ test('local .pth files convert the same way (Open .pth files…)', { timeout: LO
   await context.close();
 });
 
-test('bad sources: a missing file, swapped files, one file: one sentence each, nothing kept', { timeout: LONG }, async () => {
+test('bad sources: a missing file, a web page, swapped files, one file: one sentence each, nothing kept', { timeout: LONG }, async () => {
   const context = await browser.newContext();
   const missing = await open(context, `&hub=${encodeURIComponent(`${hub.base}nowhere/`)}`);
   await waitState(missing, ['confirm', 'error']);
@@ -179,6 +179,13 @@ test('bad sources: a missing file, swapped files, one file: one sentence each, n
   await waitState(missing, ['error', 'ready']);
   assert.match(await status(missing).textContent(), new RegExp(`${golden.vae_file}: the server has no such file \\(404`));
   await missing.close();
+
+  const html = await open(context, `&hub=${encodeURIComponent(`${hub.base}html/`)}`);
+  await waitState(html, ['confirm', 'error']);
+  await html.click('#confirm-source');
+  await waitState(html, ['error', 'ready']);
+  assert.match(await status(html).textContent(), new RegExp(`${golden.vae_file}: .* answered with a web page, not a checkpoint`));
+  await html.close();
 
   const page = await open(context, '');
   await waitState(page, ['confirm', 'error']);
@@ -188,9 +195,27 @@ test('bad sources: a missing file, swapped files, one file: one sentence each, n
   await page.setInputFiles('#open-pth', [swapped, join(fixtures, golden.vae_file)]);
   await waitState(page, ['error', 'ready']);
   assert.equal(await status(page).getAttribute('data-state'), 'error');
-  assert.match(await status(page).textContent(), /vae-is-really-var\.pth|encoder\.conv_in\.weight/);
+  assert.match(await status(page).textContent(), new RegExp(`vae-is-really-var\\.pth is a VAR transformer and ${golden.vae_file.replace('.', '\\.')} a VQ-VAE: the two files are swapped`));
   await page.setInputFiles('#open-pth', [join(fixtures, golden.vae_file)]);
   assert.match(await status(page).textContent(), /choose the two checkpoints together/);
   assert.match(await page.textContent('#storage-list'), /No converted models/);
+  await context.close();
+});
+
+test('cancel during a conversion stops it, keeps nothing, and a retry works', { timeout: LONG }, async () => {
+  const context = await browser.newContext();
+  const page = await open(context, `&hub=${encodeURIComponent(`${hub.base}slow/`)}`);
+  await waitState(page, ['confirm', 'error']);
+  await page.click('#confirm-source');
+  await page.waitForFunction(() => /Converting: [1-9]/.test(document.getElementById('progress-text').textContent),
+    null, { timeout: LONG, polling: 50 });
+  await page.click('#cancel');
+  await waitState(page, ['idle', 'error', 'ready']);
+  assert.equal(await status(page).getAttribute('data-state'), 'idle', await status(page).textContent());
+  assert.match(await status(page).textContent(), /^Cancelled: the conversion was cancelled; nothing of it was kept/);
+  assert.match(await page.textContent('#storage-list'), /No converted models/);
+  // Picking the model again asks again, and converts.
+  await page.selectOption('#model-select', 'var-mini');
+  await confirmAndConvert(page);
   await context.close();
 });
