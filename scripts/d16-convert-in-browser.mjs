@@ -104,6 +104,7 @@ try {
   report.budget = await page.textContent('#budget');
   report.peak_rss_mib = peak / 2 ** 20;
   report.fingerprint = await page.locator('#model-info').getAttribute('data-fingerprint');
+  report.model_info = await page.textContent('#model-info');
   report.fingerprint_equals_cli = report.fingerprint === report.cli_fingerprint;
   report.storage = await page.textContent('#storage-list');
   report.range_requests = hub.requests.filter((r) => r.includes('.pth')).length;

@@ -80,13 +80,18 @@ fn js_error(e: VarError) -> JsValue {
     named_error(e.name(), &e.to_string())
 }
 
-/// `[1, 3, H, W]` in [0, 1] → RGBA bytes for an `ImageData`.
+/// `[B, 3, H, W]` in [0, 1] → the B images' RGBA bytes, one after another (each an
+/// `ImageData`'s).
 fn to_rgba(pixels: &[f32], size: usize) -> Vec<u8> {
-    let rgb = Model::to_rgb8(pixels, 1, size).remove(0);
-    rgb.chunks_exact(3)
-        .flat_map(|p| [p[0], p[1], p[2], 255])
+    let batch = pixels.len() / (3 * size * size).max(1);
+    Model::to_rgb8(pixels, batch, size)
+        .iter()
+        .flat_map(|rgb| rgb.chunks_exact(3).flat_map(|p| [p[0], p[1], p[2], 255]))
         .collect()
 }
+
+/// The most images one batched run may hold: the page offers 1, 4, 9 or 16.
+const MAX_BATCH: usize = 16;
 
 /// Lets the JS event loop run (a macrotask), so messages such as `cancel` are handled even
 /// when the device answers synchronously (the CPU backend).
@@ -154,7 +159,22 @@ impl VarModel {
     /// `onScale(si, patch, rgba: Uint8ClampedArray, size, milliseconds)` with the decoded
     /// preview; resolves to the final RGBA image, or rejects with a sentence (also on cancel).
     pub fn generate(&self, label: u32, params: JsValue, on_scale: Function) -> Promise {
-        self.stream(label, params, None, on_scale)
+        self.stream(vec![label], params, None, on_scale)
+    }
+
+    /// Generates one image per entry of `labels` in one batched run (CFG included), streamed
+    /// like `generate`: `onScale` gets every image's preview, one after another in `rgba`
+    /// (`labels.length` images of `size`²); resolves to the final images the same way.
+    #[wasm_bindgen(js_name = generateBatch)]
+    pub fn generate_batch(&self, labels: Vec<u32>, params: JsValue, on_scale: Function) -> Promise {
+        if labels.is_empty() || labels.len() > MAX_BATCH {
+            let message = format!(
+                "a batch holds 1 to {MAX_BATCH} images, not {}",
+                labels.len()
+            );
+            return Promise::reject(&named_error("InvalidArgument", &message));
+        }
+        self.stream(labels, params, None, on_scale)
     }
 
     /// In-paints, out-paints or edits `source` (RGBA, the model's size²): the pixels where
@@ -176,13 +196,13 @@ impl VarModel {
             generate_mask,
             on_source,
         };
-        self.stream(label, params, Some(request), on_scale)
+        self.stream(vec![label], params, Some(request), on_scale)
     }
 
     /// The one streaming loop behind `generate` and `edit`.
     fn stream(
         &self,
-        label: u32,
+        labels: Vec<u32>,
         params: JsValue,
         edit: Option<EditRequest>,
         on_scale: Function,
@@ -201,7 +221,8 @@ impl VarModel {
                 Some(request) => Some(request.prepare(&model).await?),
                 None => None,
             };
-            let mut run = Generation::new(&model, &[label as usize], &params, edit)
+            let labels: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
+            let mut run = Generation::new(&model, &labels, &params, edit)
                 .await
                 .map_err(js_error)?;
             let mut last = js_sys::Date::now();

@@ -25,6 +25,9 @@ const ui = {
   modelSelect: $('model-select'), modelEntry: $('model-entry'), customModel: $('custom-model'),
   sourcePrompt: $('source-prompt'), sourcePromptText: $('source-prompt-text'), confirmSource: $('confirm-source'),
   openPth: $('open-pth'), hubUrl: $('hub-url'), modelInfo: $('model-info'), storageList: $('storage-list'),
+  batch: $('batch'), pixelated: $('pixelated'), copyLink: $('copy-link'), nativeSize: $('native-size'),
+  grid: $('grid'), scrub: $('scrub'), scrubber: $('scale-scrubber'), scaleLabel: $('scale-label'),
+  playScales: $('play-scales'), downloadScales: $('download-scales'),
 };
 const editor = new Editor(ui.mask);
 function showMask(on) {
@@ -58,7 +61,23 @@ const state = {
   entry: null, // the catalog entry being loaded or loaded (null: a model by URL)
   pending: null, // the convert request waiting for #confirm-source
   adapter: null, // the WebGPU adapter's limits, or null without WebGPU
+  scales: [], // every scale of the running or last generation: {si, patch, size, count, rgba}
+  final: null, // its final images: {size, count, rgba}
+  pick: 0, // which image of a batch is the main one
+  link: linkSettings(), // settings a link carries, applied when its model is ready (then null)
+  playing: null, // the timer of "Play the scales"
+  pendingPick: 0, // the link's image of a batch, picked when its run is done
+  converting: false, // a conversion reports progress (its text replaces the download's)
 };
+
+// The sampling settings in the address bar (?class=&seed=&cfg=&top_k=&top_p=&smooth=&batch=&pick=),
+// or null when it has none: a copied link reproduces an image on the same model.
+function linkSettings() {
+  const q = new URLSearchParams(location.search);
+  const names = ['class', 'seed', 'cfg', 'top_k', 'top_p', 'smooth', 'batch', 'pick'];
+  if (!names.some((n) => q.has(n))) return null;
+  return Object.fromEntries(names.filter((n) => q.has(n)).map((n) => [n, q.get(n)]));
+}
 
 function setStatus(status, text) {
   state.status = { state: status, text };
@@ -124,6 +143,7 @@ function fillClasses(names, filter = '') {
 
 function beginLoad(text) {
   state.config = null;
+  state.converting = false;
   state.downloads.clear();
   state.notices.length = 0;
   ui.progress.hidden = false;
@@ -284,6 +304,162 @@ ui.hubUrl.addEventListener('change', () => {
   setQuery('hub', value && value !== state.catalog.hub ? value : null);
 });
 
+// --- Batches, the scales, links ---------------------------------------------------------
+
+// Image `i` of a batch laid out one image after another.
+function imageOf({ size, rgba }, i) {
+  const n = size * size * 4;
+  return rgba.subarray(i * n, (i + 1) * n);
+}
+
+function drawGrid(images) {
+  const side = Math.round(Math.sqrt(images.count));
+  ui.grid.style.gridTemplateColumns = `repeat(${side}, 1fr)`;
+  if (ui.grid.children.length !== images.count) {
+    ui.grid.replaceChildren(...Array.from({ length: images.count }, (_, i) => {
+      const c = document.createElement('canvas');
+      c.dataset.index = String(i);
+      c.title = `Image ${i + 1}: make it the main one`;
+      c.className = ui.pixelated.checked ? '' : 'smooth';
+      c.addEventListener('click', () => state.final && pickImage(i));
+      return c;
+    }));
+  }
+  [...ui.grid.children].forEach((c, i) => {
+    drawRgba(c, imageOf(images, i), images.size);
+    c.setAttribute('aria-current', String(i === state.pick));
+  });
+  ui.grid.hidden = false;
+}
+
+// Makes image `i` of the finished batch the main one: the canvas, its thumbnails, the link.
+function pickImage(i) {
+  if (!state.final || i < 0 || i >= state.final.count) return;
+  state.pick = i;
+  drawRgba(ui.output, imageOf(state.final, i), state.final.size);
+  ui.output.dataset.scale = String(state.scales.length - 1);
+  [...ui.grid.children].forEach((c, j) => c.setAttribute('aria-current', String(j === i)));
+  [...ui.thumbs.querySelectorAll('canvas')].forEach((c, k) => drawRgba(c, imageOf(state.scales[k], i), state.scales[k].size));
+  setQuery('pick', i ? String(i) : null);
+  showScrubber();
+}
+
+function showScrubber() {
+  if (!state.scales.length) return;
+  ui.scrubber.max = String(state.scales.length - 1);
+  ui.scrubber.value = ui.scrubber.max;
+  ui.scaleLabel.textContent = scaleText(state.scales.length - 1);
+  ui.scrub.hidden = false;
+}
+
+const scaleText = (k) => `${k + 1} of ${state.scales.length} (${state.scales[k].patch}×${state.scales[k].patch})`;
+
+// The main image at scale `k` (the last is the final image).
+function showScale(k) {
+  const scale = state.scales[k];
+  if (!scale) return;
+  const last = k === state.scales.length - 1 && state.final;
+  if (last) drawRgba(ui.output, imageOf(state.final, state.pick), state.final.size);
+  else drawRgba(ui.output, imageOf(scale, state.pick), scale.size);
+  ui.output.dataset.scale = String(k);
+  ui.scrubber.value = String(k);
+  ui.scaleLabel.textContent = scaleText(k);
+}
+
+function stopPlaying() {
+  clearInterval(state.playing);
+  state.playing = null;
+  ui.playScales.textContent = 'Play the scales';
+}
+
+ui.scrubber.addEventListener('input', () => { stopPlaying(); showScale(Number(ui.scrubber.value)); });
+ui.playScales.addEventListener('click', () => {
+  if (state.playing) return stopPlaying();
+  let k = 0;
+  showScale(k);
+  ui.playScales.textContent = 'Stop';
+  state.playing = setInterval(() => {
+    k += 1;
+    if (k >= state.scales.length) return stopPlaying();
+    showScale(k);
+  }, 500);
+});
+ui.downloadScales.addEventListener('click', () => {
+  if (!state.final) return;
+  const size = state.final.size;
+  const strip = document.createElement('canvas');
+  strip.width = size * state.scales.length;
+  strip.height = size;
+  const ctx = strip.getContext('2d');
+  ctx.imageSmoothingEnabled = false;
+  state.scales.forEach((scale, k) => {
+    const one = document.createElement('canvas');
+    const last = k === state.scales.length - 1;
+    drawRgba(one, last ? imageOf(state.final, state.pick) : imageOf(scale, state.pick), last ? size : scale.size);
+    ctx.drawImage(one, k * size, 0, size, size);
+  });
+  strip.toBlob((blob) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `var-class${ui.classSelect.value}-seed${ui.seed.value}-scales.png`;
+    a.click();
+    URL.revokeObjectURL(a.href);
+  }, 'image/png');
+});
+ui.pixelated.addEventListener('change', () => {
+  for (const c of [ui.output, ...ui.grid.children]) c.classList.toggle('smooth', !ui.pixelated.checked);
+});
+ui.copyLink.addEventListener('click', async () => {
+  const href = location.href;
+  try {
+    await navigator.clipboard.writeText(href);
+    setStatus(state.status.state, `${state.status.text} Link copied.`);
+  } catch (_) {
+    setStatus(state.status.state, `${state.status.text} Copy this link: ${href}`);
+  }
+});
+
+// Applies the link's settings to the loaded model once: what it can, with a sentence for what
+// it cannot. Resolves whether to generate right away (a link with a seed shows its image).
+function applyLink() {
+  const link = state.link;
+  state.link = null;
+  if (!link) return { generate: false, note: '' };
+  const notes = [];
+  const n = state.config.var.num_classes;
+  if ('class' in link) {
+    const k = Number(link.class);
+    if (Number.isInteger(k) && k >= 0 && k < n) {
+      fillClasses(state.config.class_names);
+      ui.classSelect.value = String(k);
+    } else {
+      notes.push(`The link's class ${link.class} is not one of this model's ${n} classes.`);
+    }
+  }
+  const numbers = [['seed', ui.seed], ['cfg', ui.cfg], ['top_k', ui.topK], ['top_p', ui.topP]];
+  for (const [name, input] of numbers) if (name in link && Number.isFinite(Number(link[name]))) input.value = link[name];
+  if ('smooth' in link) ui.smooth.checked = link.smooth === '1';
+  if ('batch' in link) {
+    if ([...ui.batch.options].some((o) => o.value === link.batch)) ui.batch.value = link.batch;
+    else notes.push(`The link asks for ${link.batch} images per run; the page makes 1, 4, 9 or 16.`);
+  }
+  state.pendingPick = Number(link.pick) || 0;
+  return { generate: 'seed' in link && notes.length === 0, note: notes.length ? ` ${notes.join(' ')}` : '' };
+}
+
+// Enter generates, Escape cancels, R picks a random seed (not while typing in a text field).
+document.addEventListener('keydown', (e) => {
+  if (e.isComposing || e.ctrlKey || e.metaKey || e.altKey) return;
+  const typing = e.target instanceof HTMLInputElement && ['text', 'search', 'url'].includes(e.target.type);
+  if (e.key === 'Escape') {
+    if (!ui.cancel.disabled) ui.cancel.click();
+  } else if (e.key === 'Enter' && !(e.target instanceof HTMLButtonElement) && !typing) {
+    if (!ui.generate.disabled) generate();
+  } else if ((e.key === 'r' || e.key === 'R') && !typing && !(e.target instanceof HTMLInputElement && e.target.type === 'number')) {
+    ui.randomSeed.click();
+  }
+});
+
 function showStorage(models) {
   if (!models.length) {
     ui.storageList.replaceChildren('No converted models are kept in this browser.');
@@ -335,7 +511,7 @@ worker.onmessage = ({ data }) => {
   switch (data.type) {
     case MSG.PROGRESS:
       state.downloads.set(data.file, data);
-      showProgress();
+      if (!state.converting) showProgress();
       break;
     case MSG.NOTICE:
       state.notices.push(data.message);
@@ -344,12 +520,14 @@ worker.onmessage = ({ data }) => {
       askToConvert();
       break;
     case MSG.CONVERTING: {
+      state.converting = true;
       ui.progress.hidden = false;
       ui.progressBar.value = data.bytes_total ? data.bytes_done / data.bytes_total : 0;
       const left = data.left_seconds === null ? '' : `, about ${Math.ceil(data.left_seconds)} s left`;
       ui.progressText.textContent = `Converting: ${data.tensors_done} of ${data.tensors_total} tensors, `
         + `${gb(data.bytes_done)} of ${gb(data.bytes_total)} read at ${gb(data.rate)}/s${left}; `
-        + `${data.shards} shards (${gb(data.stored_bytes)}) kept`;
+        + `${data.shards} shards (${gb(data.stored_bytes)}) kept; downloaded `
+        + `${[...state.downloads].map(([f, d]) => `${f} ${gb(d.loaded)}${d.total ? ` of ${gb(d.total)}` : ''}`).join(', ')}`;
       break;
     }
     case MSG.STORAGE:
@@ -385,6 +563,8 @@ worker.onmessage = ({ data }) => {
       ui.topK.value = s.top_k;
       ui.topP.value = s.top_p;
       ui.smooth.checked = s.more_smooth;
+      ui.nativeSize.textContent = `Native size ${state.config.image_size}×${state.config.image_size} px.`;
+      const auto = applyLink();
       const lines = [...(data.reason ? [`Running on the CPU: ${data.reason}.`] : []), ...state.notices];
       ui.note.hidden = lines.length === 0;
       ui.note.textContent = lines.join(' ');
@@ -393,13 +573,21 @@ worker.onmessage = ({ data }) => {
       ui.modelInfo.textContent = data.fingerprint
         ? `Fingerprint ${data.fingerprint} (SHA-256 of manifest.json; var convert prints the same for the same files).`
         : '';
+      if (data.converted) {
+        ui.modelInfo.textContent += ` Downloaded and converted in ${data.conversion_s.toFixed(1)} s; `
+          + `WebAssembly memory peaked at ${(data.conversion_wasm_bytes / 2 ** 20).toFixed(0)} MiB during the conversion.`;
+      }
       const from = data.converted ? ', converted here and kept' : data.stored ? ", from this browser's storage" : data.cached ? ', from the cache' : '';
-      setStatus('ready', `Ready: ${state.config.name} (${state.config.var.num_classes} classes, ${state.config.image_size} px) on ${where}${from}.`);
+      setStatus('ready', `Ready: ${state.config.name} (${state.config.var.num_classes} classes, ${state.config.image_size} px) on ${where}${from}.${auto.note}`);
+      if (auto.generate) generate();
       break;
     }
     case MSG.SCALE: {
       if (data.id !== state.runId) return; // a stale message from an earlier run
-      drawRgba(ui.output, data.rgba, data.size);
+      const scale = { si: data.si, patch: data.patch, size: data.size, count: data.count, rgba: new Uint8ClampedArray(data.rgba) };
+      state.scales.push(scale);
+      drawRgba(ui.output, imageOf(scale, state.pick), data.size);
+      if (data.count > 1) drawGrid(scale);
       ui.output.dataset.scale = String(data.si);
       // Large models preview a scale with a cheaper, smaller decode (worker: PREVIEW_LATENT).
       const preview = data.size < state.config.image_size;
@@ -407,7 +595,7 @@ worker.onmessage = ({ data }) => {
       state.scaleMs.push(data.ms);
       const li = document.createElement('li');
       const thumb = document.createElement('canvas');
-      drawRgba(thumb, data.rgba, data.size);
+      drawRgba(thumb, imageOf(scale, state.pick), data.size);
       li.append(thumb, `${data.patch}×${data.patch} · ${data.ms.toFixed(0)} ms${preview ? ` · ${data.size} px preview` : ''}`);
       ui.thumbs.append(li);
       const n = state.config.patch_nums.length;
@@ -421,9 +609,11 @@ worker.onmessage = ({ data }) => {
       ui.sourceFigure.hidden = false;
       ui.editNote.textContent = `${state.sourceNote} The mask: ${data.description}.`;
       break;
-    case MSG.DONE:
+    case MSG.DONE: {
       if (data.id !== state.runId) return;
-      drawRgba(ui.output, data.rgba, data.size);
+      state.final = { size: data.size, count: data.count, rgba: new Uint8ClampedArray(data.rgba) };
+      if (data.count > 1) drawGrid(state.final);
+      drawRgba(ui.output, imageOf(state.final, state.pick), data.size);
       ui.output.dataset.preview = 'false';
       state.haveImage = true;
       if (state.runKind === 'edit') {
@@ -432,9 +622,17 @@ worker.onmessage = ({ data }) => {
         showMask(false); // the result is what a person wants to see; the mask is kept
       }
       ui.download.disabled = false;
-      ui.timings.textContent = `First preview after ${state.scaleMs[0].toFixed(0)} ms; total ${data.totalMs.toFixed(0)} ms; per scale: ${state.scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms.`;
+      const perImage = data.count > 1 ? `; ${(data.totalMs / data.count).toFixed(0)} ms per image (${data.count} in one batched run)` : '';
+      ui.timings.textContent = `First preview after ${state.scaleMs[0].toFixed(0)} ms; total ${data.totalMs.toFixed(0)} ms${perImage}; per scale: ${state.scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms.`;
+      showScrubber();
+      if (state.pendingPick) {
+        const pick = state.pendingPick;
+        state.pendingPick = 0;
+        pickImage(pick);
+      }
       setStatus('done', `${state.runKind === 'edit' ? 'Edited' : 'Done'} in ${(data.totalMs / 1000).toFixed(2)} s on ${state.backend === 'webgpu' ? 'WebGPU' : 'the CPU'}.`);
       break;
+    }
     case MSG.CANCELLED:
       if (data.id !== state.runId) return;
       setStatus('ready', `Cancelled. The canvas shows the last finished scale${state.runKind === 'edit' ? '; the mask is kept' : ''}.`);
@@ -470,23 +668,36 @@ function startRun(kind) {
   state.runId += 1;
   state.runKind = kind;
   state.scaleMs = [];
+  state.scales = [];
+  state.final = null;
+  state.pick = 0;
+  stopPlaying();
+  ui.scrub.hidden = true;
+  ui.grid.hidden = true;
+  ui.grid.replaceChildren();
   ui.thumbs.replaceChildren();
   ui.output.dataset.scale = '';
   ui.download.disabled = true;
   ui.timings.textContent = '';
 }
 
-ui.generate.addEventListener('click', () => {
-  if (!state.config || state.status.state === 'busy') return;
+function generate() {
+  if (!state.config || state.status.state === 'busy' || state.status.state === 'loading') return;
   const params = samplingParams();
   if (!params) return;
   const label = Number(ui.classSelect.value);
+  const count = Number(ui.batch.value);
   startRun('generate');
   if (state.editing) setEditing(false);
   state.result = null;
-  setStatus('busy', 'Generating…');
-  worker.postMessage({ type: MSG.GENERATE, id: state.runId, label, params });
-});
+  // The address bar now reproduces this run.
+  for (const [name, value] of [['class', label], ['seed', params.seed], ['cfg', params.cfg], ['top_k', params.top_k],
+    ['top_p', params.top_p], ['smooth', params.more_smooth ? 1 : 0], ['batch', count]]) setQuery(name, String(value));
+  setQuery('pick', null);
+  setStatus('busy', count > 1 ? `Generating ${count} images…` : 'Generating…');
+  worker.postMessage({ type: MSG.GENERATE, id: state.runId, label, labels: Array(count).fill(label), params });
+}
+ui.generate.addEventListener('click', generate);
 
 ui.inpaint.addEventListener('click', () => {
   if (!state.config || !state.editing || state.status.state === 'busy') return;

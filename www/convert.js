@@ -4,7 +4,7 @@
 // (PthConverter: the code `var convert` runs), and each finished shard is written to the
 // origin-private file system (OPFS) at once. manifest.json is written last, so a model
 // directory without one is an interrupted conversion and is never loaded.
-import { PthConverter, fingerprint } from './pkg/var_web.js';
+import init, { PthConverter, fingerprint } from './pkg/var_web.js';
 import { MANIFEST_FILE } from './protocol.js';
 
 const ROOT = 'var-web-models'; // OPFS: ROOT/<model id>/{config.json, manifest.json, shards}
@@ -276,9 +276,12 @@ async function convert(entry, from, progress, isCancelled) {
     }
     const done = converter.finish();
     converter = null;
+    // Linear memory only grows, so its size now is the conversion's peak in wasm.
+    const wasmBytes = (await init()).memory.buffer.byteLength;
     await writeStored(dir, 'config.json', new TextEncoder().encode(done.config_json));
     await writeStored(dir, MANIFEST_FILE, new TextEncoder().encode(done.manifest_json)); // last: complete
-    return { dir, manifestText: done.manifest_json, fingerprint: done.fingerprint };
+    const seconds = (performance.now() - started) / 1000;
+    return { dir, manifestText: done.manifest_json, fingerprint: done.fingerprint, seconds, wasmBytes };
   } catch (e) {
     if (dir || e instanceof Cancelled) await root.removeEntry(entry.id, { recursive: true }).catch(() => {});
     throw e;

@@ -3,7 +3,9 @@
 // Page -> worker
 //   {type: 'load', url, backend}                load the model directory at `url` (ends with /);
 //                                               backend: 'auto' (WebGPU, else CPU) or 'cpu'
-//   {type: 'generate', id, label, params}       params: {cfg, top_k, top_p, temperature, more_smooth, seed}
+//   {type: 'generate', id, label, labels, params}
+//                                               params: {cfg, top_k, top_p, temperature, more_smooth, seed};
+//                                               labels (optional): one class per image of a batched run
 //   {type: 'edit', id, source, mask, label, params}
 //                                               source: ArrayBuffer, size x size RGBA; mask:
 //                                               ArrayBuffer, one byte per pixel (non-zero =
@@ -31,16 +33,20 @@
 //    stored_bytes, seconds, rate, left_seconds} conversion progress (bytes of the checkpoints)
 //   {type: 'storage', models: [{id, bytes, fingerprint}]}
 //                                               the converted models kept in this browser
-//   {type: 'ready', backend, reason, config, cached, fingerprint, converted, stored}
+//   {type: 'ready', backend, reason, config, cached, fingerprint, converted, stored,
+//    conversion_s, conversion_wasm_bytes}
 //                                               backend: 'webgpu' | 'cpu'; reason: why not WebGPU (or '');
 //                                               fingerprint: SHA-256 of manifest.json (sharded models);
 //                                               converted: just converted; stored: read from storage
 //   {type: 'load-cancelled', message}           a load or conversion stopped on request
-//   {type: 'scale', id, si, patch, size, ms, rgba}   rgba: ArrayBuffer (transferred), size x size RGBA
+//   {type: 'scale', id, si, patch, size, ms, count, rgba}
+//                                               rgba: ArrayBuffer (transferred), `count` size x size
+//                                               RGBA images one after another (a batch)
 //   {type: 'source', id, size, rgba, description}
 //                                               an edit's source through the VQ-VAE, and what
 //                                               the mask asks for (before the first scale)
-//   {type: 'done', id, size, totalMs, rgba}     the final image
+//   {type: 'done', id, size, count, totalMs, rgba}
+//                                               the final image(s), laid out as in 'scale'
 //   {type: 'cancelled', id}
 //   {type: 'cache-cleared'}
 //   {type: 'error', phase, message}             phase: 'load' | 'generate' | 'edit'

@@ -232,7 +232,7 @@ async function loadOfficial({ entry, from, confirmed, replace, backend }) {
       (p) => post(p.conversion ? { type: MSG.CONVERTING, ...p } : { type: MSG.PROGRESS, ...p }),
       () => loadCancelled);
     dir = converted.dir;
-    extra = { converted: true };
+    extra = { converted: true, conversion_s: converted.seconds, conversion_wasm_bytes: converted.wasmBytes };
     post({ type: MSG.STORAGE, models: await listStored() });
   }
   const manifestText = new TextDecoder().decode(await readStored(dir, MANIFEST_FILE));
@@ -273,12 +273,14 @@ async function load(url, preference) {
 }
 
 // Runs a generation, or an edit when `edit` ({source, mask}) is given; both stream scales.
-async function run({ id, label, params }, edit = null) {
+async function run({ id, label, labels, params }, edit = null) {
   running = id;
   const start = performance.now();
+  // `rgba` holds `count` images of size², one after another (a batch).
   const onScale = (si, patch, pixels, size, ms) => {
     const copy = new Uint8ClampedArray(pixels);
-    post({ type: MSG.SCALE, id, si, patch, size, ms, rgba: copy.buffer }, [copy.buffer]);
+    const count = copy.length / (size * size * 4);
+    post({ type: MSG.SCALE, id, si, patch, size, ms, count, rgba: copy.buffer }, [copy.buffer]);
   };
   try {
     const rgba = edit
@@ -287,9 +289,10 @@ async function run({ id, label, params }, edit = null) {
           const copy = new Uint8ClampedArray(pixels);
           post({ type: MSG.SOURCE, id, size, description, rgba: copy.buffer }, [copy.buffer]);
         }, onScale)
-      : await model.generate(label, params, onScale);
-    const size = Math.round(Math.sqrt(rgba.length / 4));
-    post({ type: MSG.DONE, id, size, totalMs: performance.now() - start, rgba: rgba.buffer }, [rgba.buffer]);
+      : await model.generateBatch(Uint32Array.from(labels || [label]), params, onScale);
+    const count = edit ? 1 : (labels || [label]).length;
+    const size = Math.round(Math.sqrt(rgba.length / 4 / count));
+    post({ type: MSG.DONE, id, size, count, totalMs: performance.now() - start, rgba: rgba.buffer }, [rgba.buffer]);
   } catch (e) {
     const message = e && e.message ? e.message : String(e);
     if (e && e.name === 'Cancelled') post({ type: MSG.CANCELLED, id });

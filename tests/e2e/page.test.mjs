@@ -372,3 +372,93 @@ test('a sharded model staged on WebGPU draws the same pixels as the model in thr
   assert.equal(differ, 0, `${differ} of ${whole.length} channel values differ`);
   assert.ok(new Set(whole).size > 8, 'a picture, not a flat canvas');
 });
+
+const gridPixels = (page) => page.evaluate(() => [...document.querySelectorAll('#grid canvas')]
+  .map((c) => [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data]));
+const runAndWait = async (page) => {
+  await page.evaluate(() => { window.scales = []; });
+  await page.click('#generate');
+  await waitState(page, ['done', 'error']);
+  assert.equal(await state(page), 'done', await page.textContent('#status'));
+};
+const msOf = async (page) => Number(/total (\d+) ms/.exec(await page.textContent('#timings'))[1]);
+
+test('a batch of 4 is one run that fills a 2x2 grid scale by scale; its images differ; a click makes one the main image', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu');
+  await waitState(page, ['ready']);
+  await page.selectOption('#class-select', '3');
+  await runAndWait(page);
+  const one = await msOf(page);
+  await page.selectOption('#batch', '4');
+  await runAndWait(page);
+  assert.deepEqual(await page.evaluate(() => window.scales), [0, 1, 2, 3, 4, 5], 'one run, every scale drawn once');
+  const four = await msOf(page);
+  assert.match(await page.textContent('#timings'), /ms per image \(4 in one batched run\)/);
+  const grid = await gridPixels(page);
+  assert.equal(grid.length, 4);
+  assert.equal(new Set(grid.map((g) => g.join(','))).size, 4, 'four different images');
+  assert.deepEqual(await canvasPixels(page, 'output'), grid[0], 'the first is the main image');
+  await page.click('#grid canvas[data-index="2"]');
+  assert.deepEqual(await canvasPixels(page, 'output'), grid[2], 'the clicked one is the main image');
+  assert.equal(new URL(page.url()).searchParams.get('pick'), '2');
+  await page.selectOption('#batch', '16');
+  await runAndWait(page);
+  assert.equal((await gridPixels(page)).length, 16);
+  const sixteen = await msOf(page);
+  results.batch_cpu_ms = { one, four, sixteen, sixteen_over_one: sixteen / one };
+  await page.close();
+});
+
+test('a copied link reproduces the same pixels in a fresh browser context; a link to a class the model lacks says so', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu');
+  await waitState(page, ['ready']);
+  await page.selectOption('#class-select', '5');
+  await page.fill('#seed', '42');
+  await page.selectOption('#batch', '4');
+  await runAndWait(page);
+  await page.click('#grid canvas[data-index="1"]');
+  const expected = await canvasPixels(page, 'output');
+  const link = page.url();
+  assert.match(link, /class=5&seed=42&.*batch=4&.*pick=1/);
+  await page.close();
+
+  const context = await browser.newContext();
+  const fresh = await context.newPage();
+  await fresh.goto(link); // a link with a seed generates its image once the model is ready
+  await fresh.waitForFunction(() => ['done', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: LONG });
+  assert.equal(await state(fresh), 'done', await fresh.textContent('#status'));
+  assert.deepEqual(await canvasPixels(fresh, 'output'), expected, 'the same image');
+  assert.equal(await fresh.inputValue('#seed'), '42');
+
+  await fresh.goto(`${base}?backend=cpu&class=99&seed=1`);
+  await fresh.waitForFunction(() => ['ready', 'done', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: LONG });
+  assert.equal(await state(fresh), 'ready', 'a bad link generates nothing');
+  assert.match(await fresh.textContent('#status'), /The link's class 99 is not one of this model's 10 classes\./);
+  await context.close();
+});
+
+test('the scrubber shows the chosen scale; keyboard: R picks a seed, Enter generates', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu');
+  await waitState(page, ['ready']);
+  await runAndWait(page);
+  assert.equal(await page.locator('#scale-scrubber').getAttribute('max'), '5');
+  const thumb2 = await page.evaluate(() => {
+    const c = document.querySelectorAll('#thumbs canvas')[2];
+    return { w: c.width, data: [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data] };
+  });
+  await page.locator('#scale-scrubber').fill('2');
+  assert.equal(await page.locator('#output').getAttribute('data-scale'), '2');
+  assert.deepEqual(await canvasPixels(page, 'output'), thumb2.data, 'the canvas shows scale 3\'s preview');
+  assert.match(await page.textContent('#scale-label'), /^3 of 6 \(3×3\)$/);
+  await page.locator('#scale-scrubber').fill('5');
+  const last = await canvasPixels(page, 'output');
+
+  const seed = await page.inputValue('#seed');
+  await page.locator('body').press('r');
+  assert.notEqual(await page.inputValue('#seed'), seed, 'R picked a random seed');
+  await page.locator('body').press('Enter');
+  await waitState(page, ['busy', 'done']);
+  await waitState(page, ['done', 'error']);
+  assert.notDeepEqual(await canvasPixels(page, 'output'), last, 'Enter generated another image');
+  await page.close();
+});
