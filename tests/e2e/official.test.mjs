@@ -219,3 +219,22 @@ test('cancel during a conversion stops it, keeps nothing, and a retry works', { 
   await confirmAndConvert(page);
   await context.close();
 });
+
+test('a second tab converting the same model is told so, and the first finishes', { timeout: LONG }, async () => {
+  const context = await browser.newContext();
+  const query = `&hub=${encodeURIComponent(`${hub.base}slow/`)}`;
+  const first = await open(context, query);
+  await waitState(first, ['confirm', 'error']);
+  await first.click('#confirm-source');
+  await first.waitForFunction(() => /Converting: [1-9]/.test(document.getElementById('progress-text').textContent),
+    null, { timeout: LONG, polling: 50 });
+  const second = await open(context, query);
+  await waitState(second, ['confirm', 'error']);
+  await second.click('#confirm-source');
+  await waitState(second, ['error', 'ready']);
+  assert.match(await status(second).textContent(), /another tab of this page is converting var-mini/);
+  await waitState(first, ['ready', 'error']);
+  assert.equal(await status(first).getAttribute('data-state'), 'ready', await status(first).textContent());
+  assert.equal(await first.locator('#model-info').getAttribute('data-fingerprint'), cliFingerprint);
+  await context.close();
+});
