@@ -9,6 +9,9 @@ const SHIPPED_CATALOG = 'models/catalog.json';
 // wasm32 addresses at most 4 GiB; a model whose weights take more than this on the CPU path
 // can only run on WebGPU (which keeps int8 as int8 in GPU memory).
 const CPU_WEIGHTS_LIMIT = 3 * 2 ** 30;
+// Where the history is kept (local storage), and how many entries at most.
+const HISTORY_KEY = 'var-web-history-v1';
+const HISTORY_MAX = 48;
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'), note: $('backend-note'), modelUrl: $('model-url'), loadModel: $('load-model'),
@@ -28,6 +31,7 @@ const ui = {
   batch: $('batch'), pixelated: $('pixelated'), copyLink: $('copy-link'), nativeSize: $('native-size'),
   grid: $('grid'), scrub: $('scrub'), scrubber: $('scale-scrubber'), scaleLabel: $('scale-label'),
   playScales: $('play-scales'), downloadScales: $('download-scales'),
+  history: $('history'), historyNote: $('history-note'), clearHistory: $('clear-history'),
 };
 const editor = new Editor(ui.mask);
 function showMask(on) {
@@ -68,7 +72,106 @@ const state = {
   playing: null, // the timer of "Play the scales"
   pendingPick: 0, // the link's image of a batch, picked when its run is done
   converting: false, // a conversion reports progress (its text replaces the download's)
+  history: loadHistory(), // finished generations, newest first (see HISTORY_KEY)
+  modelId: '', // what the loaded model is called in links and history: a catalogue id or its URL
+  lastRun: null, // the settings of the running or last generation, for its history entry
 };
+
+// Finished generations kept across visits: [{image (PNG data URL), model, class, class_name,
+// seed, cfg, top_k, top_p, smooth, batch, pick, ms, backend, time}], newest first, at most
+// HISTORY_MAX; when local storage is full the oldest are dropped (said once).
+function loadHistory() {
+  try {
+    const items = JSON.parse(localStorage.getItem(HISTORY_KEY) || '[]');
+    return Array.isArray(items) ? items.filter((h) => h && typeof h.image === 'string').slice(0, HISTORY_MAX) : [];
+  } catch (_) {
+    return []; // unreadable or unavailable storage: a session-only history
+  }
+}
+
+function saveHistory() {
+  let dropped = 0;
+  for (;;) {
+    try {
+      localStorage.setItem(HISTORY_KEY, JSON.stringify(state.history));
+      break;
+    } catch (e) {
+      if (state.history.length <= 1) break; // storage unavailable: keep it for this session
+      state.history.pop();
+      dropped += 1;
+    }
+  }
+  if (dropped && !state.historyFullSaid) {
+    state.historyFullSaid = true;
+    ui.historyNote.textContent = `This browser's storage for the page is full: the ${dropped} oldest history entries were dropped.`;
+  }
+}
+
+function showHistory() {
+  ui.history.replaceChildren(...state.history.map((h, i) => {
+    const img = document.createElement('img');
+    img.src = h.image;
+    img.alt = `${h.class_name}, seed ${h.seed}`;
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.dataset.index = String(i);
+    b.title = `${h.class_name} · seed ${h.seed} · CFG ${h.cfg} · top-k ${h.top_k} · top-p ${h.top_p}${h.batch > 1 ? ` · image ${h.pick + 1} of ${h.batch}` : ''} · ${h.model} · ${h.backend} · ${(h.ms / 1000).toFixed(2)} s · ${new Date(h.time).toLocaleString()}`;
+    b.append(img);
+    b.addEventListener('click', () => restoreHistory(i));
+    const li = document.createElement('li');
+    li.append(b);
+    return li;
+  }));
+}
+
+// Records the main image of a finished generation (replacing its entry when another image of
+// the batch is picked).
+function recordHistory(replace) {
+  if (!state.lastRun || !state.final) return;
+  const image = ui.output.toDataURL('image/png');
+  const entry = { ...state.lastRun, image, pick: state.pick, time: Date.now() };
+  if (replace && state.history[0]?.run === entry.run) state.history[0] = entry;
+  else state.history.unshift(entry);
+  state.history.length = Math.min(state.history.length, HISTORY_MAX);
+  saveHistory();
+  showHistory();
+}
+
+// Puts a history entry's settings in the form and its image on the canvas.
+function restoreHistory(i) {
+  const h = state.history[i];
+  if (!h) return;
+  ui.seed.value = String(h.seed);
+  ui.cfg.value = String(h.cfg);
+  ui.topK.value = String(h.top_k);
+  ui.topP.value = String(h.top_p);
+  ui.smooth.checked = Boolean(h.smooth);
+  ui.batch.value = String(h.batch);
+  const here = h.model === state.modelId;
+  if (here && state.config && h.class < state.config.var.num_classes) {
+    fillClasses(state.config.class_names);
+    ui.classSelect.value = String(h.class);
+  }
+  const img = new Image();
+  img.onload = () => {
+    ui.output.width = img.width;
+    ui.output.height = img.height;
+    ui.output.getContext('2d').drawImage(img, 0, 0);
+    state.haveImage = true;
+    ui.download.disabled = false;
+    setStatus(state.status.state === 'error' ? 'ready' : state.status.state,
+      `From the history: ${h.class_name}, seed ${h.seed}${h.batch > 1 ? `, image ${h.pick + 1} of ${h.batch}` : ''}.`
+      + `${here ? '' : ` It was made with ${h.model}, not the model loaded now.`}`);
+  };
+  img.src = h.image;
+}
+
+ui.clearHistory.addEventListener('click', () => {
+  state.history = [];
+  try { localStorage.removeItem(HISTORY_KEY); } catch (_) { /* nothing kept */ }
+  ui.historyNote.textContent = '';
+  showHistory();
+});
 
 // The sampling settings in the address bar (?class=&seed=&cfg=&top_k=&top_p=&smooth=&batch=&pick=),
 // or null when it has none: a copied link reproduces an image on the same model.
@@ -154,7 +257,8 @@ function beginLoad(text) {
   setStatus('loading', text);
 }
 
-function loadModel(url) {
+function loadModel(url, id = url) {
+  state.modelId = id;
   beginLoad(`Loading the model from ${url}…`);
   worker.postMessage({ type: MSG.LOAD, url: new URL(url, location.href).href, backend: query.get('backend') || 'auto' });
 }
@@ -223,7 +327,8 @@ function selectModel(id) {
   setQuery('model', entry.id);
   const why = cannotRun(entry);
   if (why) return setStatus('error', `Error: ${entry.title} cannot run here: it ${why}.`);
-  if (entry.kind !== 'pth') return loadModel(entry.url);
+  if (entry.kind !== 'pth') return loadModel(entry.url, entry.id);
+  state.modelId = entry.id;
   beginLoad(`Looking for ${entry.title} in this browser's storage…`);
   // The worker loads it from storage when it was converted before, else asks to confirm.
   state.pending = { type: MSG.CONVERT, entry, from: { base: hubBase() }, backend: query.get('backend') || 'auto' };
@@ -264,6 +369,7 @@ function convertFiles(fileList) {
     return setStatus('error', `Error: ${varFile.name} is not named like an official checkpoint: pick its model in the list first, then open the files.`);
   }
   state.entry = entry;
+  state.modelId = entry.id;
   ui.modelSelect.value = entry.id;
   ui.customModel.hidden = true;
   setQuery('model', entry.id);
@@ -342,6 +448,7 @@ function pickImage(i) {
   [...ui.thumbs.querySelectorAll('canvas')].forEach((c, k) => drawRgba(c, imageOf(state.scales[k], i), state.scales[k].size));
   setQuery('pick', i ? String(i) : null);
   showScrubber();
+  recordHistory(true);
 }
 
 function showScrubber() {
@@ -625,6 +732,10 @@ worker.onmessage = ({ data }) => {
       const perImage = data.count > 1 ? `; ${(data.totalMs / data.count).toFixed(0)} ms per image (${data.count} in one batched run)` : '';
       ui.timings.textContent = `First preview after ${state.scaleMs[0].toFixed(0)} ms; total ${data.totalMs.toFixed(0)} ms${perImage}; per scale: ${state.scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms.`;
       showScrubber();
+      if (state.runKind === 'generate' && state.lastRun?.run === data.id) {
+        state.lastRun.ms = data.totalMs;
+        recordHistory(false);
+      }
       if (state.pendingPick) {
         const pick = state.pendingPick;
         state.pendingPick = 0;
@@ -694,6 +805,11 @@ function generate() {
   for (const [name, value] of [['class', label], ['seed', params.seed], ['cfg', params.cfg], ['top_k', params.top_k],
     ['top_p', params.top_p], ['smooth', params.more_smooth ? 1 : 0], ['batch', count]]) setQuery(name, String(value));
   setQuery('pick', null);
+  state.lastRun = {
+    run: state.runId, model: state.modelId, class: label, class_name: state.config.class_names[label] ?? String(label),
+    seed: params.seed, cfg: params.cfg, top_k: params.top_k, top_p: params.top_p, smooth: params.more_smooth,
+    batch: count, backend: state.backend, ms: 0,
+  };
   setStatus('busy', count > 1 ? `Generating ${count} images…` : 'Generating…');
   worker.postMessage({ type: MSG.GENERATE, id: state.runId, label, labels: Array(count).fill(label), params });
 }
@@ -835,4 +951,5 @@ async function start() {
 }
 
 ui.modelUrl.value = DEFAULT_MODEL;
+showHistory();
 start().catch((e) => setStatus('error', `Error: ${e.message}.`));

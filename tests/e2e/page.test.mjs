@@ -462,3 +462,35 @@ test('the scrubber shows the chosen scale; keyboard: R picks a seed, Enter gener
   assert.notDeepEqual(await canvasPixels(page, 'output'), last, 'Enter generated another image');
   await page.close();
 });
+
+test('history: every result is kept, survives a reload, restores its settings and image, and clears', { timeout: LONG }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${base}?backend=cpu`);
+  await waitState(page, ['ready']);
+  assert.equal(await page.locator('#history button').count(), 0);
+  await page.selectOption('#class-select', '1');
+  await page.fill('#seed', '3');
+  await runAndWait(page);
+  const first = await canvasPixels(page, 'output');
+  await page.selectOption('#class-select', '8');
+  await page.fill('#seed', '4');
+  await runAndWait(page);
+  assert.equal(await page.locator('#history button').count(), 2);
+
+  await page.goto(`${base}?backend=cpu`);
+  await waitState(page, ['ready']);
+  assert.equal(await page.locator('#history button').count(), 2, 'the history survives a reload');
+  await page.click('#history button[data-index="1"]'); // the older one
+  await page.waitForFunction(() => /From the history/.test(document.getElementById('status').textContent));
+  assert.equal(await page.inputValue('#seed'), '3');
+  assert.equal(await page.inputValue('#class-select'), '1');
+  assert.deepEqual(await canvasPixels(page, 'output'), first, 'its image is back on the canvas');
+
+  await page.click('#clear-history');
+  assert.equal(await page.locator('#history button').count(), 0);
+  await page.reload();
+  await waitState(page, ['ready']);
+  assert.equal(await page.locator('#history button').count(), 0, 'cleared for good');
+  await context.close();
+});
