@@ -36,7 +36,8 @@ export function option(args, name, fallback) {
 // files of `dir` under /ranged/ (single `Range: bytes=START-END` requests answered with 206,
 // Content-Range exposed, as the hub's CDN does) and under /plain/ (Range ignored: always the
 // whole file with 200), under /slow/ (as /ranged/, each answer 200 ms late: time to cancel),
-// under /html/ (a 200 web page, as a login wall answers), anything else 404;
+// under /html/ (a 200 web page, as a login wall answers), under /short/ (ranges after the first
+// byte answered with half their bytes), anything else 404;
 // `/catalog.json` is `catalog(base)`. Every request
 // is recorded in `requests` as 'METHOD path'. Resolves to { server, base, requests }.
 export async function serveHub(dir, catalog) {
@@ -69,6 +70,20 @@ export async function serveHub(dir, catalog) {
     }
     if (mode === 'html') {
       res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end('<!doctype html><title>Sign in</title>');
+      return;
+    }
+    if (mode === 'short') {
+      // A range answered with half the bytes asked for (a transfer cut short, said honestly).
+      const r = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range || '');
+      if (r && Number(r[1]) > 0) {
+        const start = Number(r[1]);
+        const end = Math.min(Number(r[2]), size - 1);
+        const half = start + Math.floor((end - start) / 2);
+        res.writeHead(206, { 'Content-Type': 'application/octet-stream', 'Content-Length': half - start + 1, 'Content-Range': `bytes ${start}-${half}/${size}` });
+        createReadStream(path, { start, end: half }).pipe(res);
+        return;
+      }
+      answer('ranged');
       return;
     }
     if (mode === 'slow') {

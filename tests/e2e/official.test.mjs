@@ -161,7 +161,7 @@ test('a hub that ignores Range: the file streams into storage once, and converts
   await context.close();
 });
 
-test('local .pth files convert the same way (Open .pth files…)', { timeout: LONG }, async () => {
+test('local .pth files convert the same way (Open .pth files…, and dropped on the page)', { timeout: LONG }, async () => {
   const context = await browser.newContext();
   const page = await open(context, '');
   await waitState(page, ['confirm', 'error']);
@@ -171,10 +171,26 @@ test('local .pth files convert the same way (Open .pth files…)', { timeout: LO
   assert.equal(await status(page).getAttribute('data-state'), 'ready', await status(page).textContent());
   assert.equal(await page.locator('#model-info').getAttribute('data-fingerprint'), cliFingerprint);
   assert.deepEqual(pthRequests(), [], 'nothing fetched from the hub');
+
+  // Dropped on the page: the same conversion (Files built in the page, dropped on the body).
+  const dropped = await open(context, '');
+  await waitState(dropped, ['confirm', 'ready', 'error']);
+  await dropped.evaluate(async ({ hubBase, names }) => {
+    const transfer = new DataTransfer();
+    for (const name of names) {
+      const blob = await (await fetch(`${hubBase}plain/${name}`)).blob();
+      transfer.items.add(new File([blob], name));
+    }
+    document.body.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+  }, { hubBase: hub.base, names: [golden.vae_file, golden.var_file] });
+  // It was stored by the test above, so "converted here" says the dropped files were converted.
+  await dropped.waitForFunction(() => /converted here and kept|^Error/.test(document.getElementById('status').textContent), null, { timeout: LONG });
+  assert.equal(await status(dropped).getAttribute('data-state'), 'ready', await status(dropped).textContent());
+  assert.equal(await dropped.locator('#model-info').getAttribute('data-fingerprint'), cliFingerprint);
   await context.close();
 });
 
-test('bad sources: a missing file, a web page, swapped files, one file: one sentence each, nothing kept', { timeout: LONG }, async () => {
+test('bad sources: a missing file, a web page, a transfer cut short, swapped files, one file: one sentence each, nothing kept', { timeout: LONG }, async () => {
   const context = await browser.newContext();
   const missing = await open(context, `&hub=${encodeURIComponent(`${hub.base}nowhere/`)}`);
   await waitState(missing, ['confirm', 'error']);
@@ -189,6 +205,13 @@ test('bad sources: a missing file, a web page, swapped files, one file: one sent
   await waitState(html, ['error', 'ready']);
   assert.match(await status(html).textContent(), new RegExp(`${golden.vae_file}: .* answered with a web page, not a checkpoint`));
   await html.close();
+
+  const short = await open(context, `&hub=${encodeURIComponent(`${hub.base}short/`)}`);
+  await waitState(short, ['confirm', 'error']);
+  await short.click('#confirm-source');
+  await waitState(short, ['error', 'ready']);
+  assert.match(await status(short).textContent(), new RegExp(`${golden.vae_file} ended early: \\d+ bytes at byte \\d+ where \\d+ were asked for`));
+  await short.close();
 
   const page = await open(context, '');
   await waitState(page, ['confirm', 'error']);
