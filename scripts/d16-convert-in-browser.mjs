@@ -12,11 +12,11 @@
 // A benchmark, not a test: minutes on our 2-core machines. Needs the page built
 // (scripts/build-web.sh) and the CLI (cargo test builds it).
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { homedir, tmpdir } from 'node:os';
-import { servePage, serveHub, launchChromium, option as harnessOption } from '../tests/e2e/harness.mjs';
+import { servePage, serveHub, launchChromium, option as harnessOption, treeRss } from '../tests/e2e/harness.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -33,31 +33,6 @@ function run(cmd, argv) {
   const r = spawnSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   if (r.status !== 0) throw new Error(`${cmd} ${argv[0]} failed (exit ${r.status})`);
   return { seconds: (Date.now() - start) / 1000, stdout: r.stdout };
-}
-
-// Resident memory of a process and all its descendants, in bytes (Linux /proc).
-function treeRss(pid) {
-  const children = new Map();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (!children.has(ppid)) children.set(ppid, []);
-      children.get(ppid).push(Number(entry));
-    } catch (_) { /* the process ended */ }
-  }
-  let total = 0;
-  const stack = [pid];
-  while (stack.length) {
-    const p = stack.pop();
-    try {
-      const kb = Number((readFileSync(`/proc/${p}/status`, 'utf8').match(/VmRSS:\s+(\d+)/) || [0, 0])[1]);
-      total += kb * 1024;
-    } catch (_) { /* gone */ }
-    stack.push(...(children.get(p) || []));
-  }
-  return total;
 }
 
 const report = { backend };

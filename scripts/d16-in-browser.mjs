@@ -10,10 +10,10 @@
 // Slow where WebGPU is a CPU emulation (SwiftShader): minutes per image. Needs the page built
 // (scripts/build-web.sh). The model goes to www/models/var-d16-random/ (gitignored).
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { servePage, launchChromium, option as harnessOption } from '../tests/e2e/harness.mjs';
+import { servePage, launchChromium, option as harnessOption, treeRss } from '../tests/e2e/harness.mjs';
 import { homedir, tmpdir } from 'node:os';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -35,32 +35,6 @@ function run(cmd, argv) {
   const r = spawnSync(cmd, argv, { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error(`${cmd} ${argv[0]} failed (exit ${r.status})`);
   return (Date.now() - start) / 1000;
-}
-
-// Resident memory of a process and all its descendants, in bytes (Linux /proc).
-function treeRss(pid) {
-  const children = new Map();
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (!children.has(ppid)) children.set(ppid, []);
-      children.get(ppid).push(Number(entry));
-    } catch (_) { /* the process ended */ }
-  }
-  let total = 0;
-  const stack = [pid];
-  while (stack.length) {
-    const p = stack.pop();
-    try {
-      const status = readFileSync(`/proc/${p}/status`, 'utf8');
-      const kb = Number((status.match(/VmRSS:\s+(\d+)/) || [0, 0])[1]);
-      total += kb * 1024;
-    } catch (_) { /* gone */ }
-    stack.push(...(children.get(p) || []));
-  }
-  return total;
 }
 
 const report = { backend, class: Number(label) };

@@ -2,6 +2,7 @@
 // page served by `var serve` on a free port, Chromium with WebGPU enabled, and command-line
 // options.
 import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 // Starts `var serve` on `root` and resolves to { server, base } once it prints its address.
@@ -124,4 +125,30 @@ export function safetensorsF32(bytes, name) {
   const [start, end] = t.data_offsets.map((o) => o + 8 + n);
   const copy = Uint8Array.prototype.slice.call(bytes, start, end);
   return { shape: t.shape, values: new Float32Array(copy.buffer) };
+}
+
+// Resident memory of a process and all its descendants, in bytes (Linux /proc).
+export function treeRss(pid) {
+  const children = new Map();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(Number(entry));
+    } catch (_) { /* the process ended */ }
+  }
+  let total = 0;
+  const stack = [pid];
+  while (stack.length) {
+    const p = stack.pop();
+    try {
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      const kb = Number((status.match(/VmRSS:\s+(\d+)/) || [0, 0])[1]);
+      total += kb * 1024;
+    } catch (_) { /* gone */ }
+    stack.push(...(children.get(p) || []));
+  }
+  return total;
 }
