@@ -27,10 +27,11 @@ raw=$(stat -c %s www/pkg/var_web_bg.wasm)
 if [ "$opt" = 1 ]; then
   [ -x scripts/site/node_modules/.bin/wasm-opt ] ||
     (cd scripts/site && npm install --no-audit --no-fund --no-package-lock >/dev/null)
-  # -Oz for size; the features are the ones rustc's wasm32 target emits.
+  # -Oz for size; the features are the ones rustc's wasm32 target emits, and SIMD, which
+  # .cargo/config.toml turns on.
   scripts/site/node_modules/.bin/wasm-opt -Oz \
     --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd \
     www/pkg/var_web_bg.wasm -o "$out/pkg/var_web_bg.wasm"
 else
   cp www/pkg/var_web_bg.wasm "$out/pkg/"
