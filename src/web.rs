@@ -14,6 +14,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
+use burn::module::Module;
 use burn::tensor::Device;
 use js_sys::{Function, Promise, Uint8ClampedArray};
 use wasm_bindgen::prelude::*;
@@ -31,7 +32,7 @@ use crate::modeldir::{LoadOptions, ModelFiles, VAR_FILE, VQVAE_FILE, load_files}
 use crate::nn::Kernels;
 use crate::readback::read_f32;
 use crate::weights::safetensors::header_len;
-use crate::weights::shards::{Manifest, Part, memory_budget};
+use crate::weights::shards::{ImageMemory, Manifest, Part, memory_budget};
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -92,6 +93,8 @@ fn to_rgba(pixels: &[f32], size: usize) -> Vec<u8> {
 
 /// The most images one batched run may hold: the page offers 1, 4, 9 or 16.
 const MAX_BATCH: usize = 16;
+/// What wasm32 can address: the CPU path's whole memory, weights included.
+const WASM32_MEMORY_BYTES: u64 = 4 << 30;
 
 /// Lets the JS event loop run (a macrotask), so messages such as `cancel` are handled even
 /// when the device answers synchronously (the CPU backend).
@@ -144,6 +147,40 @@ impl VarModel {
     #[wasm_bindgen(js_name = configJson)]
     pub fn config_json(&self) -> String {
         self.model.config.to_json()
+    }
+
+    /// The most images one batched run of this model holds here, at most 16, and why no more,
+    /// as JSON `{images, reason}` (`reason` empty when all 16 fit). On WebGPU the limit is
+    /// `gpu_binding_bytes`, the device's largest storage binding (what WebGPU tells of its
+    /// memory); on the CPU it is the 4 GiB wasm32 addresses.
+    #[wasm_bindgen(js_name = batchLimit)]
+    pub fn batch_limit(&self, gpu_binding_bytes: f64) -> String {
+        let gpu = self.backend == "webgpu";
+        let image = ImageMemory::of(&self.model.config);
+        let weights = 4 * (self.model.vqvae.num_params() + self.model.var.num_params()) as u64;
+        let limit = if gpu {
+            gpu_binding_bytes as u64
+        } else {
+            WASM32_MEMORY_BYTES
+        };
+        let images = image.largest_batch(weights, gpu, limit, MAX_BATCH);
+        let mib = |b: u64| b >> 20;
+        let reason = if images == MAX_BATCH {
+            String::new()
+        } else if gpu {
+            format!(
+                "each image needs a {} MiB buffer and this GPU binds at most {} MiB, so {images} fit one run",
+                mib(image.largest_buffer_bytes),
+                mib(limit)
+            )
+        } else {
+            format!(
+                "each image needs {} MiB beside the {} MiB of weights, and WebAssembly addresses 4096 MiB, so {images} fit one run",
+                mib(image.kv_cache_bytes + image.activations_bytes),
+                mib(weights)
+            )
+        };
+        serde_json::json!({ "images": images, "reason": reason }).to_string()
     }
 
     pub fn backend(&self) -> String {

@@ -16,7 +16,7 @@ use var_web::modeldir::CONFIG_FILE;
 use var_web::modeldir::staged::StagedModel;
 use var_web::modeldir::{self, LoadOptions};
 use var_web::readback::read_f32;
-use var_web::weights::shards::{MANIFEST_FILE, Manifest, Part, memory_budget};
+use var_web::weights::shards::{ImageMemory, MANIFEST_FILE, Manifest, Part, memory_budget};
 
 const SMALL_SHARD: usize = 64 << 10;
 
@@ -272,6 +272,45 @@ fn the_memory_budget_counts_int8_as_int8_on_a_gpu_only() {
         (v.depth * 2 * 2 * config.seq_len() * v.embed_dim * 4) as u64
     );
     assert!(gpu.total() > gpu.weights_bytes);
+}
+
+#[test]
+fn a_batch_is_limited_by_the_gpus_largest_binding_or_the_cpus_memory() {
+    let d16 = var_web::config::ModelConfig::official(16);
+    let image = ImageMemory::of(&d16);
+    // One image of d16: the KV cache of 2 rows over 16 layers and 680 tokens of width 1024,
+    // and the decoder's widest map (160 channels at 256²) as the largest single buffer.
+    assert_eq!(image.kv_cache_bytes, 16 * 2 * 2 * 680 * 1024 * 4);
+    assert_eq!(image.largest_buffer_bytes, 160 * 256 * 256 * 4);
+    let per_image = image.kv_cache_bytes + image.activations_bytes;
+    let weights = 1_700 << 20;
+    let wasm32 = 4 << 30;
+    let cpu = image.largest_batch(weights, false, wasm32, 16);
+    assert_eq!(cpu as u64, (wasm32 - weights) / per_image);
+    assert!(
+        (4..9).contains(&cpu),
+        "d16 on wasm32's 4 GiB holds a batch of 4, not of 9: {cpu}"
+    );
+    // On a GPU the weights do not count (no total is known), the largest buffer does.
+    let binding = 5 * image.largest_buffer_bytes + 1;
+    assert_eq!(image.largest_batch(weights, true, binding, 16), 5);
+    assert_eq!(
+        image.largest_batch(weights, true, 1 << 40, 16),
+        16,
+        "capped"
+    );
+    // A model that loaded runs one image, whatever the arithmetic says.
+    assert_eq!(image.largest_batch(weights, true, 1, 16), 1);
+    assert_eq!(image.largest_batch(wasm32 + 1, false, wasm32, 16), 1);
+    // The shipped model's batches all fit either way.
+    let shipped = var_web::config::ModelConfig::from_json(
+        &std::fs::read_to_string("www/models/fashion-mnist/config.json").unwrap(),
+        CONFIG_FILE,
+    )
+    .unwrap();
+    let small = ImageMemory::of(&shipped);
+    assert_eq!(small.largest_batch(30 << 20, false, wasm32, 16), 16);
+    assert_eq!(small.largest_batch(30 << 20, true, 128 << 20, 16), 16);
 }
 
 /// The page's conversion (tensor by tensor, the checkpoints read by ranges) writes exactly the

@@ -68,6 +68,7 @@ const state = {
   scales: [], // every scale of the running or last generation: {si, patch, size, count, rgba}
   final: null, // its final images: {size, count, rgba}
   pick: 0, // which image of a batch is the main one
+  batchLimit: { images: 16, reason: '' }, // the most images a run of the loaded model holds (worker)
   link: linkSettings(), // settings a link carries, applied when its model is ready (then null)
   playing: null, // the timer of "Play the scales"
   pendingPick: 0, // the link's image of a batch, picked when its run is done
@@ -175,11 +176,14 @@ ui.clearHistory.addEventListener('click', () => {
 
 // The sampling settings in the address bar (?class=&seed=&cfg=&top_k=&top_p=&smooth=&batch=&pick=),
 // or null when it has none: a copied link reproduces an image on the same model.
+// The link also records its model (`model`, the shipped one when absent) and, for a converted
+// model, the start of its fingerprint (`fp`), so that a link opened on another model says so.
 function linkSettings() {
   const q = new URLSearchParams(location.search);
   const names = ['class', 'seed', 'cfg', 'top_k', 'top_p', 'smooth', 'batch', 'pick'];
   if (!names.some((n) => q.has(n))) return null;
-  return Object.fromEntries(names.filter((n) => q.has(n)).map((n) => [n, q.get(n)]));
+  const link = Object.fromEntries(names.filter((n) => q.has(n)).map((n) => [n, q.get(n)]));
+  return { ...link, model: q.get('model') || 'fashion-mnist', fp: q.get('fp') || '' };
 }
 
 function setStatus(status, text) {
@@ -438,6 +442,21 @@ function drawGrid(images) {
   ui.grid.hidden = false;
 }
 
+// Batches larger than the loaded model holds here (the worker's {images, reason}: wasm32's
+// 4 GiB on the CPU, the largest buffer binding on WebGPU) cannot be picked, and say why.
+function showBatchLimit(limit) {
+  state.batchLimit = limit;
+  for (const o of ui.batch.options) {
+    o.disabled = Number(o.value) > limit.images;
+    o.title = o.disabled ? `Too many for this model here: ${limit.reason}.` : '';
+  }
+  if (ui.batch.selectedOptions[0].disabled) {
+    const fits = [...ui.batch.options].filter((o) => !o.disabled).pop();
+    state.notices.push(`Batches of ${ui.batch.value} do not fit: ${limit.reason}; the batch is now ${fits.value}.`);
+    ui.batch.value = fits.value;
+  }
+}
+
 // Makes image `i` of the finished batch the main one: the canvas, its thumbnails, the link.
 function pickImage(i) {
   if (!state.final || i < 0 || i >= state.final.count) return;
@@ -528,11 +547,21 @@ ui.copyLink.addEventListener('click', async () => {
 
 // Applies the link's settings to the loaded model once: what it can, with a sentence for what
 // it cannot. Resolves whether to generate right away (a link with a seed shows its image).
-function applyLink() {
+// A link for another model than the one that became ready stays pending (its image appears
+// when its model is loaded) and says so; nothing of it is applied to the wrong model.
+function applyLink(fingerprint) {
   const link = state.link;
-  state.link = null;
   if (!link) return { generate: false, note: '' };
-  const notes = [];
+  if (link.model !== state.modelId) {
+    return { generate: false, note: ` This link is for the model ${link.model}, not ${state.modelId}, the one loaded now: its image appears when ${link.model} is loaded.` };
+  }
+  state.link = null;
+  const notes = []; // what of the link could not be applied: it does not generate then
+  const warnings = []; // applied, but the image may differ
+  const fp = link.fp.toLowerCase();
+  if (fp && fingerprint && !fingerprint.startsWith(fp)) {
+    warnings.push(`The link was made with another conversion of ${link.model} (fingerprint ${fp}…; this one is ${fingerprint.slice(0, fp.length)}…), so the same settings may not give the same image.`);
+  }
   const n = state.config.var.num_classes;
   if ('class' in link) {
     const k = Number(link.class);
@@ -547,11 +576,14 @@ function applyLink() {
   for (const [name, input] of numbers) if (name in link && Number.isFinite(Number(link[name]))) input.value = link[name];
   if ('smooth' in link) ui.smooth.checked = link.smooth === '1';
   if ('batch' in link) {
-    if ([...ui.batch.options].some((o) => o.value === link.batch)) ui.batch.value = link.batch;
-    else notes.push(`The link asks for ${link.batch} images per run; the page makes 1, 4, 9 or 16.`);
+    const option = [...ui.batch.options].find((o) => o.value === link.batch);
+    if (!option) notes.push(`The link asks for ${link.batch} images per run; the page makes 1, 4, 9 or 16.`);
+    else if (option.disabled) notes.push(`The link asks for ${link.batch} images per run, and here ${state.batchLimit.reason}.`);
+    else ui.batch.value = link.batch;
   }
   state.pendingPick = Number(link.pick) || 0;
-  return { generate: 'seed' in link && notes.length === 0, note: notes.length ? ` ${notes.join(' ')}` : '' };
+  const said = [...notes, ...warnings];
+  return { generate: 'seed' in link && notes.length === 0, note: said.length ? ` ${said.join(' ')}` : '' };
 }
 
 // Enter generates, Escape cancels, R picks a random seed (not while typing in a text field).
@@ -671,7 +703,10 @@ worker.onmessage = ({ data }) => {
       ui.topP.value = s.top_p;
       ui.smooth.checked = s.more_smooth;
       ui.nativeSize.textContent = `Native size ${state.config.image_size}×${state.config.image_size} px.`;
-      const auto = applyLink();
+      showBatchLimit(data.batch);
+      // Links carry the start of a converted model's fingerprint (see linkSettings).
+      setQuery('fp', data.fingerprint ? data.fingerprint.slice(0, 16) : null);
+      const auto = applyLink(data.fingerprint || '');
       const lines = [...(data.reason ? [`Running on the CPU: ${data.reason}.`] : []), ...state.notices];
       ui.note.hidden = lines.length === 0;
       ui.note.textContent = lines.join(' ');
@@ -798,6 +833,9 @@ function generate() {
   if (!params) return;
   const label = Number(ui.classSelect.value);
   const count = Number(ui.batch.value);
+  if (count > state.batchLimit.images) {
+    return setStatus('ready', `A batch of ${count} does not fit: ${state.batchLimit.reason}.`);
+  }
   startRun('generate');
   if (state.editing) setEditing(false);
   state.result = null;

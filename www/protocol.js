@@ -33,9 +33,10 @@
 //    stored_bytes, seconds, rate, left_seconds} conversion progress (bytes of the checkpoints)
 //   {type: 'storage', models: [{id, bytes, fingerprint}]}
 //                                               the converted models kept in this browser
-//   {type: 'ready', backend, reason, config, cached, fingerprint, converted, stored,
+//   {type: 'ready', backend, reason, config, batch, cached, fingerprint, converted, stored,
 //    conversion_s, conversion_wasm_bytes}
 //                                               backend: 'webgpu' | 'cpu'; reason: why not WebGPU (or '');
+//                                               batch: {images, reason}, the most images a run holds here;
 //                                               fingerprint: SHA-256 of manifest.json (sharded models);
 //                                               converted: just converted; stored: read from storage
 //   {type: 'load-cancelled', message}           a load or conversion stopped on request

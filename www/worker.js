@@ -14,6 +14,18 @@ let loadCancelled = false; // a cancel arrived during a load or conversion
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
+// The package is built with WebAssembly SIMD (.cargo/config.toml: burn-flex's kernels use it).
+// A browser without it would fail inside instantiation with an opcode error; this says why.
+// The probe is a one-function module that returns i8x16.popcnt(i8x16.splat(0)).
+const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0,
+  10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
+async function initWasm() {
+  if (!WebAssembly.validate(SIMD_PROBE)) {
+    throw new Error('this browser lacks WebAssembly SIMD, which the page needs (Chrome 91, Firefox 89, Safari 16.4 and later have it)');
+  }
+  await init();
+}
+
 async function openCache() {
   try {
     return await caches.open(CACHE_NAME);
@@ -92,6 +104,14 @@ async function webgpuProblem(largest) {
     return `tensor ${name} needs ${mib(bytes)} but this GPU binds at most ${mib(limit)} (maxStorageBufferBindingSize/maxBufferSize)`;
   }
   return '';
+}
+
+// The largest storage binding of the WebGPU device the model runs on (the device is opened with
+// the adapter's limits), or 0 on the CPU path: what a batch's largest buffer must fit.
+async function bindingLimit(backend) {
+  if (backend !== 'webgpu') return 0;
+  const adapter = await navigator.gpu.requestAdapter();
+  return adapter ? Math.min(adapter.limits.maxStorageBufferBindingSize, adapter.limits.maxBufferSize) : 0;
 }
 
 // The one fallback path, for models in three files and sharded ones: WebGPU unless `reason`
@@ -209,6 +229,7 @@ async function loadSharded(files, preference, manifestText, extra = {}) {
     backend: loaded.backend,
     reason: loaded.reason,
     config: JSON.parse(model.configJson()),
+    batch: JSON.parse(model.batchLimit(await bindingLimit(loaded.backend))),
     cached: loaded.loaded.cached && configFile.cached,
     fingerprint: fingerprint(manifestText),
     ...extra,
@@ -219,7 +240,7 @@ async function loadSharded(files, preference, manifestText, extra = {}) {
 // finished before, else converted from `from` ({base} of a hub, or {vae, var} Files) when
 // the person confirmed the download (`confirmed`), else the page is asked to confirm.
 async function loadOfficial({ entry, from, confirmed, replace, backend }) {
-  await init();
+  await initWasm();
   // Files a person opened replace what is stored; a hub's are the same files every time.
   let dir = replace ? null : await storedModel(entry.id);
   if (!dir && !confirmed) {
@@ -250,7 +271,7 @@ async function loadOfficial({ entry, from, confirmed, replace, backend }) {
 }
 
 async function load(url, preference) {
-  await init();
+  await initWasm();
   const manifest = await fetchManifest(url);
   if (manifest !== null) return loadSharded(serverFiles(url), preference, manifest);
   const [configFile, vqvaeFile, varFile] = await Promise.all(
@@ -268,6 +289,7 @@ async function load(url, preference) {
     backend: loaded.backend,
     reason: loaded.reason,
     config: JSON.parse(model.configJson()),
+    batch: JSON.parse(model.batchLimit(await bindingLimit(loaded.backend))),
     cached: configFile.cached && vqvaeFile.cached && varFile.cached,
   });
 }
@@ -318,7 +340,7 @@ self.onmessage = async ({ data }) => {
       break;
     case MSG.STORAGE:
       try {
-        await init();
+        await initWasm();
         post({ type: MSG.STORAGE, models: await listStored() });
       } catch (_) {
         post({ type: MSG.STORAGE, models: [] });

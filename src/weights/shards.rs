@@ -408,7 +408,7 @@ impl Manifest {
     }
 }
 
-/// [`MemoryBudget`] of a sharded model on a GPU (`gpu`) or the CPU.
+/// [`MemoryBudget`] of a sharded model on a GPU (`gpu`) or the CPU, for one image.
 pub fn memory_budget(
     config: &crate::config::ModelConfig,
     manifest: &Manifest,
@@ -420,23 +420,74 @@ pub fn memory_budget(
         .flat_map(|(part, tensors)| tensors.values().map(move |t| (*part, t)))
         .map(|(part, t)| device_bytes(&t.dtype, t.length, part, gpu))
         .sum();
-    let v = &config.var;
-    let (rows, f32_bytes) = (2u64, 4u64);
-    let tokens = config.seq_len() as u64;
-    let last = config.patch_nums.last().map_or(1, |p| p * p) as u64;
-    let c = v.embed_dim as u64;
-    let kv_cache_bytes = v.depth as u64 * 2 * rows * tokens * c * f32_bytes;
-    let transformer = rows
-        * f32_bytes
-        * (v.num_heads as u64 * last * tokens
-            + last * v.mlp_hidden() as u64
-            + last * config.vqvae.vocab_size as u64);
-    let side = config.image_size as u64;
-    let widest = config.vqvae.ch * config.vqvae.ch_mult[0];
-    let decoder = widest as u64 * side * side * f32_bytes;
+    let image = ImageMemory::of(config);
     MemoryBudget {
         weights_bytes,
-        kv_cache_bytes,
-        activations_bytes: 3 * transformer.max(decoder),
+        kv_cache_bytes: image.kv_cache_bytes,
+        activations_bytes: image.activations_bytes,
+    }
+}
+
+/// What each image of a batch adds to device memory (a batch of B holds B times this, beside
+/// the weights): the transformer runs 2 rows an image (classifier-free guidance) and the
+/// VQ-VAE decodes one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ImageMemory {
+    /// The KV cache of one image's 2 rows, every layer and scale.
+    pub kv_cache_bytes: u64,
+    /// The largest live activations, three buffers deep (see [`MemoryBudget`]).
+    pub activations_bytes: u64,
+    /// The largest single buffer one image's share of a batched tensor takes: the last
+    /// scale's attention scores, MLP hidden state or logits, one layer's keys, or a
+    /// full-resolution decoder feature map. A batch's buffer is B times this, and must fit
+    /// the GPU's largest binding.
+    pub largest_buffer_bytes: u64,
+}
+
+impl ImageMemory {
+    pub fn of(config: &crate::config::ModelConfig) -> Self {
+        let v = &config.var;
+        let (rows, f32_bytes) = (2u64, 4u64);
+        let tokens = config.seq_len() as u64;
+        let last = config.patch_nums.last().map_or(1, |p| p * p) as u64;
+        let c = v.embed_dim as u64;
+        let scores = rows * f32_bytes * v.num_heads as u64 * last * tokens;
+        let hidden = rows * f32_bytes * last * v.mlp_hidden() as u64;
+        let logits = rows * f32_bytes * last * config.vqvae.vocab_size as u64;
+        let keys = rows * f32_bytes * tokens * c;
+        let side = config.image_size as u64;
+        let widest = (config.vqvae.ch * config.vqvae.ch_mult[0]) as u64;
+        let decoder = widest * side * side * f32_bytes;
+        Self {
+            kv_cache_bytes: v.depth as u64 * 2 * keys,
+            activations_bytes: 3 * (scores + hidden + logits).max(decoder),
+            largest_buffer_bytes: scores.max(hidden).max(logits).max(keys).max(decoder),
+        }
+    }
+
+    /// The most images, at most `cap`, one batched run can hold: on a GPU, while B times the
+    /// largest per-image buffer fits `limit_bytes` (the device's largest storage binding:
+    /// WebGPU tells no total); on the CPU, while `weights_bytes` and B images fit
+    /// `limit_bytes` of memory (wasm32 addresses 4 GiB). At least 1: a model that loaded
+    /// runs one image (its tensors were checked against the same limits at load).
+    pub fn largest_batch(
+        &self,
+        weights_bytes: u64,
+        gpu: bool,
+        limit_bytes: u64,
+        cap: usize,
+    ) -> usize {
+        let (room, per_image) = if gpu {
+            (limit_bytes, self.largest_buffer_bytes)
+        } else {
+            (
+                limit_bytes.saturating_sub(weights_bytes),
+                self.kv_cache_bytes + self.activations_bytes,
+            )
+        };
+        let fits = room.checked_div(per_image).unwrap_or(u64::MAX);
+        usize::try_from(fits)
+            .unwrap_or(usize::MAX)
+            .clamp(1, cap.max(1))
     }
 }
