@@ -116,10 +116,19 @@ async function generateAndCheck(page, label) {
 }
 
 test('generates on WebGPU, drawing every scale in order', { timeout: LONG }, async () => {
-  const page = await openPage();
+  const page = await openPage('?backend=webgpu');
   await waitState(page, ['ready', 'error']);
   assert.equal(await page.locator('#status').getAttribute('data-backend'), 'webgpu', await page.textContent('#backend-note'));
   await generateAndCheck(page, 'webgpu');
+  await page.close();
+});
+
+test('a software WebGPU adapter (SwiftShader here) is not chosen by default: the CPU path is, and says why', { timeout: LONG }, async () => {
+  const page = await openPage();
+  await waitState(page, ['ready', 'error']);
+  assert.equal(await page.locator('#status').getAttribute('data-backend'), 'cpu');
+  assert.match(await page.textContent('#backend-note'),
+    /^Running on the CPU: the WebGPU adapter \(google swiftshader\) is a software renderer, slower than the CPU path; \?backend=webgpu uses it anyway\./);
   await page.close();
 });
 
@@ -141,7 +150,7 @@ test('an int8 model loads and generates (CPU fallback)', { timeout: LONG }, asyn
 });
 
 test('cancel mid-run leaves the page ready', { timeout: LONG }, async () => {
-  const page = await openPage();
+  const page = await openPage('?backend=webgpu');
   await waitState(page, ['ready']);
   // Cancel from inside the page as soon as the first scale is drawn.
   await page.evaluate(() => {
@@ -168,7 +177,7 @@ const canvasPixels = (page, id) => page.evaluate((i) => {
 }, id);
 
 test('in-paints a painted rectangle and keeps the rest of the image', { timeout: LONG }, async () => {
-  const page = await openPage();
+  const page = await openPage('?backend=webgpu');
   await generateAndCheck(page, 'before in-painting');
   await page.click('#mode-edit');
   assert.equal(await page.locator('#mask').isVisible(), true, 'the mask is stacked over the output');
@@ -232,7 +241,7 @@ test('in-paints a painted rectangle and keeps the rest of the image', { timeout:
 });
 
 test('uploads: another aspect ratio is centre-cropped, a non-image is refused', { timeout: LONG }, async () => {
-  const page = await openPage();
+  const page = await openPage('?backend=webgpu');
   await waitState(page, ['ready']);
   // 96x64, white in the centred 64x64 square, black at the sides.
   const dataUrl = await page.evaluate(() => {
@@ -356,7 +365,7 @@ test('a sharded model: budget shown, every shard downloaded, then read from the 
 // transposed there); the picture must be the one the same weights give loaded whole.
 test('a sharded model staged on WebGPU draws the same pixels as the model in three files', { timeout: LONG }, async () => {
   const draw = async (model) => {
-    const page = await openPage(`?model=models/${model}/`);
+    const page = await openPage(`?model=models/${model}/&backend=webgpu`);
     await waitState(page, ['ready', 'error']);
     assert.equal(await state(page), 'ready', await page.textContent('#status'));
     assert.equal(await page.locator('#status').getAttribute('data-backend'), 'webgpu', await page.textContent('#backend-note'));
