@@ -63,7 +63,7 @@ try {
     const files = await page.textContent('#progress-text').catch(() => '');
     console.error(`[${new Date().toISOString().slice(11, 19)}] ${text} ${files} (browser RSS ${(peak / 2 ** 20).toFixed(0)} MiB peak)`);
   }, 30000);
-  const query = `?model=var-d16&hub=${encodeURIComponent(`${hub.base}ranged/`)}${backend === 'cpu' ? '&backend=cpu' : ''}`;
+  const query = `?model=var-d16&hub=${encodeURIComponent(`${hub.base}ranged/`)}&backend=${backend}`;
   await page.goto(`${page0.base}${query}`);
   const waitState = (wanted, timeout) => page.waitForFunction(
     (w) => w.includes(document.getElementById('status').dataset.state), wanted, { timeout, polling: 1000 });

@@ -69,7 +69,7 @@ try {
     console.error(`[${new Date().toISOString().slice(11, 19)}] ${text} ${files} (browser RSS ${(peak / 2 ** 20).toFixed(0)} MiB peak)`);
   }, 30000);
   page.on('close', () => clearInterval(progress));
-  const query = backend === 'cpu' ? '&backend=cpu' : '';
+  const query = `&backend=${backend}`;
   let start = Date.now();
   await page.goto(`${base}?model=models/var-d16-random/${query}`);
   await page.waitForFunction(() => ['ready', 'error'].includes(document.getElementById('status').dataset.state), null, { timeout: HOUR, polling: 1000 });
