@@ -179,6 +179,74 @@ pub async fn inpaint(
     })
 }
 
+/// How far, in pixels, [`keep_original`] blends the result into the source beyond the
+/// generated region: a sixteenth of the image (2 px at 32 px, 16 at 256), at least 1.
+pub fn feather_px(size: usize) -> usize {
+    (size / 16).max(1)
+}
+
+/// "Keep the original pixels outside the mask", as in-painting tools offer it: the source
+/// (`channels` bytes a pixel, 3 or 4, `size`² of them) where nothing was generated, the
+/// result where `generate_px` is set, and between them a seam `feather` px wide where the
+/// result's weight falls linearly with the distance to the generated region (1 − d/(f + 1)),
+/// so that every pixel more than `feather` px away is the source's, byte for byte. The
+/// reference returns the decoder's whole image instead, which is why this is an option.
+pub fn keep_original(
+    source: &[u8],
+    result: &[u8],
+    generate_px: &[bool],
+    size: usize,
+    channels: usize,
+    feather: usize,
+) -> Result<Vec<u8>> {
+    let plane = size * size;
+    if generate_px.len() != plane
+        || source.len() != plane * channels
+        || result.len() != source.len()
+    {
+        return Err(VarError::InvalidArgument(format!(
+            "keeping the original needs a {size}x{size} source, result and mask; got {}, {} and {} values",
+            source.len(),
+            result.len(),
+            generate_px.len()
+        )));
+    }
+    let reach = feather as isize;
+    let weight = |x: usize, y: usize| -> f32 {
+        if generate_px[y * size + x] {
+            return 1.0;
+        }
+        // The nearest generated pixel within the seam (a window search: (2f + 1)² a pixel).
+        let mut nearest = f32::INFINITY;
+        for dy in -reach..=reach {
+            for dx in -reach..=reach {
+                let (gx, gy) = (x as isize + dx, y as isize + dy);
+                if gx < 0 || gy < 0 || gx >= size as isize || gy >= size as isize {
+                    continue;
+                }
+                if generate_px[gy as usize * size + gx as usize] {
+                    nearest = nearest.min(((dx * dx + dy * dy) as f32).sqrt());
+                }
+            }
+        }
+        (1.0 - nearest / (feather as f32 + 1.0)).max(0.0)
+    };
+    let mut out = source.to_vec();
+    for y in 0..size {
+        for x in 0..size {
+            let w = weight(x, y);
+            if w == 0.0 {
+                continue;
+            }
+            let p = (y * size + x) * channels;
+            for c in p..p + channels {
+                out[c] = (w * result[c] as f32 + (1.0 - w) * source[c] as f32).round() as u8;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// RGB8 pixels (`size`²·3, row-major) → `[1, 3, size, size]` in [0, 1] on the model's device.
 pub fn rgb8_to_tensor(model: &Model, rgb: &[u8]) -> Result<Tensor<4>> {
     let size = model.config.image_size;
@@ -217,6 +285,38 @@ mod tests {
             "8 px does not split in 3"
         );
         assert!(keep_grid(&painted[1..], 8, 2).is_err(), "wrong pixel count");
+    }
+
+    #[test]
+    fn keeping_the_original_is_the_source_beyond_the_seam_and_the_result_inside() {
+        // 16 px, a 4x4 generated square at (6..10, 6..10); source 10, result 250 everywhere.
+        let size = 16;
+        let inside = |x: usize, y: usize| (6..10).contains(&x) && (6..10).contains(&y);
+        let mask: Vec<bool> = (0..size * size)
+            .map(|p| inside(p % size, p / size))
+            .collect();
+        let (source, result) = (vec![10u8; size * size * 4], vec![250u8; size * size * 4]);
+        let out = keep_original(&source, &result, &mask, size, 4, 2).unwrap();
+        let at = |x: usize, y: usize| out[(y * size + x) * 4];
+        assert_eq!(at(7, 7), 250, "generated pixels are the result's");
+        assert_eq!(at(10, 7), 170, "1 px out: weight 2/3");
+        assert_eq!(at(11, 7), 90, "2 px out: weight 1/3");
+        for p in 0..size * size {
+            let (x, y) = (p % size, p / size);
+            let gap = |a: usize| if a < 6 { 6 - a } else { a.saturating_sub(9) };
+            if gap(x).max(gap(y)) > 2 {
+                assert_eq!(at(x, y), 10, "({x}, {y}) is beyond the seam: the source's");
+            }
+            assert!(at(x, y) >= 10 && at(x, y) <= 250);
+        }
+        // The seam falls with the distance: a corner pixel 1 px out diagonally (√2) is further
+        // than one 1 px out straight.
+        assert!(at(10, 10) < at(10, 9));
+        assert!(keep_original(&source, &result[4..], &mask, size, 4, 2).is_err());
+        assert!(keep_original(&source, &result, &mask[1..], size, 4, 2).is_err());
+        assert_eq!(feather_px(32), 2);
+        assert_eq!(feather_px(256), 16);
+        assert_eq!(feather_px(8), 1);
     }
 
     #[test]

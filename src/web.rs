@@ -23,7 +23,7 @@ use wasm_bindgen_futures::{JsFuture, future_to_promise};
 use crate::bench::BenchSettings;
 use crate::config::SamplingParams;
 use crate::config::{ModelConfig, Storage};
-use crate::edit::{PreparedEdit, prepare_edit};
+use crate::edit::{PreparedEdit, feather_px, keep_original, prepare_edit};
 use crate::error::VarError;
 use crate::generate::{EditSource, Generation};
 use crate::model::Model;
@@ -219,6 +219,9 @@ impl VarModel {
     /// model's class count is the null class), the rest keep the source's tokens. Calls
     /// `onSource(rgba, size, description)` with the source as the model sees it (encoder →
     /// decoder) and a sentence on the mask, then streams scales like `generate`.
+    /// With `keep_original` the last scale's image keeps the source's pixels outside the mask,
+    /// over a feathered seam ([`keep_original`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn edit(
         &self,
         source: Vec<u8>,
@@ -227,11 +230,13 @@ impl VarModel {
         params: JsValue,
         on_source: Function,
         on_scale: Function,
+        keep_original: bool,
     ) -> Promise {
         let request = EditRequest {
             source,
             generate_mask,
             on_source,
+            keep_original,
         };
         self.stream(vec![label], params, Some(request), on_scale)
     }
@@ -254,10 +259,14 @@ impl VarModel {
                     &format!("invalid sampling settings: {e}"),
                 )
             })?;
-            let edit = match edit {
-                Some(request) => Some(request.prepare(&model).await?),
-                None => None,
+            let (edit, keep) = match edit {
+                Some(request) => {
+                    let (edit, keep) = request.prepare(&model).await?;
+                    (Some(edit), keep)
+                }
+                None => (None, None),
             };
+            let scales = model.config.num_scales();
             let labels: Vec<usize> = labels.iter().map(|&l| l as usize).collect();
             let mut run = Generation::new(&model, &labels, &params, edit)
                 .await
@@ -268,7 +277,14 @@ impl VarModel {
                 let picture = run.scale_picture(step.si, step.patch);
                 let size = picture.dims()[3];
                 let pixels = read_f32(picture).await.map_err(js_error)?;
-                let rgba = Uint8ClampedArray::from(to_rgba(&pixels, size).as_slice());
+                let mut bytes = to_rgba(&pixels, size);
+                if let Some(keep) = keep.as_ref().filter(|_| step.si + 1 == scales) {
+                    let feather = feather_px(size);
+                    bytes =
+                        keep_original(&keep.source, &bytes, &keep.generate_px, size, 4, feather)
+                            .map_err(js_error)?;
+                }
+                let rgba = Uint8ClampedArray::from(bytes.as_slice());
                 image = rgba.clone().into();
                 let now = js_sys::Date::now();
                 let args = js_sys::Array::of5(
@@ -527,12 +543,20 @@ struct EditRequest {
     source: Vec<u8>,
     generate_mask: Vec<u8>,
     on_source: Function,
+    keep_original: bool,
+}
+
+/// What the last scale of an edit needs to keep the source outside the mask: the source as
+/// the page gave it (RGBA) and the generated pixels.
+struct KeepOriginal {
+    source: Vec<u8>,
+    generate_px: Vec<bool>,
 }
 
 impl EditRequest {
     /// Runs the core's edit pipeline ([`prepare_edit`]) on the page's RGBA and byte mask, and
     /// reports the source as the model sees it.
-    async fn prepare(self, model: &Model) -> Result<EditSource, JsValue> {
+    async fn prepare(self, model: &Model) -> Result<(EditSource, Option<KeepOriginal>), JsValue> {
         let size = model.config.image_size;
         if self.source.len() != size * size * 4 {
             return Err(named_error(
@@ -565,7 +589,11 @@ impl EditRequest {
         self.on_source
             .apply(&JsValue::NULL, &args)
             .map_err(|_| named_error("InvalidArgument", "the onSource callback threw"))?;
-        Ok(edit)
+        let keep = self.keep_original.then_some(KeepOriginal {
+            source: self.source,
+            generate_px: painted,
+        });
+        Ok((edit, keep))
     }
 }
 

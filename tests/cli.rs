@@ -282,6 +282,43 @@ fn inpaint_writes_the_edit_and_its_sheet_and_refuses_bad_masks() {
     assert_eq!(size(&sheet).1, 132, "four 128 px panels with 2 px gutters");
     assert_eq!(size(&sheet).0, 4 * 130 + 2);
 
+    // --keep-original: the source's own pixels beyond a 2 px seam around the mask (model
+    // pixels x >= 16, y < 16), the same result inside it.
+    let kept = dir.join("kept.png");
+    let o = var(&[
+        "inpaint",
+        "--image",
+        image_s,
+        "--mask",
+        mask_s,
+        "--class",
+        "1",
+        "--seed",
+        "2",
+        "--keep-original",
+        "--out",
+        kept.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("a 2 px seam"), "{}", stderr(&o));
+    let (kept, edited) = (
+        image::open(&kept).unwrap().to_rgb8(),
+        image::open(&out).unwrap().to_rgb8(),
+    );
+    let source = image::open(&image).unwrap().to_luma8();
+    let (mut beyond, mut inside) = (0, 0);
+    for (x, y, px) in kept.enumerate_pixels() {
+        if x < 13 || y > 18 {
+            let s = source.get_pixel(x + 8, y).0[0];
+            assert_eq!(px.0, [s, s, s], "({x}, {y}) is the source's pixel");
+            beyond += 1;
+        } else if x >= 16 && y < 16 {
+            assert_eq!(px, edited.get_pixel(x, y), "({x}, {y}) is the edit's pixel");
+            inside += 1;
+        }
+    }
+    assert_eq!((beyond, inside), (13 * 32 + 19 * 13, 16 * 16));
+
     let empty = dir.join("empty.png");
     grey_png(&empty, 48, 32, |_, _| 0);
     let missing = dir.join("none.png");

@@ -28,7 +28,7 @@ const ui = {
   modelSelect: $('model-select'), modelEntry: $('model-entry'), customModel: $('custom-model'),
   sourcePrompt: $('source-prompt'), sourcePromptText: $('source-prompt-text'), confirmSource: $('confirm-source'),
   openPth: $('open-pth'), hubUrl: $('hub-url'), modelInfo: $('model-info'), storageList: $('storage-list'),
-  batch: $('batch'), pixelated: $('pixelated'), copyLink: $('copy-link'), nativeSize: $('native-size'),
+  keepOriginal: $('keep-original'), batch: $('batch'), pixelated: $('pixelated'), copyLink: $('copy-link'), nativeSize: $('native-size'),
   grid: $('grid'), scrub: $('scrub'), scrubber: $('scale-scrubber'), scaleLabel: $('scale-label'),
   playScales: $('play-scales'), downloadScales: $('download-scales'),
   history: $('history'), historyNote: $('history-note'), clearHistory: $('clear-history'),
@@ -277,6 +277,15 @@ function hubBase() {
   return new URL(given.endsWith('/') ? given : `${given}/`, location.href).href;
 }
 
+// The backend to ask the worker for: the address's `?backend=`, else WebGPU for a model whose
+// weights the CPU path cannot hold (even on a software adapter, which 'auto' passes over), else
+// 'auto' (the worker's choice).
+function backendFor(entry) {
+  const asked = query.get('backend');
+  if (asked) return asked;
+  return entry && entry.weights_cpu_bytes > CPU_WEIGHTS_LIMIT ? 'webgpu' : 'auto';
+}
+
 // Why this browser cannot run `entry`, or '' when it can.
 function cannotRun(entry) {
   if (entry.kind !== 'pth') return '';
@@ -335,7 +344,7 @@ function selectModel(id) {
   state.modelId = entry.id;
   beginLoad(`Looking for ${entry.title} in this browser's storage…`);
   // The worker loads it from storage when it was converted before, else asks to confirm.
-  state.pending = { type: MSG.CONVERT, entry, from: { base: hubBase() }, backend: query.get('backend') || 'auto' };
+  state.pending = { type: MSG.CONVERT, entry, from: { base: hubBase() }, backend: backendFor(entry) };
   worker.postMessage({ ...state.pending, confirmed: false });
 }
 
@@ -381,7 +390,7 @@ function convertFiles(fileList) {
   beginLoad(`Converting ${entry.title} from ${vae.name} and ${varFile.name}…`);
   state.pending = null;
   worker.postMessage({
-    type: MSG.CONVERT, entry, from: { vae, var: varFile }, confirmed: true, replace: true, backend: query.get('backend') || 'auto',
+    type: MSG.CONVERT, entry, from: { vae, var: varFile }, confirmed: true, replace: true, backend: backendFor(entry),
   });
 }
 
@@ -877,7 +886,7 @@ ui.inpaint.addEventListener('click', () => {
   state.result = null;
   const source = new Uint8ClampedArray(editor.source.data);
   setStatus('busy', 'Encoding the source…');
-  worker.postMessage({ type: MSG.EDIT, id: state.runId, source: source.buffer, mask: mask.buffer, label, params },
+  worker.postMessage({ type: MSG.EDIT, id: state.runId, source: source.buffer, mask: mask.buffer, label, params, keepOriginal: ui.keepOriginal.checked },
     [source.buffer, mask.buffer]);
 });
 

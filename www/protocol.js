@@ -6,8 +6,9 @@
 //   {type: 'generate', id, label, labels, params}
 //                                               params: {cfg, top_k, top_p, temperature, more_smooth, seed};
 //                                               labels (optional): one class per image of a batched run
-//   {type: 'edit', id, source, mask, label, params}
-//                                               source: ArrayBuffer, size x size RGBA; mask:
+//   {type: 'edit', id, source, mask, label, params, keepOriginal}
+//                                               keepOriginal: the source's pixels outside the mask
+//                                               in the final image (feathered seam); source: ArrayBuffer, size x size RGBA; mask:
 //                                               ArrayBuffer, one byte per pixel (non-zero =
 //                                               generate); label: a class or num_classes (none)
 //   {type: 'convert', entry, from, confirmed, backend}

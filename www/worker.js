@@ -324,7 +324,7 @@ async function run({ id, label, labels, params }, edit = null) {
         (pixels, size, description) => {
           const copy = new Uint8ClampedArray(pixels);
           post({ type: MSG.SOURCE, id, size, description, rgba: copy.buffer }, [copy.buffer]);
-        }, onScale)
+        }, onScale, Boolean(edit.keepOriginal))
       : await model.generateBatch(Uint32Array.from(labels || [label]), params, onScale);
     const count = edit ? 1 : (labels || [label]).length;
     const size = Math.round(Math.sqrt(rgba.length / 4 / count));

@@ -240,6 +240,52 @@ test('in-paints a painted rectangle and keeps the rest of the image', { timeout:
   await page.close();
 });
 
+test('"keep the original pixels outside the mask": the source beyond a 2 px seam, the edit inside', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu');
+  await generateAndCheck(page, 'before in-painting');
+  await page.click('#mode-edit');
+  const source = await canvasPixels(page, 'output');
+  await page.check('#tool-rect');
+  await page.evaluate(() => document.getElementById('mask').scrollIntoView({ block: 'center' }));
+  const box = await page.locator('#mask').boundingBox();
+  const at = (x, y) => [box.x + (box.width * x) / 32, box.y + (box.height * y) / 32];
+  await page.mouse.move(...at(8.2, 8.2));
+  await page.mouse.down();
+  await page.mouse.move(...at(23.8, 23.8), { steps: 5 });
+  await page.mouse.up();
+  const edit = async (keep) => {
+    await page.setChecked('#keep-original', keep);
+    await page.click('#inpaint');
+    await waitState(page, ['done', 'error']);
+    assert.equal(await state(page), 'done', await page.textContent('#status'));
+    return canvasPixels(page, 'output');
+  };
+  await page.selectOption('#edit-mode', 'inpaint');
+  await page.selectOption('#edit-class', '');
+  const plain = await edit(false);
+  const kept = await edit(true);
+  // The mask is x, y in 8..24; beyond 2 px from it every pixel is the source's, byte for byte.
+  const beyond = (x, y) => x < 6 || x >= 26 || y < 6 || y >= 26;
+  const inside = (x, y) => x >= 8 && x < 24 && y >= 8 && y < 24;
+  let same = 0, kin = 0, differs = 0;
+  for (let p = 0; p < 32 * 32; p++) {
+    const [x, y] = [p % 32, Math.floor(p / 32)];
+    const px = (a) => [...a.slice(p * 4, p * 4 + 4)];
+    if (beyond(x, y)) {
+      assert.deepEqual(px(kept), px(source), `(${x}, ${y}) is the source's pixel`);
+      same += 1;
+      if (px(plain).join() !== px(source).join()) differs += 1;
+    } else if (inside(x, y)) {
+      assert.deepEqual(px(kept), px(plain), `(${x}, ${y}) is the edit's pixel`);
+      kin += 1;
+    }
+  }
+  assert.equal(same, 32 * 32 - 20 * 20);
+  assert.equal(kin, 16 * 16);
+  assert.ok(differs > 0, 'without the option the kept region is the reconstruction, not the source');
+  await page.close();
+});
+
 test('uploads: another aspect ratio is centre-cropped, a non-image is refused', { timeout: LONG }, async () => {
   const page = await openPage('?backend=webgpu');
   await waitState(page, ['ready']);

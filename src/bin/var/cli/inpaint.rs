@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 
-use var_web::edit::{describe_mask, inpaint, keep_grid};
+use var_web::edit::{describe_mask, feather_px, inpaint, keep_grid, keep_original};
 use var_web::error::Result;
 use var_web::files::write_atomically;
 use var_web::model::Model;
@@ -39,6 +39,11 @@ pub struct Args {
     /// The edited image (PNG, at the model's resolution).
     #[arg(long)]
     out: PathBuf,
+    /// Keep the source's pixels outside the mask, blended into the result over a seam a
+    /// sixteenth of the image wide (off by default: the reference returns the decoder's
+    /// whole image, whose kept region is the source as the VQ-VAE reconstructs it).
+    #[arg(long)]
+    keep_original: bool,
     /// Also write source | mask | reconstruction | result side by side to this PNG.
     #[arg(long)]
     sheet: Option<PathBuf>,
@@ -77,7 +82,13 @@ impl Args {
             },
         ))?;
         pb.finish_and_clear();
-        let result = Model::to_rgb8(&pollster::block_on(read_f32(done.image))?, 1, size).remove(0);
+        let mut result =
+            Model::to_rgb8(&pollster::block_on(read_f32(done.image))?, 1, size).remove(0);
+        if self.keep_original {
+            let feather = feather_px(size);
+            result = keep_original(&picture.rgb, &result, &generate_px, size, 3, feather)?;
+            eprintln!("kept the source's pixels outside the mask (a {feather} px seam)");
+        }
         write_png(&self.out, &result, size, size)?;
         println!("{}", self.out.display());
         if let Some(sheet) = &self.sheet {
