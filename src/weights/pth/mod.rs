@@ -21,6 +21,8 @@
 
 mod error;
 mod pickle;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod proptests;
 pub mod ranged;
 pub mod source;
 mod tensor;
