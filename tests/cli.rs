@@ -252,16 +252,15 @@ fn inpaint_writes_the_edit_and_its_sheet_and_refuses_bad_masks() {
     let (image_s, mask_s) = (image.to_str().unwrap(), mask.to_str().unwrap());
     let out = dir.join("out.png");
     let sheet = dir.join("sheet.png");
-    let o = var(&[
-        "inpaint",
-        "--image",
-        image_s,
-        "--mask",
-        mask_s,
-        "--class",
-        "1",
-        "--seed",
-        "2",
+    // The same edit (class 1, seed 2) with `extra` options.
+    let edit = |extra: &[&str]| {
+        let mut args = vec![
+            "inpaint", "--image", image_s, "--mask", mask_s, "--class", "1", "--seed", "2",
+        ];
+        args.extend_from_slice(extra);
+        var(&args)
+    };
+    let o = edit(&[
         "--out",
         out.to_str().unwrap(),
         "--sheet",
@@ -285,20 +284,7 @@ fn inpaint_writes_the_edit_and_its_sheet_and_refuses_bad_masks() {
     // --keep-original: the source's own pixels beyond a 2 px seam around the mask (model
     // pixels x >= 16, y < 16), the same result inside it.
     let kept = dir.join("kept.png");
-    let o = var(&[
-        "inpaint",
-        "--image",
-        image_s,
-        "--mask",
-        mask_s,
-        "--class",
-        "1",
-        "--seed",
-        "2",
-        "--keep-original",
-        "--out",
-        kept.to_str().unwrap(),
-    ]);
+    let o = edit(&["--keep-original", "--out", kept.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("a 2 px seam"), "{}", stderr(&o));
     let (kept, edited) = (
