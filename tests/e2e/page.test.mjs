@@ -176,6 +176,19 @@ const canvasPixels = (page, id) => page.evaluate((i) => {
   return [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data];
 }, id);
 
+// Drags the rectangle tool over the 32 px mask from `from` to `to` (model pixels).
+async function dragRectangle(page, from, to) {
+  await page.check('#tool-rect');
+  // Bring the whole canvas into the viewport: the mouse works in viewport coordinates.
+  await page.evaluate(() => document.getElementById('mask').scrollIntoView({ block: 'center' }));
+  const box = await page.locator('#mask').boundingBox();
+  const at = ([x, y]) => [box.x + (box.width * x) / 32, box.y + (box.height * y) / 32];
+  await page.mouse.move(...at(from));
+  await page.mouse.down();
+  await page.mouse.move(...at(to), { steps: 5 });
+  await page.mouse.up();
+}
+
 test('in-paints a painted rectangle and keeps the rest of the image', { timeout: LONG }, async () => {
   const page = await openPage('?backend=webgpu');
   await generateAndCheck(page, 'before in-painting');
@@ -189,15 +202,7 @@ test('in-paints a painted rectangle and keeps the rest of the image', { timeout:
   assert.match(await page.textContent('#status'), /mask is empty/);
 
   // The rectangle tool, dragged over the top half: pixels 4..16 x 4..28 (snapped outwards).
-  await page.check('#tool-rect');
-  // Bring the whole canvas into the viewport: the mouse works in viewport coordinates.
-  await page.evaluate(() => document.getElementById('mask').scrollIntoView({ block: 'center' }));
-  const box = await page.locator('#mask').boundingBox();
-  const at = (x, y) => [box.x + (box.width * x) / 32, box.y + (box.height * y) / 32];
-  await page.mouse.move(...at(4.2, 4.2));
-  await page.mouse.down();
-  await page.mouse.move(...at(27.8, 15.8), { steps: 5 });
-  await page.mouse.up();
+  await dragRectangle(page, [4.2, 4.2], [27.8, 15.8]);
   const inRect = (x, y) => x >= 4 && x < 28 && y >= 4 && y < 16;
   const maskAlpha = async () => (await canvasPixels(page, 'mask')).filter((_, i) => i % 4 === 3);
   const painted = (await maskAlpha()).map((a, i) => (a >= 128) === inRect(i % 32, Math.floor(i / 32)));
@@ -245,14 +250,7 @@ test('"keep the original pixels outside the mask": the source beyond a 2 px seam
   await generateAndCheck(page, 'before in-painting');
   await page.click('#mode-edit');
   const source = await canvasPixels(page, 'output');
-  await page.check('#tool-rect');
-  await page.evaluate(() => document.getElementById('mask').scrollIntoView({ block: 'center' }));
-  const box = await page.locator('#mask').boundingBox();
-  const at = (x, y) => [box.x + (box.width * x) / 32, box.y + (box.height * y) / 32];
-  await page.mouse.move(...at(8.2, 8.2));
-  await page.mouse.down();
-  await page.mouse.move(...at(23.8, 23.8), { steps: 5 });
-  await page.mouse.up();
+  await dragRectangle(page, [8.2, 8.2], [23.8, 23.8]);
   const edit = async (keep) => {
     await page.setChecked('#keep-original', keep);
     await page.click('#inpaint');
