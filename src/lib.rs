@@ -18,6 +18,8 @@ pub mod agreement;
 pub mod bench;
 pub mod config;
 pub mod convert;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod devices;
 pub mod edit;
 pub mod error;
 pub mod files;

@@ -11,6 +11,7 @@ use std::path::Path;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader, Limits};
 
+use crate::config::Fit;
 use crate::error::{Result, VarError};
 use crate::files::write_atomically;
 
@@ -36,15 +37,24 @@ pub fn grid_png(images: &[Vec<u8>], size: usize, cols: usize) -> Result<Vec<u8>>
 
 /// RGB8 pixels → PNG bytes: the crate's one PNG encoder (the `image` crate's).
 pub fn encode_png(rgb: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
+    encode(rgb, width, height, image::ExtendedColorType::Rgb8)
+}
+
+/// Grey (L8) pixels → PNG bytes.
+pub fn encode_grey_png(grey: &[u8], width: usize, height: usize) -> Result<Vec<u8>> {
+    encode(grey, width, height, image::ExtendedColorType::L8)
+}
+
+fn encode(
+    px: &[u8],
+    width: usize,
+    height: usize,
+    kind: image::ExtendedColorType,
+) -> Result<Vec<u8>> {
     use image::ImageEncoder;
     let mut out = Vec::new();
     image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(
-            rgb,
-            width as u32,
-            height as u32,
-            image::ExtendedColorType::Rgb8,
-        )
+        .write_image(px, width as u32, height as u32, kind)
         .map_err(|e| VarError::InvalidArgument(format!("PNG encoding: {e}")))?;
     Ok(out)
 }
@@ -60,66 +70,123 @@ pub struct Fitted {
 }
 
 impl Fitted {
-    /// One sentence on how the file became the model's input.
-    pub fn describe(&self, size: usize) -> String {
+    /// One sentence on how the file became the model's input under `rule`.
+    pub fn describe(&self, size: usize, rule: Fit) -> String {
         let (w, h) = self.original;
+        let inner = rule.inner_side(size);
         let crop = if w == h {
             String::new()
         } else {
             let s = w.min(h);
             format!("cropped to its centred {s}x{s} square and ")
         };
-        if w as usize == size && h as usize == size {
-            format!("used as is ({size}x{size})")
+        let placed = match rule {
+            Fit::Crop => String::new(),
+            Fit::Pad { border } => format!(" on a {size}x{size} black canvas ({border} px border)"),
+        };
+        if w as usize == inner && h as usize == inner {
+            format!("used as is ({inner}x{inner}){placed}")
         } else {
-            format!("{w}x{h}, {crop}resized to {size}x{size}")
+            format!("{w}x{h}, {crop}resized to {inner}x{inner}{placed}")
         }
     }
 }
 
 fn open(path: &Path, what: &str) -> Result<DynamicImage> {
-    let bad = |e: String| {
-        VarError::InvalidArgument(format!(
+    decode(path, 2 << 30).map_err(|e| match e {
+        Unreadable::Io(e) => VarError::io(path, e),
+        Unreadable::Image(e) => VarError::InvalidArgument(format!(
             "{}: the {what} is not an image this program reads (PNG or JPEG): {e}",
             path.display()
-        ))
-    };
+        )),
+    })
+}
+
+/// Why a file did not decode: it could not be read, or it is not an image within the limits.
+pub enum Unreadable {
+    Io(std::io::Error),
+    Image(String),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Io(e) => write!(f, "{e}"),
+            Unreadable::Image(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Decodes a PNG or JPEG (by its content, whatever its name) of at most [`MAX_SIDE`] a side,
+/// allocating at most `max_alloc` bytes: the header is checked against the limits before any
+/// pixel buffer exists.
+pub fn decode(path: &Path, max_alloc: u64) -> std::result::Result<DynamicImage, Unreadable> {
     let mut reader = ImageReader::open(path)
-        .map_err(|e| VarError::io(path, e))?
+        .map_err(Unreadable::Io)?
         .with_guessed_format()
-        .map_err(|e| VarError::io(path, e))?;
+        .map_err(Unreadable::Io)?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(2 << 30);
+    limits.max_alloc = Some(max_alloc);
     reader.limits(limits);
-    reader.decode().map_err(|e| bad(e.to_string()))
+    reader
+        .decode()
+        .map_err(|e| Unreadable::Image(e.to_string()))
 }
 
-/// The centred square of `img`, resized to `size`².
-fn fit(img: &DynamicImage, size: usize) -> DynamicImage {
+/// The centred square of `img`, resized to `side`² (as is when it already is).
+fn square(img: &DynamicImage, side: usize) -> DynamicImage {
     let (w, h) = (img.width(), img.height());
     let s = w.min(h);
-    img.crop_imm((w - s) / 2, (h - s) / 2, s, s).resize_exact(
-        size as u32,
-        size as u32,
-        FilterType::Triangle,
-    )
+    let sq = img.crop_imm((w - s) / 2, (h - s) / 2, s, s);
+    if s as usize == side {
+        sq
+    } else {
+        sq.resize_exact(side as u32, side as u32, FilterType::Triangle)
+    }
 }
 
-/// Reads a picture and fits it to `size`² RGB (alpha is dropped; grey becomes RGB).
-pub fn read_picture(path: &Path, size: usize) -> Result<Fitted> {
+/// `img` as the model's `size`² RGB8 input by `rule` (alpha dropped, grey replicated): the
+/// one geometry of training data and edited pictures.
+pub fn fit_rgb(img: &DynamicImage, size: usize, rule: Fit) -> Vec<u8> {
+    fit_channels(img, size, rule, 3)
+}
+
+/// [`fit_rgb`] with 3 channels, or 1 (grey: the luma of the fitted square).
+fn fit_channels(img: &DynamicImage, size: usize, rule: Fit, channels: usize) -> Vec<u8> {
+    let inner = rule.inner_side(size).max(1);
+    let sq = square(img, inner);
+    let px = if channels == 1 {
+        sq.to_luma8().into_raw()
+    } else {
+        sq.to_rgb8().into_raw()
+    };
+    if inner == size {
+        return px;
+    }
+    let (at, row) = ((size - inner) / 2, inner * channels);
+    let mut out = vec![0u8; size * size * channels];
+    for y in 0..inner {
+        let dst = ((y + at) * size + at) * channels;
+        out[dst..dst + row].copy_from_slice(&px[y * row..(y + 1) * row]);
+    }
+    out
+}
+
+/// Reads a picture and fits it to `size`² RGB by `rule` (alpha is dropped; grey becomes RGB).
+pub fn read_picture(path: &Path, size: usize, rule: Fit) -> Result<Fitted> {
     let img = open(path, "image")?;
     let original = (img.width(), img.height());
     Ok(Fitted {
-        rgb: fit(&img, size).to_rgb8().into_raw(),
+        rgb: fit_rgb(&img, size, rule),
         original,
     })
 }
 
 /// Reads a mask painted over an image of `image_dims` and fits it the same way: `size`²,
 /// true where the mask is white (brighter than mid-grey), i.e. where to generate.
-pub fn read_mask(path: &Path, size: usize, image_dims: (u32, u32)) -> Result<Vec<bool>> {
+pub fn read_mask(path: &Path, size: usize, image_dims: (u32, u32), rule: Fit) -> Result<Vec<bool>> {
     let img = open(path, "mask")?;
     let dims = (img.width(), img.height());
     if dims != image_dims {
@@ -132,9 +199,7 @@ pub fn read_mask(path: &Path, size: usize, image_dims: (u32, u32)) -> Result<Vec
             image_dims.1
         )));
     }
-    Ok(fit(&img, size)
-        .to_luma8()
-        .into_raw()
+    Ok(fit_channels(&img, size, rule, 1)
         .into_iter()
         .map(|v| v > 127)
         .collect())
@@ -215,7 +280,7 @@ mod tests {
             }
         });
         let path = save(dir.path(), "wide.png", img.into());
-        let fitted = read_picture(&path, 32).unwrap();
+        let fitted = read_picture(&path, 32, Fit::Crop).unwrap();
         assert_eq!(fitted.rgb.len(), 32 * 32 * 3);
         assert!(
             fitted.rgb.iter().all(|&v| v == 255),
@@ -223,18 +288,20 @@ mod tests {
         );
         assert!(
             fitted
-                .describe(32)
+                .describe(32, Fit::Crop)
                 .contains("cropped to its centred 64x64 square")
         );
 
         // A mask of another size is refused; a matching one is thresholded at mid-grey.
         let small = save(dir.path(), "small.png", image::GrayImage::new(8, 8).into());
-        let e = read_mask(&small, 32, (96, 64)).unwrap_err().to_string();
+        let e = read_mask(&small, 32, (96, 64), Fit::Crop)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("8x8 but the image is 96x64"), "{e}");
         let mask =
             image::GrayImage::from_fn(96, 64, |x, _| image::Luma([if x < 48 { 255 } else { 0 }]));
         let mask = save(dir.path(), "mask.png", mask.into());
-        let m = read_mask(&mask, 32, (96, 64)).unwrap();
+        let m = read_mask(&mask, 32, (96, 64), Fit::Crop).unwrap();
         assert!(m[0] && !m[31], "left half of the square is white");
     }
 
@@ -243,9 +310,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notes.png");
         std::fs::write(&path, b"this is not a picture").unwrap();
-        let e = read_picture(&path, 32).err().unwrap().to_string();
+        let e = read_picture(&path, 32, Fit::Crop)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("not an image this program reads"), "{e}");
-        let e = read_picture(&dir.path().join("missing.png"), 32)
+        let e = read_picture(&dir.path().join("missing.png"), 32, Fit::Crop)
             .err()
             .unwrap()
             .to_string();

@@ -292,6 +292,52 @@ pub struct ModelConfig {
     pub sampling: SamplingParams,
     #[serde(default)]
     pub storage: Storage,
+    /// How a picture of another size became the model's input in training; editing applies
+    /// the same rule to its source ([`ModelConfig::fit_rule`]). Absent in every official
+    /// model (they take the centred square).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit: Option<Fit>,
+}
+
+/// How a picture of any size becomes the model's square input (`picture::fit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Fit {
+    /// The centred square, resized to the model's side (the ImageNet convention).
+    #[default]
+    Crop,
+    /// The centred square resized to the model's side less `border` on every side, on a
+    /// black canvas: Fashion-MNIST's 28 px garments on 32 px (`border` 2).
+    Pad { border: usize },
+}
+
+impl Fit {
+    /// The side the picture itself is resized to on a `size` canvas.
+    pub fn inner_side(&self, size: usize) -> usize {
+        match *self {
+            Fit::Crop => size,
+            Fit::Pad { border } => size.saturating_sub(2 * border),
+        }
+    }
+}
+
+impl std::str::FromStr for Fit {
+    type Err = VarError;
+    /// `crop`, or `pad:N` for a border of N pixels.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            VarError::InvalidArgument(format!(
+                "unknown fit '{s}': use crop, or pad:N for an N-pixel black border"
+            ))
+        };
+        match s.split_once(':') {
+            None if s == "crop" => Ok(Fit::Crop),
+            Some(("pad", n)) => Ok(Fit::Pad {
+                border: n.parse().map_err(|_| bad())?,
+            }),
+            _ => Err(bad()),
+        }
+    }
 }
 
 /// The ImageNet-1k (ILSVRC 2012) class names in label order, the classes of the official
@@ -324,6 +370,7 @@ impl ModelConfig {
             class_names,
             sampling: SamplingParams::default(),
             storage: Storage::F32,
+            fit: None,
         }
     }
 
@@ -370,7 +417,66 @@ impl ModelConfig {
                 ..SamplingParams::default()
             },
             storage: Storage::F32,
+            fit: Some(Fit::Pad { border: 2 }),
         }
+    }
+
+    /// This model at another resolution: `image_size` px with the scale schedule `patch_nums`
+    /// (the latent side is its last entry) or, without one, the preset's downsampling and a
+    /// schedule like the official one ([`default_patch_nums`]). The VQ-VAE gets as many levels
+    /// as the downsampling needs, with the official models' channel multipliers (1, 1, 2, 2,
+    /// 4, ...). Checked: the downsampling must be a power of two.
+    pub fn at_resolution(
+        mut self,
+        image_size: usize,
+        patch_nums: Option<Vec<usize>>,
+    ) -> Result<Self> {
+        let bad = |m: String| Err(VarError::InvalidArgument(m));
+        if image_size == 0 || image_size > limits::MAX_IMAGE_SIZE {
+            return bad(format!(
+                "--image-size {image_size} must be between 1 and {}",
+                limits::MAX_IMAGE_SIZE
+            ));
+        }
+        let patch_nums = match patch_nums {
+            Some(p) => p,
+            None => {
+                let factor = self.vqvae.downsample_factor();
+                if !image_size.is_multiple_of(factor) || image_size / factor < 2 {
+                    return bad(format!(
+                        "--image-size {image_size} is not a multiple of {factor} (the VQ-VAE's downsampling) of at least {}; pass --patch-nums to choose another",
+                        2 * factor
+                    ));
+                }
+                default_patch_nums(image_size / factor)
+            }
+        };
+        validate_patch_nums(&patch_nums)?;
+        let latent = *patch_nums.last().expect("validated: at least two scales");
+        let factor = image_size / latent;
+        if factor * latent != image_size || !factor.is_power_of_two() {
+            return bad(format!(
+                "--image-size {image_size} must be the last scale {latent} times a power of two (the VQ-VAE's downsampling)"
+            ));
+        }
+        let levels = factor.trailing_zeros() as usize + 1;
+        if levels > limits::MAX_LEVELS {
+            return bad(format!(
+                "--image-size {image_size} over a {latent}x{latent} latent needs {levels} VQ-VAE levels; at most {} are supported",
+                limits::MAX_LEVELS
+            ));
+        }
+        const MULTIPLIERS: [usize; 8] = [1, 1, 2, 2, 4, 4, 8, 8];
+        self.vqvae.ch_mult = MULTIPLIERS[..levels].to_vec();
+        self.image_size = image_size;
+        self.patch_nums = patch_nums;
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// How pictures become this model's input: the recorded rule, or the centred square.
+    pub fn fit_rule(&self) -> Fit {
+        self.fit.unwrap_or_default()
     }
 
     /// Total token count L = Σ pn².
@@ -465,6 +571,20 @@ pub fn validate_patch_nums(patch_nums: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// A schedule for a `latent`-wide finest map shaped like the official one
+/// ([`OFFICIAL_PATCH_NUMS`], which it is for 16): those sides scaled by `latent / 16` and
+/// rounded down, from 1.
+pub fn default_patch_nums(latent: usize) -> Vec<usize> {
+    let mut nums = vec![1];
+    for p in OFFICIAL_PATCH_NUMS {
+        let scaled = p * latent / 16;
+        if scaled > *nums.last().expect("starts with 1") {
+            nums.push(scaled);
+        }
+    }
+    nums
+}
+
 /// Parses `1,2,3,4` into a validated scale list.
 pub fn parse_patch_nums(text: &str) -> Result<Vec<usize>> {
     let nums = text
@@ -483,6 +603,60 @@ pub fn parse_patch_nums(text: &str) -> Result<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resolution_derives_the_vqvae_levels_and_the_schedule() {
+        assert_eq!(default_patch_nums(16), OFFICIAL_PATCH_NUMS);
+        assert_eq!(default_patch_nums(8), [1, 2, 3, 4, 5, 6, 8]);
+        assert_eq!(default_patch_nums(4), [1, 2, 3, 4]);
+        let preset = ModelConfig::fashion_mnist();
+        // 64 px with the preset's factor 4: a 16x16 latent on the official schedule.
+        let c = preset.clone().at_resolution(64, None).unwrap();
+        assert_eq!((c.image_size, c.latent_size()), (64, 16));
+        assert_eq!(c.patch_nums, OFFICIAL_PATCH_NUMS);
+        assert_eq!(c.vqvae.ch_mult, [1, 1, 2]);
+        // A schedule of one's own decides the downsampling: 64 over 4 is 16, five levels.
+        let c = preset
+            .clone()
+            .at_resolution(64, Some(vec![1, 2, 4]))
+            .unwrap();
+        assert_eq!(c.vqvae.ch_mult, [1, 1, 2, 2, 4]);
+        assert_eq!(c.vqvae.downsample_factor(), 16);
+        // 32 px and the preset's own schedule give the preset back.
+        let same = preset
+            .clone()
+            .at_resolution(32, Some(preset.patch_nums.clone()));
+        assert_eq!(same.unwrap(), preset);
+        let err = |size, p: Option<Vec<usize>>| {
+            preset
+                .clone()
+                .at_resolution(size, p)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(48, Some(vec![1, 2, 5])).contains("power of two"));
+        assert!(err(30, None).contains("not a multiple of 4"));
+        assert!(err(0, None).contains("between 1 and"));
+        assert!(err(64, Some(vec![2, 4])).contains("must start with 1"));
+    }
+
+    #[test]
+    fn the_fit_rule_reads_writes_and_defaults_to_the_centred_square() {
+        assert_eq!("crop".parse::<Fit>().unwrap(), Fit::Crop);
+        assert_eq!("pad:2".parse::<Fit>().unwrap(), Fit::Pad { border: 2 });
+        assert!("pad".parse::<Fit>().is_err() && "zoom".parse::<Fit>().is_err());
+        assert_eq!(Fit::Pad { border: 2 }.inner_side(32), 28);
+        let preset = ModelConfig::fashion_mnist();
+        let json = preset.to_json();
+        assert!(json.contains(r#""rule": "pad""#), "{json}");
+        assert_eq!(ModelConfig::from_json(&json, "x").unwrap(), preset);
+        // Official models record none (their config.json is unchanged): the centred square.
+        let official = ModelConfig::official(16);
+        assert!(!official.to_json().contains(r#""fit""#));
+        assert_eq!(official.fit_rule(), Fit::Crop);
+        let unknown = json.replace(r#""rule": "pad""#, r#""rule": "zoom""#);
+        assert!(ModelConfig::from_json(&unknown, "x").is_err());
+    }
 
     #[test]
     fn official_models_name_the_imagenet_classes() {

@@ -101,6 +101,7 @@ pub fn infer_config(
         class_names: crate::config::default_class_names(num_classes),
         sampling: SamplingParams::default(),
         storage: Storage::F32,
+        fit: None,
     };
 
     // Cross-checks the shapes alone cannot make consistent.

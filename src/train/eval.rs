@@ -16,7 +16,7 @@ use nalgebra::{DMatrix, DVector, SymmetricEigen};
 use serde::Serialize;
 
 use super::classifier::{Classifier, FEATURES, classify_dataset, grey_input};
-use super::data::{FashionMnist, Split};
+use super::data::{FashionMnist, ImageSet, Split, fashion_mnist_fit};
 use super::vqvae::test_psnr;
 use crate::config::SamplingParams;
 use crate::error::{Result, VarError};
@@ -160,7 +160,10 @@ pub fn evaluate(
     }
     progress("measuring the reconstruction PSNR on the test set");
     let psnr_images = opts.psnr_images.clamp(1, test.len());
-    let psnr = test_psnr(&model.vqvae, &test, psnr_images, model.config.image_size);
+    let size = model.config.image_size;
+    let fitted =
+        ImageSet::from_fashion_mnist(&test.first(psnr_images), size, fashion_mnist_fit(size));
+    let psnr = test_psnr(&model.vqvae, &fitted, psnr_images);
     progress("scoring the classifier on the test set");
     let all_test: Vec<usize> = (0..test.len()).collect();
     let (test_f, test_pred) = classify_dataset(&classifier, &test, &all_test, device)?;

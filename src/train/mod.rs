@@ -1,8 +1,10 @@
-//! Training (native only): Fashion-MNIST, the VQ-VAE and transformer trainers, the project's
-//! classifier, their learning-rate schedules, evaluation and the plots they write.
+//! Training (native only): the data (Fashion-MNIST or an image folder), the device, the
+//! VQ-VAE and transformer trainers, the project's classifier, their learning-rate schedules,
+//! evaluation and the plots they write.
 
 pub mod classifier;
 pub mod data;
+pub mod device;
 pub mod eval;
 pub mod plot;
 pub mod run;

@@ -3,7 +3,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, copyFileSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, copyFileSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { servePage, launchChromium } from './harness.mjs';
@@ -44,6 +45,24 @@ before(async () => {
     '--patch-nums', '1,2,3,4', '--shard-mib', '1', '--out', sharded], { encoding: 'utf8' });
   assert.equal(c.status, 0, c.stderr);
 
+  // A model trained here, in seconds, on a folder of images (three Fashion-MNIST classes
+  // written as PNGs) at 16 px with its own scale schedule: what `var train --data DIR` makes.
+  const folderModel = join(www, 'models', 'e2e-folder');
+  rmSync(folderModel, { recursive: true, force: true });
+  const scratch = mkdtempSync(join(tmpdir(), 'var-e2e-folder-'));
+  const run = (args) => {
+    const r = spawnSync(varBin, args, { encoding: 'utf8' });
+    assert.equal(r.status, 0, `var ${args.join(' ')}: ${r.stderr}`);
+  };
+  const images = join(scratch, 'images');
+  run(['export-fashion-mnist', '--out', images, '--per-class', '8', '--classes', '1,5,8']);
+  run(['train', 'vqvae', '--data', images, '--out', join(scratch, 'vq'), '--image-size', '16',
+    '--patch-nums', '1,2,4', '--steps', '2', '--batch', '4', '--warmup', '1']);
+  run(['train', 'var', '--data', images, '--vqvae', join(scratch, 'vq', 'checkpoint'), '--out', join(scratch, 'tr'),
+    '--steps', '2', '--batch', '4', '--warmup', '1', '--depth', '1', '--width', '32', '--heads', '2']);
+  run(['package', '--run', join(scratch, 'tr'), '--out', folderModel]);
+  rmSync(scratch, { recursive: true, force: true });
+
   ({ server, base } = await servePage(varBin, www));
   browser = await launchChromium();
 });
@@ -54,6 +73,7 @@ after(async () => {
   rmSync(join(www, 'models', 'e2e-broken'), { recursive: true, force: true });
   rmSync(join(www, 'models', 'e2e-int8'), { recursive: true, force: true });
   rmSync(join(www, 'models', 'e2e-sharded'), { recursive: true, force: true });
+  rmSync(join(www, 'models', 'e2e-folder'), { recursive: true, force: true });
   if (Object.keys(results).length) console.log(`# timings ${JSON.stringify(results)}`);
 });
 
@@ -146,6 +166,32 @@ test('an int8 model loads and generates (CPU fallback)', { timeout: LONG }, asyn
   await waitState(page, ['ready', 'error']);
   assert.equal(await state(page), 'ready', await page.textContent('#status'));
   await generateAndCheck(page, 'int8-cpu');
+  await page.close();
+});
+
+test('a model trained on a folder of images (16 px, three scales, its folder names as classes) generates', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu&model=models/e2e-folder/');
+  await waitState(page, ['ready', 'error']);
+  assert.equal(await state(page), 'ready', await page.textContent('#status'));
+  const names = await page.evaluate(() => [...document.querySelectorAll('#class-select option')].map((o) => o.textContent));
+  assert.deepEqual(names.map((n) => n.replace(/^\d+\s*[·:.-]?\s*/, '')), ['Bag', 'Sandal', 'Trouser']);
+  await page.selectOption('#class-select', '2');
+  await page.evaluate(() => { window.scales = []; });
+  await page.click('#generate');
+  await waitState(page, ['done', 'error']);
+  assert.equal(await state(page), 'done', await page.textContent('#status'));
+  assert.deepEqual(await page.evaluate(() => window.scales), [0, 1, 2], 'each of its three scales is drawn');
+  const px = await page.evaluate(() => {
+    const c = document.getElementById('output');
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const values = new Set();
+    for (let i = 0; i < d.length; i += 4) values.add(`${d[i]},${d[i + 1]},${d[i + 2]}`);
+    return { w: c.width, h: c.height, alpha: d[3], distinct: values.size };
+  });
+  assert.equal(px.w, 16);
+  assert.equal(px.h, 16);
+  assert.equal(px.alpha, 255);
+  assert.ok(px.distinct > 1, `the decoder drew a picture, not a flat fill (${JSON.stringify(px)})`);
   await page.close();
 });
 

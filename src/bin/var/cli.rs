@@ -4,6 +4,7 @@ mod agreement;
 mod bench;
 mod convert;
 mod eval;
+mod export;
 mod generate;
 mod inpaint;
 mod package;
@@ -54,9 +55,12 @@ enum Command {
     /// In-paint, out-paint or edit an image: regenerate the masked part, scale by scale, keeping
     /// the source's tokens elsewhere.
     Inpaint(inpaint::Args),
-    /// Train a model on Fashion-MNIST (resumable; see the README's training section).
-    #[command(subcommand)]
-    Train(train::Command),
+    /// Train a model on Fashion-MNIST or a folder of your images, on the CPU or a GPU
+    /// (resumable; see the README's training sections).
+    Train(train::Args),
+    /// Write Fashion-MNIST images as an image folder (one subfolder per class, 28x28 PNGs):
+    /// data for trying `var train --data DIR`.
+    ExportFashionMnist(export::Args),
     /// Score a Fashion-MNIST model: reconstruction PSNR, class adherence and Fréchet distance
     /// under the project's classifier, and a sample grid.
     Eval(var_web::train::eval::Evaluation),
@@ -86,7 +90,8 @@ impl Command {
             Command::Verify(args) => args.run(&device),
             Command::Generate(args) => args.run(&device),
             Command::Inpaint(args) => args.run(&device),
-            Command::Train(command) => command.run(&device),
+            Command::Train(args) => args.run(),
+            Command::ExportFashionMnist(args) => args.run(),
             Command::Eval(opts) => eval::run(&opts, &device),
             Command::Plot(args) => args.run(),
             Command::Package(opts) => package::run(&opts),

@@ -60,7 +60,7 @@ pub(super) fn batch_loss(
 mod tests {
     use super::*;
     use crate::model::Model;
-    use crate::train::data::{FashionMnist, Split};
+    use crate::train::data::{FashionMnist, ImageSet, Split, fashion_mnist_fit};
     use crate::train::var::tests::tiny_vqvae_dir;
     use crate::train::var::tokens::load_frozen;
     use burn::optim::{AdamWConfig, GradientsParams};
@@ -73,7 +73,8 @@ mod tests {
         let frozen = load_frozen(&dir, &Device::flex()).unwrap();
         let data = FashionMnist::load(Path::new(crate::train::data::DEFAULT_DIR), Split::Test)
             .expect("Fashion-MNIST is not installed: run ./scripts/setup.sh");
-        let set = TokenSet::encode(&frozen.vae, &data, 8, 32, |_, _| {}).unwrap();
+        let data = ImageSet::from_fashion_mnist(&data.first(8), 32, fashion_mnist_fit(32));
+        let set = TokenSet::encode(&frozen.vae, &data, 8, |_, _| {}).unwrap();
         assert_eq!(set.seq_len, 1 + 4 + 16 + 64 + 256);
         let device = Device::flex().autodiff();
         let mut var = Model::random(config, 1, &device).unwrap().var;

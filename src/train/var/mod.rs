@@ -33,9 +33,9 @@ pub use self::validation::sample_grid;
 pub use super::schedule::warmup_cosine_to_tenth as learning_rate;
 
 use self::loss::batch_loss;
-use self::tokens::{TOKENS_FILE, load_frozen, tokens_cached};
+use self::tokens::{FrozenVqvae, TOKENS_FILE, load_frozen, tokens_cached};
 use self::validation::{VALIDATION_IMAGES, evaluate};
-use super::data::{FashionMnist, Split};
+use super::data::{DATA_FILE, DataOptions, DataRecord, TrainingData, fit_for};
 use super::plot;
 use super::run::{
     OPTIMIZER_FILE, RunDir, batch_indices, check_loss, check_schedule, optimizer_error, read_config,
@@ -61,9 +61,14 @@ pub struct VarTraining {
     /// `checkpoint/` of `var train vqvae`, or a model directory). Not needed with --resume.
     #[arg(long)]
     pub vqvae: Option<PathBuf>,
-    /// Folder with Fashion-MNIST's gzip IDX files.
+    /// The training images: a folder with Fashion-MNIST's gzip IDX files, or an image folder
+    /// with one subfolder per class. They are fitted as the VQ-VAE's config records, split
+    /// with --seed and --test-share; the classes become the transformer's.
     #[arg(long, default_value = super::data::DEFAULT_DIR)]
     pub data: PathBuf,
+    /// Share of each class of an image folder held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    pub test_share: f64,
     /// Transformer depth (default: the Fashion-MNIST preset's).
     #[arg(long)]
     pub depth: Option<usize>,
@@ -120,7 +125,12 @@ pub struct VarStepReport {
 
 /// What the trainer tells its caller.
 pub enum VarProgress<'a> {
-    Tokenizing { done: usize, total: usize },
+    /// The data is loaded: one line on it (the full record is the run's `data.txt`).
+    Data(&'a str),
+    Tokenizing {
+        done: usize,
+        total: usize,
+    },
     Step(&'a VarStepReport),
 }
 
@@ -170,7 +180,18 @@ pub fn train_var(
         .with_weight_decay(0.05)
         .with_grad_clipping(Some(GradientClippingConfig::Norm(2.0)))
         .init();
-    let (frozen, config, mut var, mut step) = if opts.resume {
+    // The data is fitted as the VQ-VAE's config records; its classes become the transformer's.
+    let load_data = |frozen: &FrozenVqvae| {
+        let c = &frozen.config;
+        let options = DataOptions {
+            image_size: c.image_size,
+            fit: fit_for(&opts.data, None, c.fit, c.image_size),
+            split_seed: opts.seed,
+            test_share: opts.test_share,
+        };
+        TrainingData::load(&opts.data, &options)
+    };
+    let (frozen, data, config, mut var, mut step) = if opts.resume {
         let state: VarTrainState = run.read_state()?;
         if state.batch != opts.batch || state.seed != opts.seed {
             return Err(VarError::InvalidArgument(format!(
@@ -189,6 +210,7 @@ pub fn train_var(
                 )));
             }
         }
+        let data = load_data(&frozen)?;
         let config = run.read_config()?;
         let bytes = run.read(VAR_FILE)?;
         let mut src = SafetensorsSource::new(&bytes, VAR_FILE)?;
@@ -200,7 +222,7 @@ pub fn train_var(
                 run.read(OPTIMIZER_FILE)?,
             ))
             .map_err(|e| optimizer_error(&run, e))?;
-        (frozen, config, var, state.step)
+        (frozen, data, config, var, state.step)
     } else {
         run.refuse_existing()?;
         let dir = opts.vqvae.as_ref().ok_or_else(|| {
@@ -209,7 +231,10 @@ pub fn train_var(
             )
         })?;
         let frozen = load_frozen(dir, &plain)?;
+        let data = load_data(&frozen)?;
+        let classes = &data.record.classes;
         let mut config = frozen.config.clone();
+        config.fit = Some(data.record.fit);
         let var = match &opts.init_from {
             Some(from) => {
                 let run_checkpoint = RunDir::new(from).checkpoint();
@@ -222,14 +247,16 @@ pub fn train_var(
                 if trained.patch_nums != config.patch_nums
                     || trained.vqvae.vocab_size != config.vqvae.vocab_size
                     || trained.vqvae.z_channels != config.vqvae.z_channels
+                    || trained.var.num_classes != classes.len()
                 {
                     return Err(VarError::InvalidArgument(format!(
-                        "--init-from {}: its transformer was trained for other token maps (patch_nums, vocabulary or z_channels differ from {})",
+                        "--init-from {}: its transformer was trained for other token maps or classes (patch_nums, vocabulary, z_channels or the class count differ from {} and --data)",
                         from.display(),
                         dir.display()
                     )));
                 }
                 config.var = trained.var;
+                config.class_names = classes.clone();
                 config.validate()?;
                 let path = from.join(VAR_FILE);
                 let bytes = std::fs::read(&path).map_err(|e| VarError::io(&path, e))?;
@@ -241,29 +268,42 @@ pub fn train_var(
             }
             None => {
                 config.var = var_config(opts);
+                config.var.num_classes = classes.len();
+                config.class_names = classes.clone();
                 config.validate()?;
                 let mut src = RandomSource::new(opts.seed, 0.02);
                 load_var(&mut Loader::new(&mut src, device), &config)?
             }
         };
-        (frozen, config, var, 0)
+        (frozen, data, config, var, 0)
     };
+    if opts.resume
+        && let Some(saved) = DataRecord::read(&run.checkpoint())?
+    {
+        data.record.check_resumes(&saved)?;
+    }
+    if config.class_names != data.record.classes {
+        return Err(VarError::InvalidArgument(format!(
+            "the run's transformer has the classes [{}] but --data has [{}]; resume with the same data",
+            config.class_names.join(", "),
+            data.record.classes.join(", ")
+        )));
+    }
     std::fs::create_dir_all(&opts.out).map_err(|e| VarError::io(&opts.out, e))?;
+    data.write_records(&opts.out)?;
+    report(VarProgress::Data(&data.headline(&opts.out)));
+    let data_json = data.record.to_json();
     let mut tokenizing = |done, total| report(VarProgress::Tokenizing { done, total });
     let train = tokens_cached(
         &opts.out.join(TOKENS_FILE),
         &frozen,
-        &FashionMnist::load(&opts.data, Split::Train)?,
+        &data.train,
         opts.train_images,
+        config.var.num_classes,
         &mut tokenizing,
     )?;
-    let validation = TokenSet::encode(
-        &frozen.vae,
-        &FashionMnist::load(&opts.data, Split::Test)?,
-        VALIDATION_IMAGES,
-        config.image_size,
-        |_, _| {},
-    )?;
+    let validation = TokenSet::encode(&frozen.vae, &data.test, VALIDATION_IMAGES, |_, _| {})?;
+    drop(data);
     let mut log = run.log(
         "step,loss,accuracy,lr,sequences_per_second,val_loss,val_accuracy",
         step,
@@ -317,6 +357,7 @@ pub fn train_var(
                     (CONFIG_FILE, config_json.as_bytes()),
                     (VQVAE_FILE, &frozen.bytes),
                     (VAR_FILE, &weights),
+                    (DATA_FILE, data_json.as_bytes()),
                 ],
                 &optimizer,
                 &state,
@@ -384,6 +425,7 @@ mod tests {
             out: root.join(name),
             vqvae: Some(vqvae.to_path_buf()),
             data: PathBuf::from(crate::train::data::DEFAULT_DIR),
+            test_share: 0.1,
             depth: Some(1),
             width: Some(32),
             heads: Some(2),

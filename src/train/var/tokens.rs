@@ -11,7 +11,7 @@ use crate::config::ModelConfig;
 use crate::error::{Result, VarError};
 use crate::hash::fnv1a;
 use crate::modeldir::VQVAE_FILE;
-use crate::train::data::FashionMnist;
+use crate::train::data::ImageSet;
 use crate::vqvae::VqVae;
 use crate::weights::safetensors::SafetensorsSource;
 
@@ -19,10 +19,12 @@ use crate::weights::safetensors::SafetensorsSource;
 pub struct TokenSet {
     pub seq_len: usize,
     pub tokens: Vec<u16>,
-    pub labels: Vec<u8>,
+    pub labels: Vec<u16>,
 }
 
-const TOKENS_MAGIC: &[u8; 8] = b"VARTOK01";
+/// Version 2: labels are 16-bit (image folders may have more than 256 classes). A cache of
+/// version 1 is not read, so it is rebuilt.
+const TOKENS_MAGIC: &[u8; 8] = b"VARTOK02";
 pub(super) const TOKENS_FILE: &str = "tokens.bin";
 
 impl TokenSet {
@@ -37,9 +39,8 @@ impl TokenSet {
     /// Runs Algorithm 1 on the first `count` images of `data`, 100 at a time.
     pub fn encode(
         vae: &VqVae,
-        data: &FashionMnist,
+        data: &ImageSet,
         count: usize,
-        size: usize,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self> {
         let device = vae.quantize.embedding.val().device();
@@ -48,7 +49,7 @@ impl TokenSet {
         let mut seq_len = 0;
         for start in (0..count).step_by(100) {
             let idx: Vec<usize> = (start..(start + 100).min(count)).collect();
-            let (per_scale, _) = vae.img_to_tokens(data.batch(&idx, size, &device));
+            let (per_scale, _) = vae.img_to_tokens(data.batch(&idx, &device));
             let mut maps = Vec::with_capacity(per_scale.len());
             for t in per_scale {
                 let [_, n] = t.dims();
@@ -70,12 +71,12 @@ impl TokenSet {
         Ok(Self {
             seq_len,
             tokens,
-            labels: data.labels[..count].to_vec(),
+            labels: (0..count).map(|i| data.label(i) as u16).collect(),
         })
     }
 
     fn to_bytes(&self, fingerprint: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + self.tokens.len() * 2 + self.labels.len());
+        let mut out = Vec::with_capacity(24 + (self.tokens.len() + self.labels.len()) * 2);
         out.extend_from_slice(TOKENS_MAGIC);
         out.extend_from_slice(&fingerprint.to_le_bytes());
         out.extend_from_slice(&(self.len() as u32).to_le_bytes());
@@ -83,13 +84,15 @@ impl TokenSet {
         self.tokens
             .iter()
             .for_each(|t| out.extend_from_slice(&t.to_le_bytes()));
-        out.extend_from_slice(&self.labels);
+        self.labels
+            .iter()
+            .for_each(|c| out.extend_from_slice(&c.to_le_bytes()));
         out
     }
 
     /// Reads a token cache; `None` when it belongs to another VQ-VAE or is damaged (it is then
     /// rebuilt, so a bad cache costs time, never correctness).
-    fn from_bytes(bytes: &[u8], fingerprint: u64, vocab: usize) -> Option<Self> {
+    fn from_bytes(bytes: &[u8], fingerprint: u64, vocab: usize, classes: usize) -> Option<Self> {
         let word = |at: usize| -> Option<u32> {
             Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
         };
@@ -100,15 +103,18 @@ impl TokenSet {
         }
         let (n, l) = (word(16)? as usize, word(20)? as usize);
         let body = bytes.get(24..)?;
-        if body.len() != n.checked_mul(l)?.checked_mul(2)?.checked_add(n)? {
+        if body.len() != n.checked_mul(l)?.checked_add(n)?.checked_mul(2)? {
             return None;
         }
-        let tokens: Vec<u16> = body[..n * l * 2]
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        let labels = body[n * l * 2..].to_vec();
-        if tokens.iter().any(|&t| t as usize >= vocab) || labels.iter().any(|&c| c > 9) {
+        let words = |b: &[u8]| -> Vec<u16> {
+            b.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect()
+        };
+        let (tokens, labels) = (words(&body[..n * l * 2]), words(&body[n * l * 2..]));
+        if tokens.iter().any(|&t| t as usize >= vocab)
+            || labels.iter().any(|&c| c as usize >= classes)
+        {
             return None;
         }
         Some(Self {
@@ -199,19 +205,20 @@ pub(super) fn load_frozen(dir: &Path, device: &Device) -> Result<FrozenVqvae> {
 pub(super) fn tokens_cached(
     path: &Path,
     frozen: &FrozenVqvae,
-    data: &FashionMnist,
+    data: &ImageSet,
     count: usize,
+    classes: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<TokenSet> {
     let vocab = frozen.config.vqvae.vocab_size;
     if let Ok(bytes) = std::fs::read(path)
-        && let Some(set) = TokenSet::from_bytes(&bytes, frozen.fingerprint, vocab)
+        && let Some(set) = TokenSet::from_bytes(&bytes, frozen.fingerprint, vocab, classes)
         && set.len() == count.min(data.len())
-        && set.labels[..] == data.labels[..set.len()]
+        && (0..set.len()).all(|i| set.labels[i] as usize == data.label(i))
     {
         return Ok(set);
     }
-    let set = TokenSet::encode(&frozen.vae, data, count, frozen.config.image_size, progress)?;
+    let set = TokenSet::encode(&frozen.vae, data, count, progress)?;
     crate::files::write_atomically(path, &set.to_bytes(frozen.fingerprint))?;
     Ok(set)
 }
@@ -228,16 +235,20 @@ mod tests {
             labels: vec![0, 9],
         };
         let bytes = set.to_bytes(42);
-        let back = TokenSet::from_bytes(&bytes, 42, 8).unwrap();
+        let back = TokenSet::from_bytes(&bytes, 42, 8, 10).unwrap();
         assert_eq!(
             (back.tokens, back.labels, back.seq_len),
             (set.tokens, set.labels, 3)
         );
-        assert!(TokenSet::from_bytes(&bytes, 43, 8).is_none());
-        assert!(TokenSet::from_bytes(&bytes[..bytes.len() - 1], 42, 8).is_none());
+        assert!(TokenSet::from_bytes(&bytes, 43, 8, 10).is_none());
+        assert!(TokenSet::from_bytes(&bytes[..bytes.len() - 1], 42, 8, 10).is_none());
         assert!(
-            TokenSet::from_bytes(&bytes, 42, 6).is_none(),
+            TokenSet::from_bytes(&bytes, 42, 6, 10).is_none(),
             "token 6 ≥ vocab 6"
+        );
+        assert!(
+            TokenSet::from_bytes(&bytes, 42, 8, 9).is_none(),
+            "label 9 ≥ 9 classes"
         );
     }
 }

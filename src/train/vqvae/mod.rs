@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 pub use self::loss::{VqvaeLoss, decoder_loss, quantize_with_loss, vqvae_loss};
 
 use self::grow::grow_decoder;
-use super::data::{FashionMnist, Split};
+use super::data::{DATA_FILE, DataOptions, DataRecord, ImageSet, TrainingData, fit_for};
 use super::run::{
     OPTIMIZER_FILE, RunDir, batch_indices, check_loss, check_schedule, optimizer_error,
 };
 use super::schedule::{Decay, staged_warmup};
-use crate::config::ModelConfig;
+use crate::config::{Fit, ModelConfig};
 use crate::error::{Result, VarError};
 use crate::modeldir::{CONFIG_FILE, VQVAE_FILE};
 use crate::nn::export::export_module;
@@ -38,12 +38,33 @@ pub struct VqvaeTraining {
     /// state.json) and `log.csv`.
     #[arg(long)]
     pub out: PathBuf,
-    /// Folder with Fashion-MNIST's gzip IDX files.
+    /// The training images: a folder with Fashion-MNIST's gzip IDX files, or an image folder
+    /// with one subfolder of PNG or JPEG files per class (class names from the subfolders).
     #[arg(long, default_value = super::data::DEFAULT_DIR)]
     pub data: PathBuf,
-    /// The model to train (the VQ-VAE part); the Fashion-MNIST preset from the command line.
+    /// The model to train (the VQ-VAE part); the Fashion-MNIST preset from the command line,
+    /// at `--image-size` with `--patch-nums` when given.
     #[arg(skip = ModelConfig::fashion_mnist())]
     pub config: ModelConfig,
+    /// Side of the model's images in pixels (default: the preset's 32). Without
+    /// --patch-nums the VQ-VAE downsamples by 4 and the schedule is shaped like the official
+    /// one (1,2,3,4,5,6,8,10,13,16 for 64 px).
+    #[arg(long, conflicts_with_all = ["resume", "grow_from", "init_from"])]
+    pub image_size: Option<usize>,
+    /// The scale schedule, coarse to fine, e.g. 1,2,3,4,6,8: the last is the latent side, and
+    /// --image-size over it (a power of two) gives the VQ-VAE's levels.
+    #[arg(long, requires = "image_size", value_delimiter = ',')]
+    pub patch_nums: Option<Vec<usize>>,
+    /// How a picture of another size becomes the model's input: `crop` (its centred square,
+    /// resized) or `pad:N` (resized to the side less N on every side, on black). Default:
+    /// the model's recorded rule, else pad:2 for Fashion-MNIST at 32 px and crop for a folder.
+    /// Recorded in config.json; editing fits its source the same way.
+    #[arg(long)]
+    pub fit: Option<Fit>,
+    /// Share of each class of an image folder held out as the test split (seeded by --seed;
+    /// every image's split is written to split.csv). Fashion-MNIST has its own test split.
+    #[arg(long, default_value_t = 0.1)]
+    pub test_share: f64,
     /// Train until this many optimizer steps in total (a resumed run continues the count).
     #[arg(long, default_value_t = 20_000)]
     pub steps: usize,
@@ -122,15 +143,23 @@ struct TrainState {
     stage_start: usize,
 }
 
+/// What the VQ-VAE trainer tells its caller.
+pub enum VqvaeProgress<'a> {
+    /// The data is loaded: one line on it (the full record is the run's `data.txt`).
+    Data(&'a str),
+    Step(&'a StepReport),
+}
+
 /// Reconstruction PSNR in dB (images in [0, 1]) of the first `count` test images.
-pub fn test_psnr(vae: &VqVae, test: &FashionMnist, count: usize, size: usize) -> f64 {
+pub fn test_psnr(vae: &VqVae, test: &ImageSet, count: usize) -> f64 {
     let vae = vae.valid();
     let device = vae.quantize.embedding.val().device();
+    let (size, count) = (test.side(), count.min(test.len()));
     let mut sq = 0.0f64;
     let mut n = 0usize;
-    for start in (0..count.min(test.len())).step_by(100) {
+    for start in (0..count).step_by(100) {
         let idx: Vec<usize> = (start..(start + 100).min(count)).collect();
-        let img = test.batch(&idx, size, &device);
+        let img = test.batch(&idx, &device);
         let (_, f_hat) = vae.img_to_tokens(img.clone());
         let err = (vae.fhat_to_img(f_hat) - img).powf_scalar(2.0).sum();
         sq += err.into_scalar::<f32>() as f64 / 4.0; // [-1, 1] → [0, 1]
@@ -170,7 +199,7 @@ pub(crate) fn load_trained(
 pub fn train_vqvae(
     opts: &VqvaeTraining,
     device: &Device,
-    mut report: impl FnMut(&StepReport),
+    mut report: impl FnMut(VqvaeProgress),
 ) -> Result<()> {
     check_schedule(opts.batch, opts.steps, opts.lr)?;
     if opts.decoder_only && !opts.resume && opts.grow_from.is_none() && opts.init_from.is_none() {
@@ -179,8 +208,6 @@ pub fn train_vqvae(
                 .into(),
         ));
     }
-    let train = FashionMnist::load(&opts.data, Split::Train)?;
-    let test = FashionMnist::load(&opts.data, Split::Test)?;
     let run = RunDir::new(&opts.out);
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let (config, mut vae, mut step, stage_start) = if opts.resume {
@@ -213,22 +240,34 @@ pub fn train_vqvae(
         (config, vae, 0, 0)
     } else {
         run.refuse_existing()?;
-        opts.config.validate()?;
+        let mut config = match opts.image_size {
+            Some(size) => opts
+                .config
+                .clone()
+                .at_resolution(size, opts.patch_nums.clone())?,
+            None => opts.config.clone(),
+        };
+        // The preset's fit is Fashion-MNIST's; a new run takes its data's (`fit_for`).
+        config.fit = None;
+        config.validate()?;
         let mut src = RandomSource::new(opts.seed, 0.02);
         let mut w = Loader::new(&mut src, device);
-        let vae = VqVae::load(&mut w, &opts.config.vqvae, &opts.config.patch_nums)?;
-        (opts.config.clone(), vae, 0, 0)
+        let vae = VqVae::load(&mut w, &config.vqvae, &config.patch_nums)?;
+        (config, vae, 0, 0)
     };
+    let (config, data) = load_data(opts, config, &run)?;
+    let (train, test) = (&data.train, &data.test);
+    let data_json = data.record.to_json();
+    report(VqvaeProgress::Data(&data.headline(&run.out)));
     let mut log = run.log(
         "step,loss,reconstruction,quantization,images_per_second,test_psnr",
         step,
     )?;
-    let size = config.image_size;
     let mut last_checkpoint = Instant::now();
     while step < opts.steps {
         let started = Instant::now();
         let idx = batch_indices(train.len(), opts.batch, step, opts.seed);
-        let img = train.batch(&idx, size, device);
+        let img = train.batch(&idx, device);
         let loss = if opts.decoder_only {
             decoder_loss(&vae, img, opts.reconstruction == "mse+l1")
         } else {
@@ -254,7 +293,7 @@ pub fn train_vqvae(
             test_psnr: None,
         };
         if checkpoint_now {
-            rep.test_psnr = Some(test_psnr(&vae, &test, 500, size));
+            rep.test_psnr = Some(test_psnr(&vae, test, 500));
             let weights = safetensors_bytes(&export_module(&vae)?)?;
             let optimizer = optim.into_bytes().map_err(|e| optimizer_error(&run, e))?;
             let state = TrainState {
@@ -268,6 +307,7 @@ pub fn train_vqvae(
                 &[
                     (CONFIG_FILE, config_json.as_bytes()),
                     (VQVAE_FILE, &weights),
+                    (DATA_FILE, data_json.as_bytes()),
                 ],
                 &optimizer,
                 &state,
@@ -283,9 +323,40 @@ pub fn train_vqvae(
             rep.images_per_second,
             rep.test_psnr.map(|p| format!("{p:.2}")).unwrap_or_default()
         ))?;
-        report(&rep);
+        report(VqvaeProgress::Step(&rep));
     }
     Ok(())
+}
+
+/// The run's data, fitted to `config` (which learns the data's fit and classes), checked
+/// against what a resumed run was trained on, and recorded in the run directory.
+fn load_data(
+    opts: &VqvaeTraining,
+    mut config: ModelConfig,
+    run: &RunDir,
+) -> Result<(ModelConfig, TrainingData)> {
+    let fit = fit_for(&opts.data, opts.fit, config.fit, config.image_size);
+    let data = TrainingData::load(
+        &opts.data,
+        &DataOptions {
+            image_size: config.image_size,
+            fit,
+            split_seed: opts.seed,
+            test_share: opts.test_share,
+        },
+    )?;
+    if opts.resume
+        && let Some(saved) = DataRecord::read(&run.checkpoint())?
+    {
+        data.record.check_resumes(&saved)?;
+    }
+    config.fit = Some(fit);
+    config.class_names = data.record.classes.clone();
+    config.var.num_classes = config.class_names.len();
+    config.validate()?;
+    std::fs::create_dir_all(&run.out).map_err(|e| VarError::io(&run.out, e))?;
+    data.write_records(&run.out)?;
+    Ok((config, data))
 }
 
 #[cfg(test)]
@@ -303,6 +374,10 @@ mod tests {
             out,
             data: PathBuf::from(crate::train::data::DEFAULT_DIR),
             config,
+            image_size: None,
+            patch_nums: None,
+            fit: None,
+            test_share: 0.1,
             steps: 2,
             batch: 4,
             lr: 1e-3,
@@ -334,7 +409,12 @@ mod tests {
         };
         let device = Device::flex().autodiff();
         let mut psnr = None;
-        train_vqvae(&opts("straight", 4, false), &device, |r| psnr = r.test_psnr).unwrap();
+        train_vqvae(&opts("straight", 4, false), &device, |p| {
+            if let VqvaeProgress::Step(r) = p {
+                psnr = r.test_psnr;
+            }
+        })
+        .unwrap();
         assert!(psnr.is_some_and(|p| p.is_finite() && p > 0.0), "{psnr:?}");
         train_vqvae(&opts("resumed", 2, false), &device, |_| {}).unwrap();
         let again = train_vqvae(&opts("resumed", 2, false), &device, |_| {});

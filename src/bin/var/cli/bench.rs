@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use var_web::bench::BenchSettings;
 use var_web::config::Storage;
-use var_web::error::{Result, VarError};
+use var_web::error::Result;
 use var_web::files::write_atomically;
 use var_web::model::Model;
 use var_web::modeldir::{self, LoadOptions};
@@ -161,24 +161,7 @@ impl BenchBackend {
     fn device(self) -> Result<Device> {
         match self {
             BenchBackend::Cpu => Ok(Device::flex()),
-            BenchBackend::Wgpu => {
-                static WGPU: std::sync::OnceLock<std::result::Result<Device, String>> =
-                    std::sync::OnceLock::new();
-                WGPU.get_or_init(|| {
-                    let options = Device::wgpu_options();
-                    // burn's WGSL path on Linux is Vulkan (its SPIR-V compiler rejects our
-                    // WGSL templates; docs/burn-custom-kernels.md).
-                    #[cfg(target_os = "linux")]
-                    let options = options.graphics_api(burn::tensor::wgpu::WgpuBackend::Vulkan);
-                    options.init().map_err(|e| e.to_string())
-                })
-                .clone()
-                .map_err(|e| {
-                    VarError::InvalidArgument(format!(
-                        "no wgpu device: {e} (on Linux without a GPU, install mesa-vulkan-drivers for lavapipe)"
-                    ))
-                })
-            }
+            BenchBackend::Wgpu => var_web::devices::wgpu(),
         }
     }
 

@@ -21,8 +21,8 @@ pub struct Args {
     /// Model directory; default: the shipped Fashion-MNIST model.
     #[arg(long, default_value = var_web::DEFAULT_MODEL_DIR)]
     model: PathBuf,
-    /// The source picture (PNG or JPEG, any size: its centred square is resized to the
-    /// model's resolution).
+    /// The source picture (PNG or JPEG, any size): fitted to the model's resolution as its
+    /// training images were (config.json's `fit`; by default its centred square, resized).
     #[arg(long)]
     image: PathBuf,
     /// The mask, as large as the image: white = generate, black = keep.
@@ -57,12 +57,14 @@ impl Args {
         }
         let size = model.config.image_size;
         let side = *model.config.patch_nums.last().expect("validated");
-        let picture = read_picture(&self.image, size)?;
-        let mut generate_px = read_mask(&self.mask, size, picture.original)?;
+        // The source is fitted as the training images were (config.json's `fit`).
+        let rule = model.config.fit_rule();
+        let picture = read_picture(&self.image, size, rule)?;
+        let mut generate_px = read_mask(&self.mask, size, picture.original, rule)?;
         if self.invert {
             generate_px.iter_mut().for_each(|g| *g = !*g);
         }
-        eprintln!("{}: {}", self.image.display(), picture.describe(size));
+        eprintln!("{}: {}", self.image.display(), picture.describe(size, rule));
         eprintln!(
             "mask: {}",
             describe_mask(&keep_grid(&generate_px, size, side)?)?

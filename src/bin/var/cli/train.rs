@@ -1,4 +1,5 @@
-//! `var train vqvae | var | classifier`: the three Fashion-MNIST trainers under one step bar.
+//! `var train [--device D] vqvae | var | classifier`: the trainers under one step bar, on the
+//! device asked for.
 
 use std::process::ExitCode;
 
@@ -7,14 +8,34 @@ use indicatif::ProgressBar;
 
 use var_web::error::Result;
 use var_web::train::classifier::{ClassifierTraining, train_classifier};
+use var_web::train::device::TrainDevice;
 use var_web::train::var::{VarProgress, VarTraining, train_var};
-use var_web::train::vqvae::{VqvaeTraining, train_vqvae};
+use var_web::train::vqvae::{VqvaeProgress, VqvaeTraining, train_vqvae};
 
 use super::progress::{say, step_bar};
 
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the trainer runs: `cpu` (burn-flex), `wgpu` (Vulkan, Metal or DirectX; any GPU,
+    /// or lavapipe) or `cuda` (NVIDIA, in a build with `--features cuda`). Checkpoints are
+    /// the same on every device: a run resumes on another.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: TrainDevice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+impl Args {
+    pub fn run(self) -> Result<ExitCode> {
+        let device = self.device.open()?;
+        self.command.run(&device)
+    }
+}
+
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Train the multi-scale VQ-VAE of the Fashion-MNIST preset.
+    /// Train the multi-scale VQ-VAE: the Fashion-MNIST preset, or --image-size and
+    /// --patch-nums for another resolution; on Fashion-MNIST or an image folder (--data).
     Vqvae(Box<VqvaeTraining>),
     /// Train the transformer on the token maps of a trained VQ-VAE.
     Var(VarTraining),
@@ -27,7 +48,11 @@ impl Command {
         let device = device.clone().autodiff();
         match self {
             Command::Vqvae(opts) => with_step_bar(opts.steps, |pb| {
-                train_vqvae(&opts, &device, |r| {
+                train_vqvae(&opts, &device, |p| {
+                    let r = match p {
+                        VqvaeProgress::Data(line) => return say(pb, line.to_string()),
+                        VqvaeProgress::Step(r) => r,
+                    };
                     pb.set_position(r.step as u64);
                     let psnr = r
                         .test_psnr
@@ -44,6 +69,7 @@ impl Command {
             }),
             Command::Var(opts) => with_step_bar(opts.steps, |pb| {
                 train_var(&opts, &device, |p| match p {
+                    VarProgress::Data(line) => say(pb, line.to_string()),
                     VarProgress::Tokenizing { done, total } => {
                         pb.set_message(format!("tokenizing the training set: {done}/{total}"));
                     }

@@ -117,8 +117,30 @@ impl FashionMnist {
         Ok(Self { images, labels })
     }
 
+    /// Whether `dir` holds the dataset's files (rather than, say, an image folder).
+    pub fn is_in(dir: &Path) -> bool {
+        dir.join(Split::Train.files().0).is_file()
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
+    }
+
+    /// The first `count` images.
+    pub fn first(&self, count: usize) -> Self {
+        let count = count.min(self.len());
+        Self {
+            images: self.images[..count * SIDE * SIDE].to_vec(),
+            labels: self.labels[..count].to_vec(),
+        }
+    }
+
+    /// Image `i` as a grey picture.
+    pub fn image(&self, i: usize) -> image::DynamicImage {
+        let px = self.images[i * SIDE * SIDE..(i + 1) * SIDE * SIDE].to_vec();
+        image::GrayImage::from_raw(SIDE as u32, SIDE as u32, px)
+            .expect("28x28 bytes")
+            .into()
     }
 
     pub fn is_empty(&self) -> bool {
