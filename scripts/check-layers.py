@@ -17,7 +17,7 @@ import sys
 # Lowest first. A module may import from a strictly lower layer, or from itself.
 LAYERS = [
     ["error"],
-    ["rng", "readback", "files", "hash"],
+    ["rng", "readback", "files", "hash", "devices"],
     ["config", "kernels", "sampler"],
     ["weights"],
     ["nn"],

@@ -26,28 +26,27 @@ pub fn wgpu() -> Result<Device> {
     })
 }
 
-/// The first CUDA device.
+/// CUDA device `index`.
 #[cfg(feature = "cuda")]
-pub fn cuda() -> Result<Device> {
+pub fn cuda(index: usize) -> Result<Device> {
     // burn's CUDA runtime loads the driver when the first kernel runs; one tiny operation
     // here turns a missing driver into this sentence instead of a panic mid-training.
     std::panic::catch_unwind(|| {
-        let device = Device::cuda(0);
+        let device = Device::cuda(index);
         let probe = burn::tensor::Tensor::<1>::ones([1], &device).sum();
         probe.into_scalar::<f32>();
         device
     })
     .map_err(|_| {
         VarError::InvalidArgument(
-            "--device cuda: no CUDA device started (is an NVIDIA driver installed and a GPU visible?)"
-                .into(),
+            format!("--device cuda:{index}: no CUDA device started (is an NVIDIA driver installed and GPU {index} visible?)"),
         )
     })
 }
 
 /// Without the CUDA backend: the sentence saying how to get it.
 #[cfg(not(feature = "cuda"))]
-pub fn cuda() -> Result<Device> {
+pub fn cuda(_index: usize) -> Result<Device> {
     Err(VarError::InvalidArgument(
         "--device cuda: this var was built without burn's CUDA backend; rebuild with `cargo build --release --features cuda` on a machine with the CUDA toolkit, or use --device wgpu, which runs on NVIDIA GPUs through Vulkan"
             .into(),

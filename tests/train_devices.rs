@@ -178,3 +178,51 @@ fn a_run_started_on_the_cpu_resumes_on_wgpu_and_back() {
         );
     }
 }
+
+#[test]
+fn a_batch_split_over_the_cpu_and_wgpu_trains_as_on_one_device() {
+    let root = tempfile::tempdir().unwrap();
+    let var = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_var"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
+    let data = path("images");
+    var(&["export-fashion-mnist", "--out", &data, "--per-class", "2"]);
+    // A batch of 5 split 3 + 2: unequal shares are weighted by their size.
+    for (name, devices) in [("one", "cpu"), ("split", "cpu,wgpu")] {
+        let (vq, tr) = (path(&format!("{name}-vq")), path(&format!("{name}-tr")));
+        let mut args = vec![
+            "train", "--device", devices, "vqvae", "--data", &data, "--out", &vq,
+        ];
+        args.extend(["--steps", "2", "--batch", "5", "--warmup", "1"]);
+        args.extend(["--image-size", "16", "--patch-nums", "1,2,4"]);
+        var(&args);
+        // The transformer on the single-device run's VQ-VAE, so both see the same tokens.
+        let frozen = format!("{}/checkpoint", path("one-vq"));
+        let mut args = vec![
+            "train", "--device", devices, "var", "--data", &data, "--out", &tr,
+        ];
+        args.extend([
+            "--vqvae", &frozen, "--steps", "2", "--batch", "5", "--warmup", "1",
+        ]);
+        args.extend(["--depth", "1", "--width", "32", "--heads", "2"]);
+        var(&args);
+    }
+    for (file, a, b) in [
+        ("vqvae.safetensors", "one-vq", "split-vq"),
+        ("var.safetensors", "one-tr", "split-tr"),
+    ] {
+        let read = |run: &str| tensors(&root.path().join(run).join("checkpoint").join(file));
+        for ((name, x), (_, y)) in read(a).iter().zip(&read(b)) {
+            let worst = x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(
+                worst < 1e-4,
+                "{file} {name}: one device and two differ by {worst}"
+            );
+        }
+    }
+}

@@ -6,6 +6,7 @@ pub mod classifier;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod parallel;
 pub mod plot;
 pub mod run;
 pub mod schedule;

@@ -107,6 +107,15 @@ pub fn resample(x: Tensor<4>, m: &Tensor<2>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let [out, inp] = m.dims();
     debug_assert_eq!((h, w), (inp, inp));
+    // The matrices live where the model was loaded; a model forked to another device for
+    // data-parallel training (`Module::fork` moves parameters, not these constants) brings
+    // them along here.
+    let device = x.device();
+    let m = &if m.device() == device {
+        m.clone()
+    } else {
+        m.clone().to_device(&device)
+    };
     // Columns: [B·C·h, w] @ [w, out] -> [B, C, h, out]
     let x = x
         .reshape([b * c * h, w])

@@ -41,11 +41,12 @@ pub(super) fn batch_loss(
     let patch_nums = var.patch_nums().to_vec();
     let (per_scale, _, _) = set.batch(idx, &patch_nums, &frozen);
     let x = vae.quantize.teacher_forcing_input(&per_scale);
-    // A constant input of the tracked graph (no copy): the VQ-VAE gets no gradient.
+    // A constant input of the tracked graph (no copy): the VQ-VAE gets no gradient. With data
+    // parallelism the share's device may not be the frozen VQ-VAE's.
     let x = if device.is_autodiff() {
-        x.autodiff()
+        x.to_device(&device.clone().inner()).autodiff()
     } else {
-        x
+        x.to_device(device)
     };
     let (_, targets, _) = set.batch(idx, &patch_nums, device);
     let n = labels.len();

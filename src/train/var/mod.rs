@@ -162,11 +162,25 @@ fn var_config(opts: &VarTraining) -> VarConfig {
     v
 }
 
+/// Trains (or resumes training) the transformer on `device`.
 pub fn train_var(
     opts: &VarTraining,
     device: &Device,
+    report: impl FnMut(VarProgress),
+) -> Result<()> {
+    train_var_on(opts, std::slice::from_ref(device), report)
+}
+
+/// [`train_var`] with each batch split over `devices` (the first holds the model between
+/// steps and runs the frozen VQ-VAE): data parallelism through burn's `step_multi`.
+pub fn train_var_on(
+    opts: &VarTraining,
+    devices: &[Device],
     mut report: impl FnMut(VarProgress),
 ) -> Result<()> {
+    let device = devices
+        .first()
+        .ok_or_else(|| VarError::InvalidArgument("no training device".into()))?;
     check_schedule(opts.batch, opts.steps, opts.lr)?;
     if !(0.0..1.0).contains(&opts.class_dropout) {
         return Err(VarError::InvalidArgument(
@@ -325,17 +339,36 @@ pub fn train_var(
                 }
             })
             .collect();
-        let (loss, accuracy) = batch_loss(&var, &frozen.vae, &train, &idx, labels, device)?;
-        let loss_value = loss.clone().into_scalar::<f32>();
-        check_loss(loss_value, step)?;
-        let grads = GradientsParams::from_grads(loss.backward(), &var);
         let lr = super::schedule::warmup_cosine_to_tenth(opts.lr, step, opts.warmup, opts.steps);
-        var = optim.step(lr, var, grads);
+        let (loss_value, accuracy);
+        if let [device] = devices {
+            let (loss, acc) = batch_loss(&var, &frozen.vae, &train, &idx, labels, device)?;
+            (loss_value, accuracy) = (loss.clone().into_scalar::<f32>(), acc.into_scalar::<f32>());
+            check_loss(loss_value, step)?;
+            let grads = GradientsParams::from_grads(loss.backward(), &var);
+            var = optim.step(lr, var, grads);
+        } else {
+            // Each share takes its own examples' labels (dropped ones included).
+            let label_of: std::collections::HashMap<usize, usize> =
+                idx.iter().copied().zip(labels).collect();
+            let (grads, logged) =
+                super::parallel::gradients(&var, devices, &idx, |var, share, device| {
+                    let labels = share.iter().map(|i| label_of[i]).collect();
+                    let (loss, acc) = batch_loss(var, &frozen.vae, &train, share, labels, device)?;
+                    let logged = vec![loss.clone().into_scalar::<f32>(), acc.into_scalar::<f32>()];
+                    Ok((loss, logged))
+                })?;
+            (loss_value, accuracy) = (logged[0], logged[1]);
+            check_loss(loss_value, step)?;
+            // step_multi leaves each parameter on the device that summed its gradients;
+            // the model lives on the first device between steps.
+            var = optim.step_multi(lr, var, grads).fork(device);
+        }
         step += 1;
         let mut rep = VarStepReport {
             step,
             loss: loss_value,
-            accuracy: accuracy.into_scalar::<f32>(),
+            accuracy,
             lr,
             sequences_per_second: opts.batch as f64 / started.elapsed().as_secs_f64(),
             validation: None,

@@ -195,12 +195,26 @@ pub(crate) fn load_trained(
     Ok((config, vae, bytes))
 }
 
-/// Trains (or resumes training) the VQ-VAE, calling `report` after every step.
+/// Trains (or resumes training) the VQ-VAE on `device`, calling `report` after every step.
 pub fn train_vqvae(
     opts: &VqvaeTraining,
     device: &Device,
+    report: impl FnMut(VqvaeProgress),
+) -> Result<()> {
+    train_vqvae_on(opts, std::slice::from_ref(device), report)
+}
+
+/// [`train_vqvae`] with each batch split over `devices` (autodiff devices; the first holds
+/// the model between steps): data parallelism through burn's `step_multi`
+/// ([`super::parallel`]).
+pub fn train_vqvae_on(
+    opts: &VqvaeTraining,
+    devices: &[Device],
     mut report: impl FnMut(VqvaeProgress),
 ) -> Result<()> {
+    let device = devices
+        .first()
+        .ok_or_else(|| VarError::InvalidArgument("no training device".into()))?;
     check_schedule(opts.batch, opts.steps, opts.lr)?;
     if opts.decoder_only && !opts.resume && opts.grow_from.is_none() && opts.init_from.is_none() {
         return Err(VarError::InvalidArgument(
@@ -267,20 +281,43 @@ pub fn train_vqvae(
     while step < opts.steps {
         let started = Instant::now();
         let idx = batch_indices(train.len(), opts.batch, step, opts.seed);
-        let img = train.batch(&idx, device);
-        let loss = if opts.decoder_only {
-            decoder_loss(&vae, img, opts.reconstruction == "mse+l1")
-        } else {
-            vqvae_loss(&vae, img, opts.beta, opts.reconstruction == "mse+l1")
+        let lr = learning_rate(opts, step, stage_start);
+        let with_l1 = opts.reconstruction == "mse+l1";
+        let loss_of = |vae: &VqVae, img| {
+            if opts.decoder_only {
+                decoder_loss(vae, img, with_l1)
+            } else {
+                vqvae_loss(vae, img, opts.beta, with_l1)
+            }
         };
-        let (total, rec, vq) = (
-            loss.total.clone().into_scalar::<f32>(),
-            loss.reconstruction.into_scalar::<f32>(),
-            loss.quantization.into_scalar::<f32>(),
-        );
-        check_loss(total, step)?;
-        let grads = GradientsParams::from_grads(loss.total.backward(), &vae);
-        vae = optim.step(learning_rate(opts, step, stage_start), vae, grads);
+        let (total, rec, vq);
+        if let [device] = devices {
+            let loss = loss_of(&vae, train.batch(&idx, device));
+            (total, rec, vq) = (
+                loss.total.clone().into_scalar::<f32>(),
+                loss.reconstruction.into_scalar::<f32>(),
+                loss.quantization.into_scalar::<f32>(),
+            );
+            check_loss(total, step)?;
+            let grads = GradientsParams::from_grads(loss.total.backward(), &vae);
+            vae = optim.step(lr, vae, grads);
+        } else {
+            let (grads, logged) =
+                super::parallel::gradients(&vae, devices, &idx, |vae, share, device| {
+                    let loss = loss_of(vae, train.batch(share, device));
+                    let logged = vec![
+                        loss.total.clone().into_scalar::<f32>(),
+                        loss.reconstruction.into_scalar::<f32>(),
+                        loss.quantization.into_scalar::<f32>(),
+                    ];
+                    Ok((loss.total, logged))
+                })?;
+            (total, rec, vq) = (logged[0], logged[1], logged[2]);
+            check_loss(total, step)?;
+            // step_multi leaves each parameter on the device that summed its gradients;
+            // the model lives on the first device between steps.
+            vae = optim.step_multi(lr, vae, grads).fork(device);
+        }
         step += 1;
         let done = step == opts.steps;
         let checkpoint_now = done || last_checkpoint.elapsed().as_secs() >= opts.checkpoint_secs;

@@ -6,29 +6,30 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use indicatif::ProgressBar;
 
-use var_web::error::Result;
+use var_web::error::{Result, VarError};
 use var_web::train::classifier::{ClassifierTraining, train_classifier};
-use var_web::train::device::TrainDevice;
-use var_web::train::var::{VarProgress, VarTraining, train_var};
-use var_web::train::vqvae::{VqvaeProgress, VqvaeTraining, train_vqvae};
+use var_web::train::device::{TrainDevice, open_all};
+use var_web::train::var::{VarProgress, VarTraining, train_var_on};
+use var_web::train::vqvae::{VqvaeProgress, VqvaeTraining, train_vqvae_on};
 
 use super::progress::{say, step_bar};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Where the trainer runs: `cpu` (burn-flex), `wgpu` (Vulkan, Metal or DirectX; any GPU,
-    /// or lavapipe) or `cuda` (NVIDIA, in a build with `--features cuda`). Checkpoints are
-    /// the same on every device: a run resumes on another.
-    #[arg(long, global = true, default_value = "cpu")]
-    device: TrainDevice,
+    /// or lavapipe) or `cuda[:N]` (NVIDIA, in a build with `--features cuda`). A list
+    /// (`cuda:0,cuda:1`) splits each batch over the devices (data parallelism; vqvae and var).
+    /// Checkpoints are the same on every device: a run resumes on another.
+    #[arg(long, global = true, default_value = "cpu", value_delimiter = ',')]
+    device: Vec<TrainDevice>,
     #[command(subcommand)]
     command: Command,
 }
 
 impl Args {
     pub fn run(self) -> Result<ExitCode> {
-        let device = self.device.open()?;
-        self.command.run(&device)
+        let devices = open_all(&self.device)?;
+        self.command.run(&devices)
     }
 }
 
@@ -44,11 +45,12 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn run(self, device: &Device) -> Result<ExitCode> {
-        let device = device.clone().autodiff();
+    /// Runs the trainer on `devices` (autodiff devices; the classifier takes one).
+    pub fn run(self, devices: &[Device]) -> Result<ExitCode> {
+        let device = &devices[0];
         match self {
             Command::Vqvae(opts) => with_step_bar(opts.steps, |pb| {
-                train_vqvae(&opts, &device, |p| {
+                train_vqvae_on(&opts, devices, |p| {
                     let r = match p {
                         VqvaeProgress::Data(line) => return say(pb, line.to_string()),
                         VqvaeProgress::Step(r) => r,
@@ -68,7 +70,7 @@ impl Command {
                 })
             }),
             Command::Var(opts) => with_step_bar(opts.steps, |pb| {
-                train_var(&opts, &device, |p| match p {
+                train_var_on(&opts, devices, |p| match p {
                     VarProgress::Data(line) => say(pb, line.to_string()),
                     VarProgress::Tokenizing { done, total } => {
                         pb.set_message(format!("tokenizing the training set: {done}/{total}"));
@@ -91,8 +93,11 @@ impl Command {
                     }
                 })
             }),
+            Command::Classifier(_) if devices.len() > 1 => Err(VarError::InvalidArgument(
+                "the classifier trains on one device: pass one --device".into(),
+            )),
             Command::Classifier(opts) => with_step_bar(opts.steps, |pb| {
-                train_classifier(&opts, &device, |r| {
+                train_classifier(&opts, device, |r| {
                     pb.set_position(r.step as u64);
                     pb.set_message(format!(
                         "loss {:.4} {:.0} img/s",
