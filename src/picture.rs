@@ -67,6 +67,8 @@ pub struct Fitted {
     pub rgb: Vec<u8>,
     /// Width and height of the file.
     pub original: (u32, u32),
+    /// The file's pixels, for giving an edit back in its geometry ([`unfit_rgb`]).
+    pub source: image::RgbImage,
 }
 
 impl Fitted {
@@ -174,6 +176,40 @@ fn fit_channels(img: &DynamicImage, size: usize, rule: Fit, channels: usize) -> 
     out
 }
 
+/// The inverse of [`fit_rgb`]: a `size`² RGB8 result of the model given back in the
+/// geometry of `source`, the picture it was fitted from. The part of the result that shows
+/// the picture (all of it, or the inside of a `pad` border) is resized to the picture's
+/// centred square (as is when the sizes match, so a 28 px Fashion-MNIST source comes back
+/// pixel-aligned) and pasted over a copy of the picture, whose pixels outside that square the
+/// model never saw and are kept.
+pub fn unfit_rgb(
+    result: &[u8],
+    size: usize,
+    rule: Fit,
+    source: &image::RgbImage,
+) -> image::RgbImage {
+    let inner = rule.inner_side(size).max(1);
+    let at = ((size - inner) / 2) as u32;
+    let full = image::RgbImage::from_raw(size as u32, size as u32, result.to_vec())
+        .expect("a size x size RGB result");
+    let shown = image::imageops::crop_imm(&full, at, at, inner as u32, inner as u32).to_image();
+    let (w, h) = source.dimensions();
+    let side = w.min(h);
+    let square = if side as usize == inner {
+        shown
+    } else {
+        image::imageops::resize(&shown, side, side, FilterType::Triangle)
+    };
+    let mut out = source.clone();
+    image::imageops::replace(
+        &mut out,
+        &square,
+        ((w - side) / 2).into(),
+        ((h - side) / 2).into(),
+    );
+    out
+}
+
 /// Reads a picture and fits it to `size`² RGB by `rule` (alpha is dropped; grey becomes RGB).
 pub fn read_picture(path: &Path, size: usize, rule: Fit) -> Result<Fitted> {
     let img = open(path, "image")?;
@@ -181,6 +217,7 @@ pub fn read_picture(path: &Path, size: usize, rule: Fit) -> Result<Fitted> {
     Ok(Fitted {
         rgb: fit_rgb(&img, size, rule),
         original,
+        source: img.to_rgb8(),
     })
 }
 
@@ -266,6 +303,26 @@ mod tests {
         let path = dir.join(name);
         img.save(&path).unwrap();
         path
+    }
+
+    #[test]
+    fn an_edit_comes_back_in_the_sources_geometry() {
+        let pad = Fit::Pad { border: 2 };
+        // 28 px on a 32 px canvas and back: the identity, pixel for pixel.
+        let src =
+            image::RgbImage::from_fn(28, 28, |x, y| image::Rgb([x as u8 * 9, y as u8 * 9, 7]));
+        let fitted = fit_rgb(&src.clone().into(), 32, pad);
+        assert_eq!(&fitted[..3], &[0, 0, 0], "the border is black");
+        assert_eq!(unfit_rgb(&fitted, 32, pad, &src), src);
+        // A wide source: the model's square lands on its centred square, the sides are kept.
+        let wide = image::RgbImage::from_pixel(40, 20, image::Rgb([50, 60, 70]));
+        let white = vec![255u8; 32 * 32 * 3];
+        let back = unfit_rgb(&white, 32, Fit::Crop, &wide);
+        assert_eq!(back.dimensions(), (40, 20));
+        assert_eq!(back.get_pixel(9, 10).0, [50, 60, 70]);
+        assert_eq!(back.get_pixel(10, 10).0, [255, 255, 255]);
+        assert_eq!(back.get_pixel(29, 19).0, [255, 255, 255]);
+        assert_eq!(back.get_pixel(30, 0).0, [50, 60, 70]);
     }
 
     #[test]

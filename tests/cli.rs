@@ -267,43 +267,103 @@ fn inpaint_writes_the_edit_and_its_sheet_and_refuses_bad_masks() {
         sheet.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The shipped model records Fashion-MNIST's fit: the square goes to 28 px on 32.
     assert!(
-        stderr(&o).contains("48x32, cropped to its centred 32x32 square"),
+        stderr(&o).contains(
+            "48x32, cropped to its centred 32x32 square and resized to 28x28 on a 32x32 black canvas (2 px border)"
+        ),
         "{}",
         stderr(&o)
     );
     let size = |p: &Path| image::image_dimensions(p).unwrap();
     assert_eq!(
         size(&out),
-        (32, 32),
-        "the edit is at the model's resolution"
+        (48, 32),
+        "the edit comes back in the source's size"
     );
+    let (edited, source) = (
+        image::open(&out).unwrap().to_rgb8(),
+        image::open(&image).unwrap().to_rgb8(),
+    );
+    for (x, y, px) in edited.enumerate_pixels() {
+        if !(8..40).contains(&x) {
+            assert_eq!(
+                px,
+                source.get_pixel(x, y),
+                "({x}, {y}) is outside what the model saw"
+            );
+        }
+    }
     assert_eq!(size(&sheet).1, 132, "four 128 px panels with 2 px gutters");
     assert_eq!(size(&sheet).0, 4 * 130 + 2);
-
-    // --keep-original: the source's own pixels beyond a 2 px seam around the mask (model
-    // pixels x >= 16, y < 16), the same result inside it.
-    let kept = dir.join("kept.png");
-    let o = edit(&["--keep-original", "--out", kept.to_str().unwrap()]);
+    let at_model = dir.join("model-size.png");
+    let o = edit(&["--model-size", "--out", at_model.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("a 2 px seam"), "{}", stderr(&o));
-    let (kept, edited) = (
-        image::open(&kept).unwrap().to_rgb8(),
-        image::open(&out).unwrap().to_rgb8(),
+    assert_eq!(
+        size(&at_model),
+        (32, 32),
+        "--model-size: as the model made it"
     );
-    let source = image::open(&image).unwrap().to_luma8();
+
+    // A 28x28 source, Fashion-MNIST's own size: it comes back 28x28 and aligned, and with
+    // --keep-original every pixel 3 px or more from the mask is the source's, byte for byte;
+    // inside the mask it is the edit's.
+    let small_src = dir.join("fashion.png");
+    grey_png(&small_src, 28, 28, |x, y| ((x * 9 + y * 5) % 256) as u8);
+    let small_mask = dir.join("fashion-mask.png");
+    grey_png(
+        &small_mask,
+        28,
+        28,
+        |x, y| if x >= 14 && y < 14 { 255 } else { 0 },
+    );
+    let (plain, kept) = (dir.join("plain28.png"), dir.join("kept28.png"));
+    for (extra, target) in [(None, &plain), (Some("--keep-original"), &kept)] {
+        let mut args = vec![
+            "inpaint",
+            "--image",
+            small_src.to_str().unwrap(),
+            "--mask",
+            small_mask.to_str().unwrap(),
+            "--class",
+            "1",
+            "--seed",
+            "2",
+            "--out",
+            target.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let o = var(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(size(target), (28, 28));
+        assert_eq!(extra.is_some(), stderr(&o).contains("a 2 px seam"));
+    }
+    let (kept, plain) = (
+        image::open(&kept).unwrap().to_rgb8(),
+        image::open(&plain).unwrap().to_rgb8(),
+    );
+    let source = image::open(&small_src).unwrap().to_rgb8();
     let (mut beyond, mut inside) = (0, 0);
     for (x, y, px) in kept.enumerate_pixels() {
-        if x < 13 || y > 18 {
-            let s = source.get_pixel(x + 8, y).0[0];
-            assert_eq!(px.0, [s, s, s], "({x}, {y}) is the source's pixel");
+        if x < 11 || y > 16 {
+            assert_eq!(
+                px,
+                source.get_pixel(x, y),
+                "({x}, {y}) is the source's pixel"
+            );
             beyond += 1;
-        } else if x >= 16 && y < 16 {
-            assert_eq!(px, edited.get_pixel(x, y), "({x}, {y}) is the edit's pixel");
+        } else if x >= 14 && y < 14 {
+            assert_eq!(px, plain.get_pixel(x, y), "({x}, {y}) is the edit's pixel");
             inside += 1;
         }
     }
-    assert_eq!((beyond, inside), (13 * 32 + 19 * 13, 16 * 16));
+    assert_eq!((beyond, inside), (11 * 28 + 11 * 17, 14 * 14));
+    // Without it the whole image is the decoder's: not the source byte for byte.
+    assert!(
+        plain
+            .enumerate_pixels()
+            .any(|(x, y, p)| p != source.get_pixel(x, y))
+    );
 
     let empty = dir.join("empty.png");
     grey_png(&empty, 48, 32, |_, _| 0);

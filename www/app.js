@@ -700,7 +700,7 @@ worker.onmessage = ({ data }) => {
       fillClasses(state.config.class_names);
       ui.editClass.replaceChildren(new Option('none (unconditional)', ''),
         ...state.config.class_names.map((name, i) => new Option(`${i}: ${name}`, String(i))));
-      editor.reset(state.config.image_size);
+      editor.reset(state.config.image_size, state.config.fit);
       state.haveImage = false;
       state.result = null;
       setEditing(false);

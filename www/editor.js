@@ -39,10 +39,12 @@ export class Editor {
     this.ctx.putImageData(img, 0, 0);
   }
 
-  // A new model resolution: the old source and mask do not fit it.
-  reset(size) {
+  // A new model resolution: the old source and mask do not fit it. `fit` is the model's
+  // config.json `fit` (how its training images were fitted; absent: the centred square).
+  reset(size, fit) {
     this.mask.width = size;
     this.mask.height = size;
+    this.border = fit && fit.rule === 'pad' ? Math.min(fit.border, Math.floor((size - 1) / 2)) : 0;
     this.source = null;
   }
 
@@ -59,9 +61,10 @@ export class Editor {
     return true;
   }
 
-  // Decodes an uploaded file and fits it to the model: the centred square, resized with the
-  // browser's high-quality filter. Resolves to a sentence on what was done; rejects with one
-  // on what is wrong.
+  // Decodes an uploaded file and fits it to the model as its training images were: the
+  // centred square, resized with the browser's high-quality filter to the model's side (or,
+  // for a `pad` fit, to the side less the border, on black). Resolves to a sentence on what
+  // was done; rejects with one on what is wrong.
   async loadFile(file) {
     const size = this.mask.width;
     const mb = (b) => `${(b / 2 ** 20).toFixed(1)} MB`;
@@ -80,14 +83,19 @@ export class Editor {
       throw new Error(`${file.name} is ${w}x${h}; the page reads images up to ${MAX_UPLOAD_SIDE} px a side`);
     }
     const s = Math.min(w, h);
+    const border = this.border || 0;
+    const inner = size - 2 * border;
     const canvas = new OffscreenCanvas(size, size);
     const ctx = canvas.getContext('2d');
+    ctx.fillStyle = '#000';
+    ctx.fillRect(0, 0, size, size);
     ctx.imageSmoothingQuality = 'high';
-    ctx.drawImage(bitmap, (w - s) / 2, (h - s) / 2, s, s, 0, 0, size, size);
+    ctx.drawImage(bitmap, (w - s) / 2, (h - s) / 2, s, s, border, border, inner, inner);
     bitmap.close();
     this.source = ctx.getImageData(0, 0, size, size);
     const crop = w === h ? '' : `cropped to its centred ${s}x${s} square and `;
-    return `${file.name}: ${w}x${h}, ${crop}resized to ${size}x${size}`;
+    const placed = border ? ` on a ${size}x${size} black canvas (${border} px border)` : '';
+    return `${file.name}: ${w}x${h}, ${crop}resized to ${inner}x${inner}${placed}`;
   }
 
   drawSource(canvas) {

@@ -348,10 +348,12 @@ test('uploads: another aspect ratio is centre-cropped, a non-image is refused', 
   const png = Buffer.from(dataUrl.split(',')[1], 'base64');
   await page.setInputFiles('#upload', { name: 'wide.png', mimeType: 'image/png', buffer: png });
   await page.waitForFunction(() => document.getElementById('status').textContent.includes('wide.png'), null, { timeout: LONG });
-  assert.match(await page.textContent('#edit-note'), /96x64, cropped to its centred 64x64 square and resized to 32x32/);
+  // The shipped model's config records Fashion-MNIST's fit: 28 px garments on 32 px.
+  assert.match(await page.textContent('#edit-note'), /96x64, cropped to its centred 64x64 square and resized to 28x28 on a 32x32 black canvas \(2 px border\)/);
   const px = await canvasPixels(page, 'output');
   assert.equal(px.length, 32 * 32 * 4);
-  assert.ok(px.every((v, i) => i % 4 === 3 || v > 240), 'only the white centre square remains');
+  const inBorder = (i) => { const p = i >> 2, x = p % 32, y = p >> 5; return x < 2 || y < 2 || x >= 30 || y >= 30; };
+  assert.ok(px.every((v, i) => i % 4 === 3 || (inBorder(i) ? v < 16 : v > 240)), 'the white centre square on the black border');
   assert.equal(await page.locator('#edit-controls').isVisible(), true, 'an upload opens edit mode');
 
   // Paint, then upload a text file: an error state, and the painted mask is still there.

@@ -496,6 +496,49 @@ mod tests {
         assert!(missing.to_string().contains("nope"), "{missing}");
     }
 
+    /// The smallest baseline JPEG with four components (CMYK, as print workflows write them):
+    /// one 8x8 block per component, every coefficient zero, so every sample is 128.
+    fn cmyk_jpeg() -> Vec<u8> {
+        let mut j = vec![0xFF, 0xD8];
+        let segment = |j: &mut Vec<u8>, marker: u8, body: &[u8]| {
+            j.extend_from_slice(&[0xFF, marker]);
+            j.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+            j.extend_from_slice(body);
+        };
+        let mut dqt = vec![0u8];
+        dqt.extend([1u8; 64]);
+        segment(&mut j, 0xDB, &dqt);
+        let mut sof = vec![8, 0, 8, 0, 8, 4];
+        for id in 1..=4 {
+            sof.extend_from_slice(&[id, 0x11, 0]);
+        }
+        segment(&mut j, 0xC0, &sof);
+        // One Huffman code each, of length 1: DC "difference 0", AC "end of block".
+        for class in [0x00u8, 0x10] {
+            let mut dht = vec![class, 1];
+            dht.extend([0u8; 15]);
+            dht.push(0);
+            segment(&mut j, 0xC4, &dht);
+        }
+        segment(&mut j, 0xDA, &[4, 1, 0, 2, 0, 3, 0, 4, 0, 0, 63, 0]);
+        j.push(0x00); // four blocks of two 0 bits
+        j.extend_from_slice(&[0xFF, 0xD9]);
+        j
+    }
+
+    #[test]
+    fn a_cmyk_jpeg_is_read_as_rgb() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("print")).unwrap();
+        std::fs::write(dir.path().join("print/cmyk.jpg"), cmyk_jpeg()).unwrap();
+        let data = load(dir.path(), &opts(8)).unwrap();
+        assert!(data.skipped.is_empty(), "{:?}", data.skipped);
+        let px = data.train.rgb(0);
+        assert_eq!(px.len(), 8 * 8 * 3);
+        // A flat block decodes to one colour, the same in every pixel.
+        assert!(px.chunks_exact(3).all(|p| p == &px[..3]), "{:?}", &px[..6]);
+    }
+
     #[test]
     fn fashion_mnist_as_a_folder_is_fashion_mnist() {
         let data = FashionMnist::load(Path::new(DEFAULT_DIR), Split::Test)

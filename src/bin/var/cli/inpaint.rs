@@ -10,7 +10,7 @@ use var_web::edit::{describe_mask, feather_px, inpaint, keep_grid, keep_original
 use var_web::error::Result;
 use var_web::files::write_atomically;
 use var_web::model::Model;
-use var_web::picture::{overlay_mask, read_mask, read_picture, side_by_side, write_png};
+use var_web::picture::{overlay_mask, read_mask, read_picture, side_by_side, unfit_rgb, write_png};
 use var_web::readback::read_f32;
 
 use super::progress::scale_bar;
@@ -36,9 +36,14 @@ pub struct Args {
     class: Option<usize>,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// The edited image (PNG, at the model's resolution).
+    /// The edited image (PNG), in the source's size and alignment: the model's result mapped
+    /// back through the fit (see --model-size).
     #[arg(long)]
     out: PathBuf,
+    /// Write --out at the model's resolution, as the model made it, instead of in the
+    /// source's geometry.
+    #[arg(long)]
+    model_size: bool,
     /// Keep the source's pixels outside the mask, blended into the result over a seam a
     /// sixteenth of the image wide (off by default: the reference returns the decoder's
     /// whole image, whose kept region is the source as the VQ-VAE reconstructs it).
@@ -91,7 +96,13 @@ impl Args {
             result = keep_original(&picture.rgb, &result, &generate_px, size, 3, feather)?;
             eprintln!("kept the source's pixels outside the mask (a {feather} px seam)");
         }
-        write_png(&self.out, &result, size, size)?;
+        if self.model_size {
+            write_png(&self.out, &result, size, size)?;
+        } else {
+            let back = unfit_rgb(&result, size, rule, &picture.source);
+            let (w, h) = back.dimensions();
+            write_png(&self.out, back.as_raw(), w as usize, h as usize)?;
+        }
         println!("{}", self.out.display());
         if let Some(sheet) = &self.sheet {
             let recon = pollster::block_on(read_f32(done.source.reconstruction(&model)))?;
