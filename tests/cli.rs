@@ -7,12 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn var(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_var"))
-        .args(args)
-        .output()
-        .expect("the var binary runs")
-}
+use common::{var, var_refused as assert_refused};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -80,14 +75,6 @@ fn smooth_sampling_runs_and_is_deterministic() {
     let args = ["--class", "0", "--seed", "5", "--smooth"];
     let [a, b] = generate_twice("smooth", &args, &["class0_seed5.png"]);
     assert_eq!(a, b);
-}
-
-fn assert_refused(args: &[&str], needle: &str) {
-    let o = var(args);
-    assert!(!o.status.success(), "{args:?} should fail");
-    let err = stderr(&o);
-    assert!(err.contains(needle), "{args:?}: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
 }
 
 #[test]

@@ -6,6 +6,8 @@
 //! attention, cross-entropy over teacher-forced token maps).
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use burn::module::Module;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -136,17 +138,10 @@ fn tensors(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn a_run_started_on_the_cpu_resumes_on_wgpu_and_back() {
     let root = tempfile::tempdir().unwrap();
-    let var = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_var"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
     // A small folder, so the four runs spend their time training, not loading.
     let data = root.path().join("images");
     let data = data.to_str().unwrap();
-    var(&["export-fashion-mnist", "--out", data, "--per-class", "2"]);
+    common::var_ok(&["export-fashion-mnist", "--out", data, "--per-class", "2"]);
     let train = |name: &str, device: &str, steps: &str, resume: bool| {
         let out = root.path().join(name);
         let out = out.to_str().unwrap();
@@ -161,7 +156,7 @@ fn a_run_started_on_the_cpu_resumes_on_wgpu_and_back() {
         } else {
             args.extend(["--image-size", "16", "--patch-nums", "1,2,4"]);
         }
-        var(&args);
+        common::var_ok(&args);
     };
     train("cpu", "cpu", "3", false);
     train("mixed", "cpu", "1", false);
@@ -182,16 +177,9 @@ fn a_run_started_on_the_cpu_resumes_on_wgpu_and_back() {
 #[test]
 fn a_batch_split_over_the_cpu_and_wgpu_trains_as_on_one_device() {
     let root = tempfile::tempdir().unwrap();
-    let var = |args: &[&str]| {
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_var"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
     let path = |name: &str| root.path().join(name).to_str().unwrap().to_string();
     let data = path("images");
-    var(&["export-fashion-mnist", "--out", &data, "--per-class", "2"]);
+    common::var_ok(&["export-fashion-mnist", "--out", &data, "--per-class", "2"]);
     // A batch of 5 split 3 + 2: unequal shares are weighted by their size.
     for (name, devices) in [("one", "cpu"), ("split", "cpu,wgpu")] {
         let (vq, tr) = (path(&format!("{name}-vq")), path(&format!("{name}-tr")));
@@ -200,7 +188,7 @@ fn a_batch_split_over_the_cpu_and_wgpu_trains_as_on_one_device() {
         ];
         args.extend(["--steps", "2", "--batch", "5", "--warmup", "1"]);
         args.extend(["--image-size", "16", "--patch-nums", "1,2,4"]);
-        var(&args);
+        common::var_ok(&args);
         // The transformer on the single-device run's VQ-VAE, so both see the same tokens.
         let frozen = format!("{}/checkpoint", path("one-vq"));
         let mut args = vec![
@@ -210,7 +198,7 @@ fn a_batch_split_over_the_cpu_and_wgpu_trains_as_on_one_device() {
             "--vqvae", &frozen, "--steps", "2", "--batch", "5", "--warmup", "1",
         ]);
         args.extend(["--depth", "1", "--width", "32", "--heads", "2"]);
-        var(&args);
+        common::var_ok(&args);
     }
     for (file, a, b) in [
         ("vqvae.safetensors", "one-vq", "split-vq"),

@@ -6,28 +6,7 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
-fn var(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_var"))
-        .args(args)
-        .output()
-        .expect("the var binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = var(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "var {args:?} failed: {err}");
-    err
-}
-
-fn refused(args: &[&str], needle: &str) {
-    let o = var(args);
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "var {args:?} succeeded");
-    assert!(err.contains(needle), "var {args:?}: {err}");
-}
+use common::{var_ok as ok, var_refused as refused};
 
 #[test]
 fn a_folder_of_images_trains_packages_and_generates() {
@@ -157,34 +136,20 @@ fn training_devices_that_cannot_start_say_why() {
         ],
         "built without burn's CUDA backend",
     );
-    refused(
-        &["train", "vqvae", "--device", "tpu", "--out", out],
-        "invalid value 'tpu'",
-    );
-    refused(
-        &[
-            "train",
-            "vqvae",
-            "--out",
-            out,
-            "--image-size",
-            "30",
-            "--steps",
-            "1",
-        ],
-        "not a multiple of 4",
-    );
-    refused(
-        &[
-            "train",
-            "vqvae",
-            "--out",
-            out,
-            "--image-size",
-            "48",
-            "--patch-nums",
-            "1,2,5",
-        ],
-        "power of two",
-    );
+    let bad: [(&[&str], &str); 3] = [
+        (&["--device", "tpu"], "invalid value 'tpu'"),
+        (
+            &["--image-size", "30", "--steps", "1"],
+            "not a multiple of 4",
+        ),
+        (
+            &["--image-size", "48", "--patch-nums", "1,2,5"],
+            "power of two",
+        ),
+    ];
+    for (extra, needle) in bad {
+        let mut args = vec!["train", "vqvae", "--out", out];
+        args.extend_from_slice(extra);
+        refused(&args, needle);
+    }
 }

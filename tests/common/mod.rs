@@ -88,3 +88,28 @@ pub fn fixture_model(name: &str) -> Model {
     )
     .unwrap()
 }
+
+/// Runs the `var` binary with `args`.
+pub fn var(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_var"))
+        .args(args)
+        .output()
+        .expect("the var binary runs")
+}
+
+/// Runs `var` and returns its stderr, failing the test unless it succeeded.
+pub fn var_ok(args: &[&str]) -> String {
+    let o = var(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "var {args:?} failed: {err}");
+    err
+}
+
+/// Runs `var` and checks that it failed with a sentence containing `needle`, without a panic.
+pub fn var_refused(args: &[&str], needle: &str) {
+    let o = var(args);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "var {args:?} succeeded");
+    assert!(err.contains(needle), "var {args:?}: {err}");
+    assert!(!err.contains("panicked"), "var {args:?} panicked: {err}");
+}
