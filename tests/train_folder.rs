@@ -65,6 +65,7 @@ fn a_folder_of_images_trains_packages_and_generates() {
         serde_json::json!(["Sneaker", "T-shirt-top", "Trouser"])
     );
     assert_eq!(config["fit"]["rule"], "crop");
+    assert_eq!(config["name"], "data", "a folder's model is named after it");
     let data_txt = std::fs::read_to_string(root.join("vqvae-run/data.txt")).unwrap();
     assert!(data_txt.contains("broken.png: not an image"), "{data_txt}");
     let split = std::fs::read_to_string(root.join("vqvae-run/split.csv")).unwrap();

@@ -321,6 +321,16 @@ impl Fit {
     }
 }
 
+impl std::fmt::Display for Fit {
+    /// The command line's spelling: `crop` or `pad:N`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fit::Crop => write!(f, "crop"),
+            Fit::Pad { border } => write!(f, "pad:{border}"),
+        }
+    }
+}
+
 impl std::str::FromStr for Fit {
     type Err = VarError;
     /// `crop`, or `pad:N` for a border of N pixels.
@@ -646,6 +656,9 @@ mod tests {
         assert_eq!("pad:2".parse::<Fit>().unwrap(), Fit::Pad { border: 2 });
         assert!("pad".parse::<Fit>().is_err() && "zoom".parse::<Fit>().is_err());
         assert_eq!(Fit::Pad { border: 2 }.inner_side(32), 28);
+        for fit in [Fit::Crop, Fit::Pad { border: 3 }] {
+            assert_eq!(fit.to_string().parse::<Fit>().unwrap(), fit);
+        }
         let preset = ModelConfig::fashion_mnist();
         let json = preset.to_json();
         assert!(json.contains(r#""rule": "pad""#), "{json}");

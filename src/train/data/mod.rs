@@ -310,7 +310,7 @@ impl TrainingData {
     pub fn summary(&self) -> String {
         let r = &self.record;
         let mut text = format!(
-            "{} classes ({}); {} training and {} test images, fitted to {} px by {:?}\n",
+            "{} classes ({}); {} training and {} test images, fitted to {} px by --fit {}\n",
             r.classes.len(),
             r.classes.join(", "),
             r.train_images,

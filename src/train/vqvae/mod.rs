@@ -388,6 +388,13 @@ fn load_data(
         data.record.check_resumes(&saved)?;
     }
     config.fit = Some(fit);
+    // A new model of a folder is named after it, not after the preset it started from.
+    if data.record.source == "folder"
+        && config.name == ModelConfig::fashion_mnist().name
+        && let Some(folder) = opts.data.file_name()
+    {
+        config.name = folder.to_string_lossy().into_owned();
+    }
     config.class_names = data.record.classes.clone();
     config.var.num_classes = config.class_names.len();
     config.validate()?;
