@@ -235,3 +235,62 @@ fn native_inpainting_matches_the_browser_fixture() {
         .unwrap();
     assert!(worst <= 1, "pixels differ by up to {worst} levels");
 }
+
+/// In-painting real 28x28 test images in their own geometry, without keep-original: beyond
+/// 3 px from the mask the result is the source as the VQ-VAE reconstructs it, so it may differ
+/// from the source by about what the reconstruction does, and no more.
+#[test]
+fn in_painting_a_fashion_image_keeps_what_the_vqvae_reconstructs() {
+    use var_web::picture::{fit_rgb, unfit_rgb};
+    use var_web::train::data::{DEFAULT_DIR, FashionMnist, Split};
+    let model = shipped();
+    let rule = model.config.fit_rule();
+    let size = model.config.image_size;
+    let data = FashionMnist::load(std::path::Path::new(DEFAULT_DIR), Split::Test)
+        .expect("Fashion-MNIST is not installed: run ./scripts/setup.sh")
+        .first(10);
+    // The mask: source pixels 9..19 both ways; the model's pixels 11..21.
+    let inside = |x: usize, y: usize| (9..19).contains(&x) && (9..19).contains(&y);
+    let far = |x: usize, y: usize| x + 3 <= 9 || x >= 19 + 2 || y + 3 <= 9 || y >= 19 + 2;
+    let border = (size - 28) / 2;
+    let generate_px: Vec<bool> = (0..size * size)
+        .map(|p| {
+            let (x, y) = (p % size, p / size);
+            x >= border && y >= border && inside(x - border, y - border)
+        })
+        .collect();
+    let (mut edit_err, mut recon_err, mut n) = (0f64, 0f64, 0usize);
+    for i in 0..data.len() {
+        let src = data.image(i);
+        let rgb = fit_rgb(&src, size, rule);
+        let params = model.config.sampling.with_seed(i as u64);
+        let done = pollster::block_on(inpaint(&model, &rgb, &generate_px, 10, &params, |_| {
+            ControlFlow::Continue(())
+        }))
+        .unwrap();
+        let back = |t| {
+            let px = Model::to_rgb8(&pollster::block_on(read_f32(t)).unwrap(), 1, size).remove(0);
+            unfit_rgb(&px, size, rule, &src.to_rgb8())
+        };
+        let (edited, recon) = (back(done.image), back(done.source.reconstruction(&model)));
+        assert_eq!(edited.dimensions(), (28, 28), "the source's size");
+        let source = src.to_rgb8();
+        for (x, y, s) in source.enumerate_pixels() {
+            if far(x as usize, y as usize) {
+                let d = |p: &image::Rgb<u8>| (p.0[0] as f64 - s.0[0] as f64).abs() / 255.0;
+                edit_err += d(edited.get_pixel(x, y));
+                recon_err += d(recon.get_pixel(x, y));
+                n += 1;
+            }
+        }
+    }
+    let (edit_err, recon_err) = (edit_err / n as f64, recon_err / n as f64);
+    eprintln!(
+        "beyond 3 px of the mask, mean |result - source| {:.4} against the reconstruction's {:.4} ({n} pixels)",
+        edit_err, recon_err
+    );
+    assert!(
+        edit_err <= 1.5 * recon_err,
+        "the kept region drifts beyond the VQ-VAE's own error: {edit_err} against {recon_err}"
+    );
+}
