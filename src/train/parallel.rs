@@ -30,32 +30,31 @@ pub fn shares(n: usize, devices: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// One step's gradients of `module` over `devices` for the batch `batch`. `loss` gets the
-/// module on a device, that device's share of the batch and the device, and returns the
+/// One step's gradients of `module` over `devices` for a batch of `n` examples. `loss` gets
+/// the module on a device, that device's share (a range of positions in the batch) and the
+/// device, and returns the
 /// share's mean loss and values to log (or the error that stops the step); the logged values
 /// come back weighted like the loss (the whole batch's means).
 pub fn gradients<M, F>(
     module: &M,
     devices: &[Device],
-    batch: &[usize],
+    n: usize,
     loss: F,
 ) -> Result<(MultiGradientsParams, Vec<f32>)>
 where
     M: Module + Send + Sync,
-    F: Fn(&M, &[usize], &Device) -> Result<(Tensor<1>, Vec<f32>)> + Sync,
+    F: Fn(&M, Range<usize>, &Device) -> Result<(Tensor<1>, Vec<f32>)> + Sync,
 {
-    let n = batch.len() as f32;
     let parts: Vec<Result<(GradientsParams, Device, Vec<f32>)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = shares(batch.len(), devices.len())
+        let handles: Vec<_> = shares(n, devices.len())
             .into_iter()
             .zip(devices)
             .map(|(range, device)| {
                 let loss = &loss;
                 s.spawn(move || {
                     let forked = module.clone().fork(device);
-                    let share = &batch[range];
-                    let weight = share.len() as f32 / n;
-                    let (value, logged) = loss(&forked, share, device)?;
+                    let weight = range.len() as f32 / n as f32;
+                    let (value, logged) = loss(&forked, range, device)?;
                     let grads = GradientsParams::from_grads((value * weight).backward(), &forked);
                     let logged = logged.into_iter().map(|v| v * weight).collect();
                     Ok((grads, device.clone(), logged))

@@ -348,12 +348,9 @@ pub fn train_var_on(
             let grads = GradientsParams::from_grads(loss.backward(), &var);
             var = optim.step(lr, var, grads);
         } else {
-            // Each share takes its own examples' labels (dropped ones included).
-            let label_of: std::collections::HashMap<usize, usize> =
-                idx.iter().copied().zip(labels).collect();
             let (grads, logged) =
-                super::parallel::gradients(&var, devices, &idx, |var, share, device| {
-                    let labels = share.iter().map(|i| label_of[i]).collect();
+                super::parallel::gradients(&var, devices, idx.len(), |var, share, device| {
+                    let (share, labels) = (&idx[share.clone()], labels[share].to_vec());
                     let (loss, acc) = batch_loss(var, &frozen.vae, &train, share, labels, device)?;
                     let logged = vec![loss.clone().into_scalar::<f32>(), acc.into_scalar::<f32>()];
                     Ok((loss, logged))

@@ -303,8 +303,8 @@ pub fn train_vqvae_on(
             vae = optim.step(lr, vae, grads);
         } else {
             let (grads, logged) =
-                super::parallel::gradients(&vae, devices, &idx, |vae, share, device| {
-                    let loss = loss_of(vae, train.batch(share, device));
+                super::parallel::gradients(&vae, devices, idx.len(), |vae, share, device| {
+                    let loss = loss_of(vae, train.batch(&idx[share], device));
                     let logged = vec![
                         loss.total.clone().into_scalar::<f32>(),
                         loss.reconstruction.into_scalar::<f32>(),
