@@ -36,9 +36,17 @@ impl RunDir {
         self.out.join(CHECKPOINT)
     }
 
+    /// The checkpoint directory, first put back in place if a crash left it moved aside
+    /// (`files::recover_dir`; a failure there shows as the read's own error).
+    fn recovered(&self) -> PathBuf {
+        let dir = self.checkpoint();
+        let _ = crate::files::recover_dir(&dir);
+        dir
+    }
+
     /// Refuses to start a fresh run over an existing one.
     pub fn refuse_existing(&self) -> Result<()> {
-        if self.checkpoint().exists() {
+        if self.recovered().exists() {
             return Err(VarError::InvalidArgument(format!(
                 "{} already holds a run: pass --resume to continue it or choose another --out",
                 self.out.display()
@@ -49,12 +57,12 @@ impl RunDir {
 
     /// One file of the last checkpoint.
     pub fn read(&self, name: &str) -> Result<Vec<u8>> {
-        let p = self.checkpoint().join(name);
+        let p = self.recovered().join(name);
         std::fs::read(&p).map_err(|e| VarError::io(&p, e))
     }
 
     pub fn read_config(&self) -> Result<ModelConfig> {
-        read_config(&self.checkpoint())
+        read_config(&self.recovered())
     }
 
     pub fn read_state<T: DeserializeOwned>(&self) -> Result<T> {
@@ -81,18 +89,23 @@ impl RunDir {
 
     /// The CSV log, appended to. A run starting at step 0 writes `header`; a resumed run first
     /// drops the rows logged after its checkpoint (an interrupted run logs steps that resuming
-    /// repeats), so every step appears once.
+    /// repeats), so every step appears once, and a row a crash cut short (no line end, or
+    /// fewer fields than the header).
     pub fn log(&self, header: &str, step: usize) -> Result<Log> {
         std::fs::create_dir_all(&self.out).map_err(|e| VarError::io(&self.out, e))?;
         let path = self.out.join(LOG_FILE);
         let mut kept = format!("{header}\n");
+        let fields = header.split(',').count();
         if step > 0
             && let Ok(text) = std::fs::read_to_string(&path)
         {
-            for line in text.lines().skip(1) {
-                let logged = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
-                if logged.is_some_and(|s| s <= step) {
-                    kept.push_str(line);
+            for line in text.split_inclusive('\n').skip(1) {
+                let Some(row) = line.strip_suffix('\n') else {
+                    continue; // the last row, cut short
+                };
+                let logged = row.split(',').next().and_then(|s| s.parse::<usize>().ok());
+                if logged.is_some_and(|s| s <= step) && row.split(',').count() == fields {
+                    kept.push_str(row);
                     kept.push('\n');
                 }
             }
@@ -187,5 +200,19 @@ mod tests {
         assert_ne!(batch_indices(10, 2, 0, 7), batch_indices(10, 2, 5, 7));
         // A batch larger than the data wraps around instead of panicking.
         assert_eq!(batch_indices(3, 5, 0, 1).len(), 5);
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn a_resumed_log_keeps_whole_rows_up_to_its_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::new(dir.path());
+        // Step 3's row was cut short by a crash (no line end); step 2's has a field missing.
+        std::fs::write(dir.path().join(LOG_FILE), "step,loss\n1,0.5\n2\n3,0.2").unwrap();
+        let mut log = run.log("step,loss", 3).unwrap();
+        log.row("4,0.1").unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(dir.path().join(LOG_FILE)).unwrap();
+        assert_eq!(text, "step,loss\n1,0.5\n4,0.1\n");
     }
 }
