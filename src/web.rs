@@ -538,6 +538,16 @@ pub fn fingerprint(manifest_json: &str) -> String {
     crate::weights::shards::sha256_hex(manifest_json.as_bytes())
 }
 
+/// A sharded model's manifest, checked (`Manifest::from_json`: format, plain file names,
+/// checksums, tensors inside their shards) and written back out: the worker reads the shard
+/// list from this, so JavaScript never parses a manifest Rust has not validated.
+#[wasm_bindgen(js_name = checkManifest)]
+pub fn check_manifest(manifest_json: &str) -> Result<String, JsValue> {
+    Ok(Manifest::from_json(manifest_json)
+        .map_err(js_error)?
+        .to_json())
+}
+
 /// What `edit` hands over before the loop starts.
 struct EditRequest {
     source: Vec<u8>,

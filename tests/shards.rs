@@ -184,6 +184,37 @@ fn damaged_shards_and_manifests_are_refused_by_name() {
         },
         "is not a plain file name",
     );
+    // A config.json of another version of the model (edited, or cached from before): the
+    // manifest pins the config by its checksum.
+    refused(
+        &dir,
+        |d, _| {
+            let text = std::fs::read_to_string(d.join(CONFIG_FILE)).unwrap();
+            std::fs::write(d.join(CONFIG_FILE), text.replacen("\n", "\n ", 1)).unwrap();
+        },
+        "config.json: its SHA-256 differs from the manifest's",
+    );
+    // A shard longer than the manifest says is not read at all.
+    refused(
+        &dir,
+        |d, _| {
+            let mut bytes = std::fs::read(at(d)).unwrap();
+            bytes.extend_from_slice(&[0; 64]);
+            std::fs::write(at(d), bytes).unwrap();
+        },
+        "more than the",
+    );
+    // A shard that is a link out of the model directory.
+    #[cfg(unix)]
+    refused(
+        &dir,
+        |d, _| {
+            let outside = d.parent().unwrap().join("elsewhere.safetensors");
+            std::fs::rename(at(d), &outside).unwrap();
+            std::os::unix::fs::symlink(&outside, at(d)).unwrap();
+        },
+        "outside the model directory",
+    );
     // A manifest whose tensor table disagrees with the shard (a tensor moved elsewhere).
     refused(
         &dir,

@@ -36,14 +36,28 @@ pub fn infer_config(
                 shape: vec![],
             })
     };
+    // Everything below sizes or divides by what the shapes say: the scales and the base
+    // width are checked first, so a hostile shape list gets a sentence, never an overflow.
+    crate::config::validate_patch_nums(patch_nums)?;
     let conv_in = need(vae, "encoder.conv_in.weight", 4)?;
     let (ch, in_channels) = (conv_in[0], conv_in[1]);
+    if ch == 0 {
+        return Err(VarError::Config(
+            "encoder.conv_in.weight has no output channels".into(),
+        ));
+    }
     let z_channels = need(vae, "quant_conv.weight", 4)?[0];
     let vocab_size = need(vae, "quantize.embedding.weight", 2)?[0];
     let count = |f: &dyn Fn(&str) -> Option<Vec<usize>>, pattern: &dyn Fn(usize) -> String| {
         (0..).take_while(|&i| f(&pattern(i)).is_some()).count()
     };
     let levels = count(vae, &|i| format!("encoder.down.{i}.block.0.conv1.weight"));
+    if levels > crate::config::limits::MAX_LEVELS {
+        return Err(VarError::Config(format!(
+            "the VQ-VAE has {levels} encoder levels, more than this reader accepts ({})",
+            crate::config::limits::MAX_LEVELS
+        )));
+    }
     if levels == 0 {
         return Err(VarError::MissingTensor {
             key: "encoder.down.0.block.0.conv1.weight".into(),
@@ -86,7 +100,8 @@ pub fn infer_config(
     };
     let config = ModelConfig {
         name: name.to_string(),
-        image_size: patch_nums.last().copied().unwrap_or(0) * (1 << (levels - 1)),
+        // At most 256 (MAX_PATCH) times 128 (MAX_LEVELS): no overflow.
+        image_size: patch_nums.last().copied().unwrap_or(0) << (levels - 1),
         patch_nums: patch_nums.to_vec(),
         var: VarConfig {
             depth,

@@ -224,11 +224,13 @@ impl Conversion {
             )));
         }
         let config_json = self.config.to_json();
-        let manifest_json = self.manifest.to_json();
+        let mut manifest = self.manifest;
+        manifest.seal(&config_json);
+        let manifest_json = manifest.to_json();
         Ok(Converted {
             config: self.config,
             config_json,
-            manifest: self.manifest,
+            manifest,
             manifest_json,
         })
     }

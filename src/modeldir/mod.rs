@@ -103,29 +103,41 @@ pub struct ModelFiles<'a> {
     pub var: &'a [u8],
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| VarError::io(path, e))
+/// The most a `config.json` or `manifest.json` may hold (VAR-d36's manifest is under 1 MiB).
+const MAX_JSON_BYTES: u64 = 16 << 20;
+/// The most one unsharded safetensors file may hold (VAR-d36 at f32 is 9.4 GB).
+const MAX_WEIGHTS_BYTES: u64 = 64 << 30;
+
+/// `dir/name` read as a regular file inside `dir`, of at most `max_bytes` (files::inside,
+/// files::read_regular).
+fn read_file(dir: &Path, name: &str, max_bytes: u64) -> Result<Vec<u8>> {
+    crate::files::read_regular(&crate::files::inside(dir, name)?, max_bytes)
+}
+
+fn read_text(dir: &Path, name: &str) -> Result<String> {
+    String::from_utf8(read_file(dir, name, MAX_JSON_BYTES)?).map_err(|_| VarError::Json {
+        path: dir.join(name).display().to_string(),
+        message: "not UTF-8 text".into(),
+    })
 }
 
 /// Loads a model directory written by `var convert`, `var package` or training, sharded or
-/// not (one shard in memory at a time).
+/// not (one shard in memory at a time). Every file is read as a regular file inside `dir`
+/// (links leaving it are refused), and a shard only when its length is the manifest's.
 pub fn load(dir: &Path, device: &Device, options: &LoadOptions) -> Result<Model> {
-    let config_path = dir.join(CONFIG_FILE);
-    let config =
-        std::fs::read_to_string(&config_path).map_err(|e| VarError::io(&config_path, e))?;
-    let manifest_path = dir.join(MANIFEST_FILE);
-    if manifest_path.exists() {
-        let manifest =
-            std::fs::read_to_string(&manifest_path).map_err(|e| VarError::io(&manifest_path, e))?;
+    let _ = crate::files::recover_dir(dir);
+    let config = read_text(dir, CONFIG_FILE)?;
+    if dir.join(MANIFEST_FILE).exists() {
+        let manifest = read_text(dir, MANIFEST_FILE)?;
         let mut staged =
             StagedModel::new(&config, Manifest::from_json(&manifest)?, device, options)?;
         for (i, file) in staged.manifest().shards.clone().iter().enumerate() {
-            staged.add_shard(i, &read_file(&dir.join(&file.file))?)?;
+            staged.add_shard(i, &read_file(dir, &file.file, file.bytes)?)?;
         }
         return staged.finish();
     }
-    let vqvae = read_file(&dir.join(VQVAE_FILE))?;
-    let var = read_file(&dir.join(VAR_FILE))?;
+    let vqvae = read_file(dir, VQVAE_FILE, MAX_WEIGHTS_BYTES)?;
+    let var = read_file(dir, VAR_FILE, MAX_WEIGHTS_BYTES)?;
     let files = ModelFiles {
         config_json: &config,
         vqvae: &vqvae,
@@ -191,7 +203,9 @@ pub fn write(
         store(var, config.storage, true, group),
         shard_bytes,
     )?);
-    let (config_json, manifest_json) = (config.to_json(), manifest.to_json());
+    let config_json = config.to_json();
+    manifest.seal(&config_json);
+    let manifest_json = manifest.to_json();
     let mut all: Vec<(&str, &[u8])> = vec![
         (CONFIG_FILE, config_json.as_bytes()),
         (MANIFEST_FILE, manifest_json.as_bytes()),
@@ -215,7 +229,7 @@ pub fn save(model: &Model, dir: &Path) -> Result<()> {
 
 /// Every tensor of a safetensors file of an unsharded directory, as f32 (any storage).
 pub fn read_tensors(dir: &Path, file: &str) -> Result<Vec<NamedTensor>> {
-    let bytes = read_file(&dir.join(file))?;
+    let bytes = read_file(dir, file, MAX_WEIGHTS_BYTES)?;
     let st = SafetensorsSource::new(&bytes, file)?;
     st.names()
         .into_iter()

@@ -96,6 +96,7 @@ impl StagedModel {
         options: &LoadOptions,
     ) -> Result<Self> {
         let config = ModelConfig::from_json(config_json, CONFIG_FILE)?;
+        manifest.check_config(config_json)?;
         Ok(Self {
             config,
             added: vec![false; manifest.shards.len()],

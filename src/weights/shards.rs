@@ -6,8 +6,10 @@
 //! complete safetensors file, so a shard is parsed with the same reader as a whole file, and
 //! a page can download, check, cache and hand over one shard at a time.
 //!
-//! The manifest lists every shard (file, part, size, SHA-256) and every tensor (shard,
-//! dtype, shape, byte offset and length inside the shard file). Reading it is defensive: file
+//! The manifest lists every shard (file, part, size, SHA-256), every tensor (shard, dtype,
+//! shape, byte offset and length inside the shard file) and the SHA-256 of `config.json`, so
+//! that the manifest's own hash (the model's fingerprint) pins every byte of the model and a
+//! cached `config.json` of another version is never used with these shards. Reading it is defensive: file
 //! names must be plain names, sizes and checksums must match, and every tensor the manifest
 //! names must be where it says, with nothing else in the shard.
 
@@ -80,6 +82,14 @@ pub struct Manifest {
     pub shards: Vec<ShardEntry>,
     /// Per part, tensor name → where it lives.
     pub tensors: BTreeMap<Part, BTreeMap<String, TensorEntry>>,
+    /// Lower-case hex SHA-256 of the model's `config.json`. Absent in manifests written before
+    /// 2026-12 (their config is then trusted as read, and the page never takes it from a cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_sha256: Option<String>,
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Lower-case hex SHA-256.
@@ -125,9 +135,14 @@ impl Manifest {
                     shard.file
                 )));
             }
-            if shard.sha256.len() != 64 || !shard.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            if !is_sha256_hex(&shard.sha256) {
                 return Err(bad(format!("shard {} has no valid SHA-256", shard.file)));
             }
+        }
+        if let Some(sum) = &manifest.config_sha256
+            && !is_sha256_hex(sum)
+        {
+            return Err(bad("config_sha256 is not a SHA-256 in hex".into()));
         }
         for (part, tensors) in &manifest.tensors {
             for (name, t) in tensors {
@@ -147,6 +162,22 @@ impl Manifest {
 
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a manifest serialises")
+    }
+
+    /// Records the checksum of the model's `config.json` (every writer does, last).
+    pub fn seal(&mut self, config_json: &str) {
+        self.config_sha256 = Some(sha256_hex(config_json.as_bytes()));
+    }
+
+    /// Checks `config.json` against the manifest's checksum, when it has one.
+    pub fn check_config(&self, config_json: &str) -> Result<()> {
+        match &self.config_sha256 {
+            Some(sum) if *sum != sha256_hex(config_json.as_bytes()) => Err(VarError::Shard {
+                file: "config.json".into(),
+                message: "its SHA-256 differs from the manifest's: it belongs to another version of the model".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Checks one downloaded shard against its entry: size, then checksum.
@@ -312,6 +343,7 @@ impl Manifest {
             shard_bytes_max: max_bytes as u64,
             shards: Vec::new(),
             tensors: BTreeMap::new(),
+            config_sha256: None,
         }
     }
 }

@@ -10,8 +10,16 @@
 //! strides. Tensor bytes are read lazily, one tensor at a time, so a 1 GB
 //! checkpoint opened from disk is never held in memory as a whole.
 //!
-//! Every length, index and product taken from the file is checked before use:
-//! no input can make this module panic or allocate more than the file justifies.
+//! What is guaranteed for any input (fuzzed by the `pth_container` and `pickle` targets,
+//! `docs/bad-input.md`):
+//! - no panic, and nothing imported or called outside the state-dict allow-list;
+//! - every length, index, offset, stride and product taken from the file is checked
+//!   arithmetic, in every build profile;
+//! - memory: the pickle is read whole only up to 64 MiB, and its machine holds at most 1M
+//!   stack and memo entries and 4M objects; a tensor read allocates the bytes its view spans
+//!   (checked against its storage entry's size before reading, and grown only as bytes
+//!   arrive), expanded to at most 2^28 elements for a broadcast view. Nothing else grows
+//!   with the input.
 //!
 //! The reader is four parts, each in its own file: [`zip`] opens the archive and checks
 //! every storage entry against the tensors that use it, [`pickle`] runs `data.pkl` on a
@@ -33,7 +41,6 @@ mod zip;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::fs::File;
 use std::io::{BufReader, Cursor};
 use std::path::Path;
 use std::sync::Mutex;
@@ -86,7 +93,8 @@ impl PthFile {
             path: path.display().to_string(),
             source,
         };
-        let file = File::open(path).map_err(path_err)?;
+        // A regular file only: a FIFO or device would block or never end.
+        let (file, _) = crate::files::open_regular(path).map_err(path_err)?;
         Self::from_reader(Box::new(BufReader::new(file)))
     }
 
