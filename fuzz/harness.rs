@@ -5,7 +5,12 @@
 
 use std::io::{Cursor, Write};
 
+use std::collections::HashMap;
+
 use var_web::ModelConfig;
+use var_web::config::Fit;
+use var_web::convert::infer_config;
+use var_web::picture;
 use var_web::weights::TensorSource;
 use var_web::weights::pth::PthFile;
 use var_web::weights::safetensors::SafetensorsSource;
@@ -95,14 +100,70 @@ pub fn safetensors_source(data: &[u8]) {
     let _ = source.unused();
 }
 
+/// A picture or mask upload: decoded within the budget its length justifies, then fitted to a
+/// model's side by both rules (as an image and as a mask), and a result given back in its
+/// geometry, as `var inpaint` does.
+pub fn image_mask(data: &[u8]) {
+    let Ok(img) = picture::decode_bytes(data, picture::alloc_budget(data.len() as u64)) else {
+        return;
+    };
+    for rule in [Fit::Crop, Fit::Pad { border: 2 }] {
+        let rgb = picture::fit_rgb(&img, 32, rule);
+        assert_eq!(rgb.len(), 32 * 32 * 3);
+        let back = picture::unfit_rgb(&rgb, 32, rule, &img.to_rgb8());
+        assert_eq!(back.dimensions(), (img.width(), img.height()));
+    }
+}
+
+/// Config inference from the tensor shapes of a pair of checkpoints (`var convert` and the
+/// page's converter do it before reading any weight). The input is text, so that mutations
+/// stay meaningful: a line `patch_nums 1,2,3`, then lines `vae KEY D0,D1,…` and `var KEY …`.
+pub fn config_infer(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let dims = |s: &str| -> Option<Vec<usize>> {
+        if s.is_empty() {
+            return Some(vec![]);
+        }
+        s.split(',').map(|d| d.trim().parse().ok()).collect()
+    };
+    let (mut vae, mut var, mut patch_nums) = (HashMap::new(), HashMap::new(), vec![]);
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("patch_nums"), Some(p), None) => patch_nums = dims(p).unwrap_or_default(),
+            (Some("vae"), Some(key), Some(shape)) => {
+                vae.insert(key.to_string(), dims(shape).unwrap_or_default());
+            }
+            (Some("var"), Some(key), Some(shape)) => {
+                var.insert(key.to_string(), dims(shape).unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    let config = infer_config(
+        &|k| vae.get(k).cloned(),
+        &|k| var.get(k).cloned(),
+        &patch_nums,
+        "fuzz",
+    );
+    if let Ok(config) = config {
+        let _ = ImageMemory::of(&config).largest_batch(1 << 30, false, 4 << 30, 16);
+        let _ = config.seq_len();
+    }
+}
+
 /// What a target does with one input.
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `scripts/fuzz.sh` and the corpus replay know them.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("pth_container", pth_container),
     ("pickle", pickle),
     ("config_json", config_json),
     ("manifest_json", manifest_json),
     ("safetensors_source", safetensors_source),
+    ("image_mask", image_mask),
+    ("config_infer", config_infer),
 ];

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pth_container pickle config_json manifest_json safetensors_source)
+[ ${#targets[@]} -gt 0 ] || targets=(pth_container pickle config_json config_infer manifest_json safetensors_source image_mask)
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -94,8 +94,23 @@ impl Fitted {
     }
 }
 
+/// The largest picture or mask file the command line reads (a 16,384 px square photo is far
+/// smaller).
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// What decoding a picture file of `len` bytes may allocate: what its size can justify. PNG's
+/// deflate expands at most 1032:1 and a JPEG of a real photo about 10:1, so 1032 times the
+/// file plus 64 MiB (any real photo's pixels) holds every genuine picture, while a small file
+/// that claims a huge canvas (a decompression bomb) is refused before its pixels exist.
+pub fn alloc_budget(len: u64) -> u64 {
+    (64u64 << 20)
+        .saturating_add(len.saturating_mul(1032))
+        .min(512 << 20)
+}
+
 fn open(path: &Path, what: &str) -> Result<DynamicImage> {
-    decode(path, 2 << 30).map_err(|e| match e {
+    let bytes = crate::files::read_regular(path, MAX_FILE_BYTES)?;
+    decode_bytes(&bytes, alloc_budget(bytes.len() as u64)).map_err(|e| match e {
         Unreadable::Io(e) => VarError::io(path, e),
         Unreadable::Image(e) => VarError::InvalidArgument(format!(
             "{}: the {what} is not an image this program reads (PNG or JPEG): {e}",
@@ -123,18 +138,69 @@ impl std::fmt::Display for Unreadable {
 /// allocating at most `max_alloc` bytes: the header is checked against the limits before any
 /// pixel buffer exists.
 pub fn decode(path: &Path, max_alloc: u64) -> std::result::Result<DynamicImage, Unreadable> {
-    let mut reader = ImageReader::open(path)
-        .map_err(Unreadable::Io)?
-        .with_guessed_format()
-        .map_err(Unreadable::Io)?;
+    let open = || {
+        ImageReader::open(path)
+            .map_err(Unreadable::Io)?
+            .with_guessed_format()
+            .map_err(Unreadable::Io)
+    };
+    decode_with_limits(open, max_alloc)
+}
+
+/// [`decode`] of a file's bytes (an upload, a fuzzer's input).
+pub fn decode_bytes(bytes: &[u8], max_alloc: u64) -> std::result::Result<DynamicImage, Unreadable> {
+    let open = || {
+        ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(Unreadable::Io)
+    };
+    decode_with_limits(open, max_alloc)
+}
+
+/// Reads the header first (one reader), checks the canvas it claims against the limits, and
+/// only then decodes (a second reader): the decoders' own limit checks come after they have
+/// started reading, and a header alone must not be able to claim the memory.
+fn decode_with_limits<R: std::io::BufRead + std::io::Seek>(
+    open: impl Fn() -> std::result::Result<ImageReader<R>, Unreadable>,
+    max_alloc: u64,
+) -> std::result::Result<DynamicImage, Unreadable> {
+    let too_large = |w: u32, h: u32| {
+        Unreadable::Image(format!(
+            "it is {w}x{h} px, more than this program decodes (at most {MAX_SIDE} px a side \
+             and {} MiB of pixels for a file of this length)",
+            max_alloc >> 20
+        ))
+    };
+    let (w, h) = open()?
+        .into_dimensions()
+        .map_err(|e| Unreadable::Image(e.to_string()))?;
+    if w == 0 || h == 0 {
+        return Err(Unreadable::Image(
+            "it has no pixels (0 px wide or high)".into(),
+        ));
+    }
+    // Four bytes a pixel: the widest layout the decoders produce for PNG and JPEG at 8 bits.
+    if w > MAX_SIDE || h > MAX_SIDE || u64::from(w) * u64::from(h) * 4 > max_alloc {
+        return Err(too_large(w, h));
+    }
+    let mut reader = open()?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(max_alloc);
     reader.limits(limits);
-    reader
-        .decode()
-        .map_err(|e| Unreadable::Image(e.to_string()))
+    let img = reader.decode().map_err(|e| {
+        Unreadable::Image(match e {
+            image::ImageError::Limits(_) => too_large(w, h).to_string(),
+            e => e.to_string(),
+        })
+    })?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Unreadable::Image(
+            "it has no pixels (0 px wide or high)".into(),
+        ));
+    }
+    Ok(img)
 }
 
 /// The centred square of `img`, resized to `side`² (as is when it already is).
@@ -282,9 +348,72 @@ pub fn overlay_mask(rgb: &[u8], generate: &[bool]) -> Vec<u8> {
         .collect()
 }
 
+/// Hand-built files for the readers' tests.
+#[cfg(test)]
+pub(crate) mod test_images {
+    /// A 65-byte PNG claiming `w` x `h` RGB pixels: what a decompression bomb looks like to a
+    /// reader that trusts headers.
+    pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut chunk = b"IHDR".to_vec();
+        chunk.extend_from_slice(&ihdr);
+        let crc = crc32(&chunk);
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        out.extend_from_slice(&(ihdr.len() as u32).to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc.to_be_bytes());
+        // One IDAT holding an empty zlib stream, then IEND: enough for a reader to reach the
+        // pixel data, which a header-trusting reader would now allocate.
+        for (kind, data) in [
+            (&b"IDAT"[..], &[0x78, 0x9c, 0x03, 0, 0, 0, 0, 1][..]),
+            (b"IEND", &[]),
+        ] {
+            let mut chunk = kind.to_vec();
+            chunk.extend_from_slice(data);
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(&chunk);
+            out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        }
+        out
+    }
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_small_file_that_claims_a_huge_canvas_is_refused_before_its_pixels_exist() {
+        // 12,000² RGB is 432 MB: within MAX_SIDE, far past what 65 bytes justify.
+        let bomb = test_images::png_header_only(12_000, 12_000);
+        let Err(Unreadable::Image(e)) = decode_bytes(&bomb, alloc_budget(bomb.len() as u64)) else {
+            panic!("a 12,000 px square from {} bytes decoded", bomb.len());
+        };
+        assert!(
+            e.contains("it is 12000x12000 px, more than this program decodes"),
+            "{e}"
+        );
+        assert_eq!(alloc_budget(0), 64 << 20);
+        assert_eq!(alloc_budget(1 << 40), 512 << 20);
+    }
 
     #[test]
     fn grid_places_each_image_in_its_cell() {

@@ -327,37 +327,6 @@ mod tests {
         img.save(path).unwrap();
     }
 
-    /// A PNG whose header promises `w` x `h` pixels and holds none of them.
-    fn png_header_only(w: u32, h: u32) -> Vec<u8> {
-        let mut ihdr = Vec::new();
-        ihdr.extend_from_slice(&w.to_be_bytes());
-        ihdr.extend_from_slice(&h.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let mut chunk = b"IHDR".to_vec();
-        chunk.extend_from_slice(&ihdr);
-        let crc = crc32(&chunk);
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        out.extend_from_slice(&(ihdr.len() as u32).to_be_bytes());
-        out.extend_from_slice(&chunk);
-        out.extend_from_slice(&crc.to_be_bytes());
-        out
-    }
-
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = 0xFFFF_FFFFu32;
-        for &b in bytes {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-
     /// Two classes of mixed sizes and modes, and every kind of file that must be skipped.
     fn messy_folder(root: &Path) {
         for i in 0..4u8 {
@@ -383,7 +352,11 @@ mod tests {
             bytes
         })
         .unwrap();
-        std::fs::write(b.join("huge.png"), png_header_only(20_000, 20_000)).unwrap();
+        std::fs::write(
+            b.join("huge.png"),
+            crate::picture::test_images::png_header_only(20_000, 20_000),
+        )
+        .unwrap();
         std::fs::write(b.join("noise.jpeg"), b"not a jpeg at all").unwrap();
         std::fs::write(b.join("notes.txt"), b"hello").unwrap();
         std::fs::write(b.join(".DS_Store"), b"hidden").unwrap();

@@ -1,0 +1,8 @@
+//! See `harness::config_infer`.
+#![no_main]
+
+#[path = "../harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::config_infer(data));
