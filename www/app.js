@@ -26,7 +26,7 @@ const ui = {
   useResult: $('use-result'), inpaint: $('inpaint'), editNote: $('edit-note'), mask: $('mask'),
   sourceFigure: $('source-figure'), reconstruction: $('reconstruction'), maskVisible: $('mask-visible'),
   modelSelect: $('model-select'), modelEntry: $('model-entry'), customModel: $('custom-model'),
-  sourcePrompt: $('source-prompt'), sourcePromptText: $('source-prompt-text'), confirmSource: $('confirm-source'),
+  classEmpty: $('class-empty'), sourcePrompt: $('source-prompt'), sourcePromptText: $('source-prompt-text'), confirmSource: $('confirm-source'),
   openPth: $('open-pth'), hubUrl: $('hub-url'), modelInfo: $('model-info'), storageList: $('storage-list'),
   keepOriginal: $('keep-original'), batch: $('batch'), pixelated: $('pixelated'), copyLink: $('copy-link'), nativeSize: $('native-size'),
   grid: $('grid'), scrub: $('scrub'), scrubber: $('scale-scrubber'), scaleLabel: $('scale-label'),
@@ -42,7 +42,10 @@ editor.onPaint = () => showMask(true);
 ui.maskVisible.addEventListener('change', () => showMask(ui.maskVisible.checked));
 
 const query = new URLSearchParams(location.search);
-const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+// The worker is replaced when it traps or does not answer a cancel (see restartWorker).
+let worker = null;
+// A cancel the worker has not answered within this long is forced: the worker is replaced.
+const HARD_CANCEL_MS = 1000;
 // Everything the page knows, in one place. The DOM shows it (`data-state`, `data-backend`,
 // `data-showing` are written for people and tests) but is never read back as state.
 const state = {
@@ -76,6 +79,11 @@ const state = {
   history: loadHistory(), // finished generations, newest first (see HISTORY_KEY)
   modelId: '', // what the loaded model is called in links and history: a catalogue id or its URL
   lastRun: null, // the settings of the running or last generation, for its history entry
+  loading: null, // the load or convert request in progress: {msg, modelId, entry}
+  loaded: null, // the request that loaded the model now ready (replayed by a fresh worker)
+  cancelTimer: 0, // forces a cancel the worker has not answered (HARD_CANCEL_MS)
+  restartNote: '', // why the worker was replaced, said when the model is ready again
+  noClass: false, // the class filter matches no class: Generate is disabled
 };
 
 // Finished generations kept across visits: [{image (PNG data URL), model, class, class_name,
@@ -192,7 +200,7 @@ function setStatus(status, text) {
   ui.status.dataset.backend = state.backend;
   ui.status.textContent = text;
   const busy = status === 'busy' || status === 'loading';
-  ui.generate.disabled = busy || !state.config;
+  ui.generate.disabled = busy || !state.config || state.noClass;
   ui.cancel.disabled = !busy;
   ui.loadModel.disabled = busy;
   ui.modelSelect.disabled = busy;
@@ -246,6 +254,11 @@ function fillClasses(names, filter = '') {
       .map(([name, i]) => new Option(`${i}: ${name}`, String(i))),
   );
   if ([...ui.classSelect.options].some((o) => o.value === current)) ui.classSelect.value = current;
+  // An empty list must not leave Generate on: the select's value would be '' and read as 0.
+  state.noClass = ui.classSelect.options.length === 0;
+  ui.classEmpty.hidden = !state.noClass;
+  ui.classEmpty.textContent = state.noClass ? `No class matches “${filter.trim()}”: change or clear the filter to pick one.` : '';
+  setStatus(state.status.state, state.status.text);
 }
 
 function beginLoad(text) {
@@ -261,10 +274,18 @@ function beginLoad(text) {
   setStatus('loading', text);
 }
 
+// Sends a load or convert request and remembers it, so that a fresh worker can repeat it.
+function request(msg) {
+  state.loading = { msg, modelId: state.modelId, entry: state.entry };
+  worker.postMessage(msg);
+}
+
 function loadModel(url, id = url) {
   state.modelId = id;
   beginLoad(`Loading the model from ${url}…`);
-  worker.postMessage({ type: MSG.LOAD, url: new URL(url, location.href).href, backend: query.get('backend') || 'auto' });
+  // A model on another origin waits for the person's yes ('confirm-load').
+  state.pending = { type: MSG.LOAD, url: new URL(url, location.href).href, backend: query.get('backend') || 'auto' };
+  request({ ...state.pending, confirmed: false });
 }
 
 // --- The model picker ----------------------------------------------------------------------
@@ -345,7 +366,7 @@ function selectModel(id) {
   beginLoad(`Looking for ${entry.title} in this browser's storage…`);
   // The worker loads it from storage when it was converted before, else asks to confirm.
   state.pending = { type: MSG.CONVERT, entry, from: { base: hubBase() }, backend: backendFor(entry) };
-  worker.postMessage({ ...state.pending, confirmed: false });
+  request({ ...state.pending, confirmed: false });
 }
 
 // A download needs the person's yes: its size, its source, and a warning for an unknown source.
@@ -361,10 +382,21 @@ function askToConvert() {
   setStatus('confirm', `Waiting for your go-ahead to download ${entry.title}.`);
 }
 
+// A model directory on another origin: its origin and download size, then the person's yes.
+function askToLoad({ origin, bytes }) {
+  ui.sourcePromptText.textContent = `This model is on another site, ${origin}: loading it downloads `
+    + `${bytes ? gb(bytes) : 'an amount the server does not state'} from there. Continue only if you trust it.`;
+  ui.sourcePrompt.hidden = false;
+  ui.progress.hidden = true;
+  setStatus('confirm', `Waiting for your go-ahead to load a model from ${origin}.`);
+}
+
 ui.confirmSource.addEventListener('click', () => {
   if (!state.pending) return;
-  beginLoad(`Converting ${state.pending.entry.title}…`);
-  worker.postMessage({ ...state.pending, confirmed: true });
+  beginLoad(state.pending.type === MSG.CONVERT
+    ? `Converting ${state.pending.entry.title}…`
+    : `Loading the model from ${state.pending.url}…`);
+  request({ ...state.pending, confirmed: true });
 });
 
 // Two checkpoints from disk: the VQ-VAE (its name says so) and the transformer, matched to a
@@ -389,7 +421,7 @@ function convertFiles(fileList) {
   ui.modelEntry.textContent = describeEntry(entry);
   beginLoad(`Converting ${entry.title} from ${vae.name} and ${varFile.name}…`);
   state.pending = null;
-  worker.postMessage({
+  request({
     type: MSG.CONVERT, entry, from: { vae, var: varFile }, confirmed: true, replace: true, backend: backendFor(entry),
   });
 }
@@ -655,7 +687,46 @@ function showProgress() {
 
 const mib = (b) => `${(b / 2 ** 20).toFixed(0)} MiB`;
 
-worker.onmessage = ({ data }) => {
+// What a fresh worker repeats to have the model ready again: the request that loaded it (a
+// converted official model comes back from storage, files a person opened included).
+function replayable(loaded) {
+  const msg = loaded.msg;
+  if (msg.type === MSG.CONVERT) return { ...msg, from: { base: hubBase() }, confirmed: false, replace: false };
+  return { ...msg, confirmed: true };
+}
+
+// Replaces the worker (a trap, or a cancel it did not answer) and reloads the model that was
+// ready, saying `note` when it is ready again; with none loaded, says it and waits.
+function restartWorker(note) {
+  clearTimeout(state.cancelTimer);
+  worker.terminate();
+  startWorker();
+  const back = state.loaded;
+  if (!back) {
+    ui.progress.hidden = true;
+    state.config = null;
+    return setStatus('idle', `${note}. Pick a model to load.`);
+  }
+  reloadPrevious(back, note);
+}
+
+function reloadPrevious(back, note) {
+  state.restartNote = note;
+  state.modelId = back.modelId;
+  state.entry = back.entry;
+  if (back.entry) ui.modelSelect.value = back.entry.id;
+  beginLoad(`${note}; loading ${back.modelId} again…`);
+  request(replayable(back));
+}
+
+// The worker answered: a forced cancel is no longer needed.
+function answered() {
+  clearTimeout(state.cancelTimer);
+  state.cancelTimer = 0;
+}
+
+function onWorkerMessage({ data }) {
+  if ([MSG.CANCELLED, MSG.LOAD_CANCELLED, MSG.DONE, MSG.ERROR, MSG.READY, MSG.CONFIRM, MSG.CONFIRM_LOAD].includes(data.type)) answered();
   switch (data.type) {
     case MSG.PROGRESS:
       state.downloads.set(data.file, data);
@@ -666,6 +737,9 @@ worker.onmessage = ({ data }) => {
       break;
     case MSG.CONFIRM:
       askToConvert();
+      break;
+    case MSG.CONFIRM_LOAD:
+      askToLoad(data);
       break;
     case MSG.CONVERTING: {
       state.converting = true;
@@ -683,7 +757,9 @@ worker.onmessage = ({ data }) => {
       break;
     case MSG.LOAD_CANCELLED:
       ui.progress.hidden = true;
-      setStatus('idle', `Cancelled: ${data.message}. Pick a model to load.`);
+      // The model that was ready before this load comes back (the worker let go of it).
+      if (state.loaded) reloadPrevious(state.loaded, `Cancelled: ${data.message}`);
+      else setStatus('idle', `Cancelled: ${data.message}. Pick a model to load.`);
       break;
     case MSG.BUDGET: {
       const total = data.weights_bytes + data.kv_cache_bytes + data.activations_bytes;
@@ -694,6 +770,7 @@ worker.onmessage = ({ data }) => {
       break;
     }
     case MSG.READY: {
+      state.loaded = state.loading;
       state.config = data.config;
       state.backend = data.backend;
       ui.progress.hidden = true;
@@ -729,7 +806,9 @@ worker.onmessage = ({ data }) => {
           + `WebAssembly memory peaked at ${(data.conversion_wasm_bytes / 2 ** 20).toFixed(0)} MiB during the conversion.`;
       }
       const from = data.converted ? ', converted here and kept' : data.stored ? ", from this browser's storage" : data.cached ? ', from the cache' : '';
-      setStatus('ready', `Ready: ${state.config.name} (${state.config.var.num_classes} classes, ${state.config.image_size} px) on ${where}${from}.${auto.note}`);
+      const restarted = state.restartNote ? `${state.restartNote}. ` : '';
+      state.restartNote = '';
+      setStatus('ready', `${restarted}Ready: ${state.config.name} (${state.config.var.num_classes} classes, ${state.config.image_size} px) on ${where}${from}.${auto.note}`);
       if (auto.generate) generate();
       break;
     }
@@ -796,6 +875,10 @@ worker.onmessage = ({ data }) => {
       setStatus(state.status.state, `${state.status.text} Cached models cleared.`);
       break;
     case MSG.ERROR:
+      if (data.fatal) {
+        restartWorker(`Error: ${data.message}. The model's code stopped (a WebAssembly trap), so the worker was replaced`);
+        break;
+      }
       ui.progress.hidden = true;
       if (data.phase === 'load') state.config = null;
       setStatus('error', `Error: ${data.message}${data.phase === 'edit' ? ' (the mask is kept)' : ''}`);
@@ -803,8 +886,18 @@ worker.onmessage = ({ data }) => {
     default:
       break;
   }
-};
-worker.onerror = (e) => setStatus('error', `Error: the worker failed: ${e.message}`);
+}
+
+function startWorker() {
+  worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+  worker.onmessage = onWorkerMessage;
+  // An uncaught error or trap in the worker: its state is unknown, so it is replaced.
+  worker.onerror = (e) => {
+    e.preventDefault();
+    restartWorker(`Error: the worker failed (${e.message || 'no message'}), so it was replaced`);
+  };
+}
+startWorker();
 
 // The sampling settings of the form, or null (with an error state) when the seed is bad.
 function samplingParams() {
@@ -838,6 +931,7 @@ function startRun(kind) {
 
 function generate() {
   if (!state.config || state.status.state === 'busy' || state.status.state === 'loading') return;
+  if (state.noClass || ui.classSelect.value === '') return;
   const params = samplingParams();
   if (!params) return;
   const label = Number(ui.classSelect.value);
@@ -941,7 +1035,16 @@ ui.useResult.addEventListener('click', () => {
   ui.editNote.textContent = state.sourceNote;
   setStatus('ready', 'The result is the new source; the mask is kept.');
 });
-ui.cancel.addEventListener('click', () => worker.postMessage({ type: MSG.CANCEL }));
+// A soft cancel first (the worker stops before its next scale or shard); one it does not
+// answer within HARD_CANCEL_MS (a long scale, a stuck download) replaces the worker.
+ui.cancel.addEventListener('click', () => {
+  worker.postMessage({ type: MSG.CANCEL });
+  if (state.cancelTimer) return;
+  state.cancelTimer = setTimeout(() => {
+    state.cancelTimer = 0;
+    restartWorker('Cancelled: the worker did not stop within a second, so it was replaced');
+  }, HARD_CANCEL_MS);
+});
 ui.randomSeed.addEventListener('click', () => { ui.seed.value = String(Math.floor(Math.random() * 2 ** 31)); });
 ui.classFilter.addEventListener('input', () => state.config && fillClasses(state.config.class_names, ui.classFilter.value));
 ui.download.addEventListener('click', () => {

@@ -11,8 +11,8 @@ const ROOT = 'var-web-models'; // OPFS: ROOT/<model id>/{config.json, manifest.j
 const DOWNLOADS = 'var-web-downloads'; // OPFS: whole checkpoints from servers without Range
 
 export class Cancelled extends Error {
-  constructor() {
-    super('the conversion was cancelled; nothing of it was kept');
+  constructor(message = 'the conversion was cancelled; nothing of it was kept') {
+    super(message);
     this.name = 'Cancelled';
   }
 }

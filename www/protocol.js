@@ -1,8 +1,10 @@
 // The message protocol between the page (app.js) and the inference worker (worker.js).
 //
 // Page -> worker
-//   {type: 'load', url, backend}                load the model directory at `url` (ends with /);
-//                                               backend: 'auto' (WebGPU, else CPU) or 'cpu'
+//   {type: 'load', url, backend, confirmed}     load the model directory at `url` (ends with /);
+//                                               backend: 'auto' (WebGPU, else CPU) or 'cpu';
+//                                               a `url` on another origin waits for `confirmed`
+//                                               ('confirm-load' asks)
 //   {type: 'generate', id, label, labels, params}
 //                                               params: {cfg, top_k, top_p, temperature, more_smooth, seed};
 //                                               labels (optional): one class per image of a batched run
@@ -18,6 +20,8 @@
 //                                               Files) once `confirmed`, else 'confirm' is asked
 //   {type: 'cancel'}                            stop the running generation before its next
 //                                               scale, or the load or conversion in progress
+//                                               (downloads are aborted at once); the page
+//                                               replaces a worker that does not answer in 1 s
 //   {type: 'clear-cache'}                       delete cached model files and converted models
 //   {type: 'storage'}                           list the converted models in storage
 //   {type: 'forget', id}                        delete one converted model
@@ -30,6 +34,8 @@
 //   {type: 'budget', weights_bytes, kv_cache_bytes, activations_bytes, download_bytes, backend}
 //                                               a sharded model's memory needs, before its download
 //   {type: 'confirm', id, base}                 converting `id` needs a download: ask the person
+//   {type: 'confirm-load', url, origin, bytes}  `url` is on another origin: ask the person first
+//                                               (bytes: the download, 0 when the server does not say)
 //   {type: 'converting', tensors_done, tensors_total, bytes_done, bytes_total, shards,
 //    stored_bytes, seconds, rate, left_seconds} conversion progress (bytes of the checkpoints)
 //   {type: 'storage', models: [{id, bytes, fingerprint}]}
@@ -51,7 +57,8 @@
 //                                               the final image(s), laid out as in 'scale'
 //   {type: 'cancelled', id}
 //   {type: 'cache-cleared'}
-//   {type: 'error', phase, message}             phase: 'load' | 'generate' | 'edit'
+//   {type: 'error', phase, message, fatal}      phase: 'load' | 'generate' | 'edit'; fatal: a trap
+//                                               (wasm panic, out of memory): the page replaces the worker
 export const MSG = Object.freeze({
   LOAD: 'load',
   GENERATE: 'generate',
@@ -60,6 +67,7 @@ export const MSG = Object.freeze({
   CANCEL: 'cancel',
   CONVERT: 'convert',
   CONFIRM: 'confirm',
+  CONFIRM_LOAD: 'confirm-load',
   CONVERTING: 'converting',
   STORAGE: 'storage',
   FORGET: 'forget',

@@ -1,7 +1,7 @@
 // The inference worker: loads the model (WebGPU first, CPU fallback) and runs generations.
 // All model work happens here; the page only draws. See protocol.js for the messages.
 import init, {
-  VarModel, ShardedLoad, largestTensor, largestShardedTensor, fingerprint,
+  VarModel, ShardedLoad, largestTensor, largestShardedTensor, fingerprint, checkManifest,
 } from './pkg/var_web.js';
 import { MSG, MODEL_FILES, MANIFEST_FILE, CACHE_NAME } from './protocol.js';
 import {
@@ -11,6 +11,10 @@ import {
 let model = null;
 let running = null; // id of the generation in progress
 let loadCancelled = false; // a cancel arrived during a load or conversion
+let loadAbort = new AbortController(); // aborts the downloads of the load in progress
+// Cache keys this load read or wrote whose bytes no check has passed yet: a failed load
+// deletes them, so nothing unverified is used twice (see `verified` and `evictUnverified`).
+const unverified = new Set();
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
@@ -34,30 +38,73 @@ async function openCache() {
   }
 }
 
-// Fetches one file with progress, from the Cache API when present; stores it there otherwise.
-// `key` is the cache entry (a shard's includes its checksum, so a new model at the same URL
-// never reads an old shard).
-async function fetchCached(url, file, key = url) {
-  const cache = await openCache();
-  const hit = cache && (await cache.match(key));
-  if (hit) {
-    const bytes = new Uint8Array(await hit.arrayBuffer());
-    post({ type: MSG.PROGRESS, file, loaded: bytes.length, total: bytes.length, cached: true });
-    return { bytes, cached: true };
+// A network failure caused by a cancel is the cancel, not an error.
+async function cancellable(promise) {
+  try {
+    return await promise;
+  } catch (e) {
+    if (loadCancelled || (e && e.name === 'AbortError')) throw new Cancelled('the load was cancelled');
+    throw e;
   }
-  const response = await fetch(url);
+}
+
+// What identifies one version of a file on a server: its ETag, else its modification time and
+// length. '' when the server gives neither (then the file is never taken from the cache).
+function validator(headers) {
+  const etag = headers.get('etag');
+  if (etag) return `etag ${etag}`;
+  const modified = headers.get('last-modified');
+  const length = headers.get('content-length');
+  return modified && length ? `modified ${modified}, ${length} bytes` : '';
+}
+
+// Fetches one file with progress, from the Cache API when `verify` lets it, else from the
+// network (and stores it in the cache). `key` is the cache entry; `verify` is
+//   'checksum': the key names the file's SHA-256 (a shard, or a config.json the manifest pins):
+//               a hit is used, and wasm checks the bytes before anything trusts them;
+//   'revalidate': a hit is used only if the server's validator (HEAD) still matches the one
+//               stored with it, so a model republished at the same URL is downloaded again;
+//   'none':     never from the cache (a config.json no manifest pins).
+// `expected` (bytes, or 0): a download longer than that is cut off, and a shorter one refused.
+async function fetchCached(url, file, { key = url, verify = 'revalidate', expected = 0 } = {}) {
+  const cache = await openCache();
+  let current = '';
+  if (verify === 'revalidate') {
+    const head = await cancellable(fetch(url, { method: 'HEAD', cache: 'no-store', signal: loadAbort.signal }));
+    if (!head.ok) throw new Error(`${file}: the server answered ${head.status} ${head.statusText} for ${url}`);
+    current = validator(head.headers);
+  }
+  const hit = cache && verify !== 'none' && (await cache.match(key));
+  if (hit && (verify === 'checksum' || (current && hit.headers.get('x-var-validator') === current))) {
+    const bytes = new Uint8Array(await hit.arrayBuffer());
+    unverified.add(key);
+    post({ type: MSG.PROGRESS, file, loaded: bytes.length, total: bytes.length, cached: true });
+    return { bytes, cached: true, key };
+  }
+  const response = await cancellable(fetch(url, { cache: 'no-store', signal: loadAbort.signal }));
   if (!response.ok) {
     throw new Error(`${file}: the server answered ${response.status} ${response.statusText} for ${url}`);
   }
-  const total = Number(response.headers.get('content-length')) || 0;
+  const announced = Number(response.headers.get('content-length')) || 0;
+  const total = expected || announced;
+  const tooLong = (n) => new Error(`${file}: the server sent ${n} bytes or more, more than the ${expected} the manifest lists; the download was stopped`);
+  if (expected && announced > expected) throw tooLong(announced);
   const reader = response.body.getReader();
   const chunks = [];
   let loaded = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    if (loadCancelled) {
+      reader.cancel().catch(() => {});
+      throw new Cancelled('the load was cancelled');
+    }
+    const { done, value } = await cancellable(reader.read());
     if (done) break;
     chunks.push(value);
     loaded += value.length;
+    if (expected && loaded > expected) {
+      reader.cancel().catch(() => {});
+      throw tooLong(loaded);
+    }
     post({ type: MSG.PROGRESS, file, loaded, total });
   }
   const bytes = new Uint8Array(loaded);
@@ -69,9 +116,12 @@ async function fetchCached(url, file, key = url) {
   if (total && loaded !== total) {
     throw new Error(`${file}: the download stopped at ${loaded} of ${total} bytes`);
   }
-  if (cache) {
+  const stored = validator(response.headers);
+  if (cache && verify !== 'none' && (verify === 'checksum' || stored)) {
     try {
-      await cache.put(key, new Response(bytes));
+      const headers = verify === 'checksum' ? {} : { 'x-var-validator': stored };
+      await cache.put(key, new Response(bytes, { headers }));
+      unverified.add(key);
     } catch (e) {
       // QuotaExceededError and friends: keep the model in memory and say why it is not cached.
       const why = e.name === 'QuotaExceededError'
@@ -80,7 +130,19 @@ async function fetchCached(url, file, key = url) {
       post({ type: MSG.NOTICE, message: `${file} is not cached, so the next visit downloads it again: ${why}.` });
     }
   }
-  return { bytes, cached: false };
+  return { bytes, cached: false, key };
+}
+
+// The files whose bytes wasm has now checked (or that loaded as a model) stay cached.
+function verified(...files) {
+  for (const f of files) unverified.delete(f.key);
+}
+
+// After a failed load: nothing it read or wrote unchecked stays in the cache.
+async function evictUnverified() {
+  const cache = await openCache();
+  if (cache) await Promise.all([...unverified].map((k) => cache.delete(k).catch(() => {})));
+  unverified.clear();
 }
 
 const mib = (b) => `${(b / 2 ** 20).toFixed(1)} MiB`;
@@ -144,37 +206,33 @@ async function withFallback(reason, loadOn) {
   return { loaded: await loadOn('cpu'), backend: 'cpu', reason };
 }
 
-// The manifest of a sharded model, or null for a model in three files. From the network
-// first (a model may have been replaced), else from the cache (offline reloads).
+// The manifest of a sharded model, or null for a model in three files. Always from the network
+// (a model may have been replaced; its shards and config are pinned by it), checked by wasm
+// before anything reads it.
 async function fetchManifest(url) {
   const href = new URL(MANIFEST_FILE, url).href;
-  const cache = await openCache();
-  try {
-    const response = await fetch(href, { cache: 'no-cache' });
-    if (response.status === 404) return null;
-    if (!response.ok) throw new Error(`${MANIFEST_FILE}: the server answered ${response.status} ${response.statusText}`);
-    const text = await response.text();
-    if (cache) await cache.put(href, new Response(text)).catch(() => {});
-    return text;
-  } catch (e) {
-    const hit = cache && (await cache.match(href));
-    if (hit) return hit.text();
-    throw e;
-  }
+  const response = await cancellable(fetch(href, { cache: 'no-store', signal: loadAbort.signal }));
+  if (response.status === 404) return null;
+  if (!response.ok) throw new Error(`${MANIFEST_FILE}: the server answered ${response.status} ${response.statusText}`);
+  const text = await cancellable(response.text());
+  checkManifest(text); // throws the reason a manifest is unusable
+  return text;
 }
 
 // Where a sharded model's files come from: a server (through the Cache API; a shard's cache
 // key includes its checksum, so a new model at the same URL never reads an old shard), or a
 // model converted into the browser's storage.
-function serverFiles(url) {
-  const key = (shard) => `${new URL(shard.file, url).href}?sha256=${shard.sha256}`;
+function serverFiles(url, manifest) {
+  const key = (file, sha256) => `${new URL(file, url).href}?sha256=${sha256}`;
+  const pinned = manifest.config_sha256;
   return {
-    config: () => fetchCached(new URL('config.json', url).href, 'config.json'),
-    shard: (shard) => fetchCached(new URL(shard.file, url).href, shard.file, key(shard)),
-    drop: async (shard) => {
-      const cache = await openCache();
-      if (cache) await cache.delete(key(shard));
-    },
+    // A manifest written before config.json's checksum was in it does not pin the config: it
+    // is then always downloaded, never taken from the cache.
+    config: () => fetchCached(new URL('config.json', url).href, 'config.json', pinned
+      ? { key: key('config.json', pinned), verify: 'checksum' }
+      : { verify: 'none' }),
+    shard: (shard) => fetchCached(new URL(shard.file, url).href, shard.file,
+      { key: key(shard.file, shard.sha256), verify: 'checksum', expected: shard.bytes }),
   };
 }
 
@@ -184,24 +242,20 @@ function storedFiles(dir) {
     post({ type: MSG.PROGRESS, file, loaded: bytes.length, total: bytes.length, cached: true });
     return { bytes, cached: true };
   };
-  return { config: () => read('config.json'), shard: (shard) => read(shard.file), drop: async () => {} };
+  return { config: () => read('config.json'), shard: (shard) => read(shard.file) };
 }
 
-// Reads every shard and hands it to wasm one at a time, which checks it and puts its tensors
-// on the device; neither side keeps a shard after that. A shard that fails its check is
-// dropped from the cache, so a reload downloads it again.
+// Reads every shard and hands it to wasm one at a time, which checks it (size, SHA-256) and
+// puts its tensors on the device; neither side keeps a shard after that. A shard that fails
+// its check stays unverified, so the failed load evicts it and a reload downloads it again.
 async function addShards(loader, manifest, files) {
   let cached = true;
   for (const [i, shard] of manifest.shards.entries()) {
-    if (loadCancelled) throw new Cancelled();
+    if (loadCancelled) throw new Cancelled('the load was cancelled');
     const file = await files.shard(shard);
     cached &&= file.cached;
-    try {
-      loader.addShard(i, file.bytes);
-    } catch (e) {
-      await files.drop(shard);
-      throw e;
-    }
+    loader.addShard(i, file.bytes);
+    verified(file);
   }
   return cached;
 }
@@ -219,7 +273,7 @@ async function openSharded(configJson, manifestText, manifest, backend) {
 
 // Loads a sharded model from `files` (serverFiles or storedFiles); `extra` goes into READY.
 async function loadSharded(files, preference, manifestText, extra = {}) {
-  const manifest = JSON.parse(manifestText);
+  const manifest = JSON.parse(checkManifest(manifestText));
   const configFile = await files.config();
   const configJson = new TextDecoder().decode(configFile.bytes);
   const reason = preference === 'cpu'
@@ -238,6 +292,7 @@ async function loadSharded(files, preference, manifestText, extra = {}) {
     }
   });
   model = loaded.loaded.model;
+  verified(configFile); // ShardedLoad.open checked it against the manifest
   post({
     type: MSG.READY,
     backend: loaded.backend,
@@ -284,10 +339,42 @@ async function loadOfficial({ entry, from, confirmed, replace, backend }) {
   }
 }
 
-async function load(url, preference) {
+// The bytes a model directory at `url` downloads: its manifest's shards and config, or the
+// three files' Content-Length (HEAD). 0 when the server does not say.
+async function downloadSize(url) {
+  try {
+    return await listedSize(url);
+  } catch (e) {
+    if (e.name === 'Cancelled') throw e;
+    return 0; // the server does not say (or refuses other origins: the load then says so)
+  }
+}
+
+async function listedSize(url) {
+  const manifestText = await fetchManifest(url);
+  const files = manifestText === null ? MODEL_FILES : ['config.json'];
+  const heads = await Promise.all(files.map((f) => cancellable(
+    fetch(new URL(f, url).href, { method: 'HEAD', cache: 'no-store', signal: loadAbort.signal }))));
+  const listed = heads.reduce((a, h) => a + (Number(h.headers.get('content-length')) || 0), 0);
+  const shards = manifestText === null ? 0 : JSON.parse(checkManifest(manifestText)).shards.reduce((a, s) => a + s.bytes, 0);
+  return listed + shards;
+}
+
+// A model directory on another origin is loaded only once the person said yes (`confirmed`),
+// having seen that origin and the download's size.
+async function load(url, preference, confirmed) {
   await initWasm();
-  const manifest = await fetchManifest(url);
-  if (manifest !== null) return loadSharded(serverFiles(url), preference, manifest);
+  const origin = new URL(url).origin;
+  if (origin !== self.location.origin && !confirmed) {
+    post({ type: MSG.CONFIRM_LOAD, url, origin, bytes: await downloadSize(url) });
+    return;
+  }
+  const manifestText = await fetchManifest(url);
+  if (manifestText !== null) {
+    return loadSharded(serverFiles(url, JSON.parse(checkManifest(manifestText))), preference, manifestText);
+  }
+  // Three files, each revalidated against the server, so a republished model is never mixed
+  // from old and new files; they count as verified once they load together.
   const [configFile, vqvaeFile, varFile] = await Promise.all(
     MODEL_FILES.map((f) => fetchCached(new URL(f, url).href, f)),
   );
@@ -298,6 +385,7 @@ async function load(url, preference) {
   const loaded = await withFallback(reason,
     (backend) => VarModel.load(configJson, vqvaeFile.bytes, varFile.bytes, backend));
   model = loaded.loaded;
+  verified(configFile, vqvaeFile, varFile);
   post({
     type: MSG.READY,
     backend: loaded.backend,
@@ -307,6 +395,10 @@ async function load(url, preference) {
     cached: configFile.cached && vqvaeFile.cached && varFile.cached,
   });
 }
+
+// A trap (a wasm panic, an out-of-memory abort): the module's state is undefined afterwards, so
+// the page replaces this worker (`fatal`).
+const isTrap = (e) => e instanceof WebAssembly.RuntimeError;
 
 // Runs a generation, or an edit when `edit` ({source, mask}) is given; both stream scales.
 async function run({ id, label, labels, params }, edit = null) {
@@ -332,7 +424,7 @@ async function run({ id, label, labels, params }, edit = null) {
   } catch (e) {
     const message = e && e.message ? e.message : String(e);
     if (e && e.name === 'Cancelled') post({ type: MSG.CANCELLED, id });
-    else post({ type: MSG.ERROR, phase: edit ? 'edit' : 'generate', message });
+    else post({ type: MSG.ERROR, phase: edit ? 'edit' : 'generate', message, fatal: isTrap(e) });
   } finally {
     running = null;
   }
@@ -345,11 +437,14 @@ self.onmessage = async ({ data }) => {
       try {
         model = null;
         loadCancelled = false;
-        if (data.type === MSG.LOAD) await load(data.url, data.backend);
+        loadAbort = new AbortController();
+        unverified.clear();
+        if (data.type === MSG.LOAD) await load(data.url, data.backend, data.confirmed);
         else await loadOfficial(data);
       } catch (e) {
+        if (e && e.name !== 'Cancelled' && e.name !== 'WebGpuUnavailable') await evictUnverified();
         if (e && e.name === 'Cancelled') post({ type: MSG.LOAD_CANCELLED, message: e.message });
-        else post({ type: MSG.ERROR, phase: 'load', message: e && e.message ? e.message : String(e) });
+        else post({ type: MSG.ERROR, phase: 'load', message: e && e.message ? e.message : String(e), fatal: isTrap(e) });
       }
       break;
     case MSG.STORAGE:
@@ -374,7 +469,10 @@ self.onmessage = async ({ data }) => {
     }
     case MSG.CANCEL:
       if (model && running !== null) model.cancel();
-      else loadCancelled = true;
+      else {
+        loadCancelled = true;
+        loadAbort.abort();
+      }
       break;
     case MSG.CLEAR_CACHE:
       await caches.delete(CACHE_NAME);

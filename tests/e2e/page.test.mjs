@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, copyFileSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -208,7 +209,10 @@ test('cancel mid-run leaves the page ready', { timeout: LONG }, async () => {
     }).observe(document.getElementById('output'), { attributes: true });
   });
   await page.click('#generate');
-  await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Cancelled'), null, { timeout: LONG });
+  // A scale on SwiftShader can outlast the second a soft cancel has: the worker is then
+  // replaced and the model reloaded, which also ends in `ready`.
+  await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Cancelled')
+    && document.getElementById('status').dataset.state === 'ready', null, { timeout: LONG });
   assert.equal(await state(page), 'ready');
   const last = Math.max(...(await page.evaluate(() => window.scales)));
   assert.ok(last < 5, `stopped before the last scale (last drawn ${last})`);
@@ -609,4 +613,128 @@ test('history: every result is kept, survives a reload, restores its settings an
   await waitState(page, ['ready']);
   assert.equal(await page.locator('#history button').count(), 0, 'cleared for good');
   await context.close();
+});
+
+// --- Hostile sources and a worker that must be replaced (issue 20) --------------------------
+
+test('a model on another origin is loaded only after a yes, with its origin and download size shown', { timeout: LONG }, async () => {
+  const other = base.replace('127.0.0.1', 'localhost'); // the same server, another origin
+  const page = await browser.newPage();
+  const weights = [];
+  page.on('request', (r) => { if (r.url().startsWith(other) && r.url().endsWith('.safetensors') && r.method() === 'GET') weights.push(r.url()); });
+  await page.goto(`${base}?model=${encodeURIComponent(`${other}models/fashion-mnist/`)}&backend=cpu`);
+  await waitState(page, ['confirm', 'error', 'ready']);
+  assert.equal(await state(page), 'confirm', await page.textContent('#status'));
+  const shipped = join(www, 'models', 'fashion-mnist');
+  const bytes = ['config.json', 'vqvae.safetensors', 'var.safetensors']
+    .reduce((a, f) => a + readFileSync(join(shipped, f)).length, 0);
+  const prompt = await page.textContent('#source-prompt-text');
+  assert.ok(prompt.includes(other.replace(/\/$/, '')), prompt);
+  assert.ok(prompt.includes(`${(bytes / 1e6).toFixed(1)} MB`), `${prompt} (${bytes} bytes)`);
+  assert.deepEqual(weights, [], 'no weights are downloaded before the yes');
+  await page.click('#confirm-source');
+  await waitState(page, ['ready', 'error']);
+  assert.equal(await state(page), 'ready', await page.textContent('#status'));
+  assert.equal(weights.length, 2);
+  await page.close();
+});
+
+test('a cached config.json is used only with the manifest that pins it', { timeout: LONG }, async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const dir = join(www, 'models', 'e2e-sharded');
+  const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+  assert.match(manifest.config_sha256, /^[0-9a-f]{64}$/, 'var convert pins config.json in the manifest');
+  const start = `${base}?model=models/e2e-sharded/&backend=cpu`;
+  const ready = async () => {
+    await page.goto(start);
+    await waitState(page, ['ready', 'error']);
+  };
+  await ready();
+  assert.equal(await state(page), 'ready', await page.textContent('#status'));
+  const firstClass = () => page.evaluate(() => document.querySelector('#class-select option').textContent);
+  const before = await firstClass();
+
+  // Republished at the same URL: a class renamed, the manifest pinning the new config, the
+  // same shards. The config in the cache must not be used.
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  config.class_names[0] = 'republished';
+  const newConfig = JSON.stringify(config, null, 2);
+  const routeManifest = (m) => page.route('**/e2e-sharded/manifest.json',
+    (r) => r.fulfill({ status: 200, contentType: 'application/json', body: JSON.stringify(m) }));
+  await routeManifest({ ...manifest, config_sha256: createHash('sha256').update(newConfig).digest('hex') });
+  await page.route('**/e2e-sharded/config.json', (r) => r.fulfill({ status: 200, contentType: 'application/json', body: newConfig }));
+  await ready();
+  assert.equal(await state(page), 'ready', await page.textContent('#status'));
+  assert.equal(await firstClass(), '0: republished', `was ${before}`);
+
+  // A config.json that is not the one the manifest pins is refused.
+  await page.unroute('**/e2e-sharded/manifest.json');
+  await routeManifest({ ...manifest, config_sha256: 'a'.repeat(64) });
+  await ready();
+  assert.equal(await state(page), 'error');
+  assert.match(await page.textContent('#status'), /config\.json: its SHA-256 differs from the manifest's/);
+  await context.close();
+});
+
+test('cancel during a load that does not answer brings back the model that was ready', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu');
+  await waitState(page, ['ready']);
+  // Shards that never arrive: the load hangs until it is cancelled.
+  await page.route('**/e2e-sharded/*.safetensors', () => {});
+  await page.selectOption('#model-select', 'custom');
+  await page.fill('#model-url', 'models/e2e-sharded/');
+  const shard = page.waitForRequest((r) => r.url().includes('e2e-sharded/') && r.url().endsWith('.safetensors'));
+  await page.click('#load-model');
+  await shard;
+  assert.equal(await state(page), 'loading');
+  await page.click('#cancel');
+  await page.waitForFunction(() => {
+    const s = document.getElementById('status');
+    return s.dataset.state === 'ready' || s.dataset.state === 'error';
+  }, null, { timeout: 60_000, polling: 100 });
+  const text = await page.textContent('#status');
+  assert.equal(await state(page), 'ready', text);
+  assert.match(text, /^Cancelled: .*Ready: fashion-mnist /, text);
+  await page.selectOption('#class-select', '1');
+  await runAndWait(page);
+  await page.close();
+});
+
+test('cancel within a long scale (the first on SwiftShader) replaces the worker and returns to ready', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=webgpu');
+  await waitState(page, ['ready']);
+  await page.click('#generate');
+  await waitState(page, ['busy']);
+  const clicked = Date.now();
+  await page.click('#cancel');
+  await page.waitForFunction(() => document.getElementById('status').dataset.state === 'ready'
+    && document.getElementById('status').textContent.startsWith('Cancelled'), null, { timeout: LONG, polling: 100 });
+  const text = await page.textContent('#status');
+  results['hard cancel to ready (ms)'] = Date.now() - clicked;
+  assert.match(text, /^Cancelled: the worker did not stop within a second, so it was replaced\. Ready: fashion-mnist /, text);
+  assert.equal(await page.locator('#generate').isDisabled(), false);
+  await page.close();
+});
+
+test('a worker that traps is replaced and the model reloaded; an empty class filter disables Generate', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu');
+  await waitState(page, ['ready']);
+  const [worker] = page.workers();
+  assert.ok(worker, 'the inference worker runs');
+  // An uncaught trap in the worker, as a wasm panic or out-of-memory abort raises one.
+  await worker.evaluate(() => setTimeout(() => { throw new WebAssembly.RuntimeError('unreachable executed'); }, 0));
+  await page.waitForFunction(() => /so it was replaced/.test(document.getElementById('status').textContent)
+    && document.getElementById('status').dataset.state === 'ready', null, { timeout: LONG, polling: 100 });
+  assert.match(await page.textContent('#status'), /^Error: the worker failed \(.*unreachable executed.*\), so it was replaced\. Ready: fashion-mnist /);
+  await page.selectOption('#class-select', '2');
+  await runAndWait(page); // the fresh worker generates
+
+  await page.fill('#class-filter', 'no such class');
+  assert.equal(await page.locator('#generate').isDisabled(), true);
+  assert.match(await page.textContent('#class-empty'), /No class matches “no such class”/);
+  await page.fill('#class-filter', 'bag');
+  assert.equal(await page.locator('#generate').isDisabled(), false);
+  assert.equal(await page.inputValue('#class-select'), '8');
+  await page.close();
 });

@@ -8,7 +8,10 @@
 //!   refuses `..` and absolute paths but follows symlinks out of the folder);
 //! - every response says `X-Content-Type-Options: nosniff`, so a browser never runs a file as
 //!   a type other than the one its extension gives (`.wasm` is `application/wasm`, which
-//!   streaming compilation requires).
+//!   streaming compilation requires);
+//! - model files (`/models/…`) may be read by pages of any origin (`Access-Control-Allow-Origin:
+//!   *`, no credentials), as a model hub's are: the page asks before it loads a model from
+//!   another origin, and that origin must allow it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -102,6 +105,7 @@ async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) ->
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_ascii_lowercase);
+    let shared = request.uri().path().starts_with("/models/");
     let mut response = if !host.is_some_and(|h| guard.hosts.contains(&h)) {
         (
             StatusCode::FORBIDDEN,
@@ -117,6 +121,20 @@ async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) ->
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // A 404 too: a page tells a model in three files by its missing manifest.json.
+    if shared {
+        let h = response.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        // What the page revalidates a cached file with (ETag is not readable cross-origin
+        // unless exposed).
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("ETag, Last-Modified, Content-Length"),
+        );
+    }
     response
 }
 

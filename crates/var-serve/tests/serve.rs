@@ -46,6 +46,8 @@ fn serves_the_page_and_its_wasm_and_nothing_outside_the_root() {
     std::fs::create_dir_all(root.join("pkg")).unwrap();
     std::fs::write(root.join("index.html"), "<!doctype html><title>t</title>").unwrap();
     std::fs::write(root.join("pkg/m.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::create_dir_all(root.join("models/m")).unwrap();
+    std::fs::write(root.join("models/m/config.json"), "{}").unwrap();
     std::fs::write(dir.join("secret.txt"), "outside the root").unwrap();
     let host = start(&root);
 
@@ -56,6 +58,16 @@ fn serves_the_page_and_its_wasm_and_nothing_outside_the_root() {
     assert!(status.contains(" 200 "), "{head}");
     assert!(head.contains("content-type: application/wasm"), "{head}");
     assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    // Model files are readable by pages of other origins, with what revalidation needs.
+    let (status, head) = get(&host, "/models/m/config.json");
+    assert!(status.contains(" 200 "), "{head}");
+    assert!(head.contains("access-control-allow-origin: *"), "{head}");
+    assert!(
+        head.contains("access-control-expose-headers: etag, last-modified, content-length"),
+        "{head}"
+    );
+    assert!(head.contains("last-modified: "), "{head}");
     for path in ["/../secret.txt", "/%2e%2e/secret.txt", "/nope.js"] {
         let (status, head) = get(&host, path);
         assert!(!status.contains(" 200 "), "{path}: {head}");
