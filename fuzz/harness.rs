@@ -2,8 +2,16 @@
 //! `tests/fuzz_corpus.rs`, which replays every input kept in `tests/fuzz-regressions/`. Each
 //! function must return (values or an error) for any bytes: a panic, an abort or a blown
 //! memory limit is a finding.
+//!
+//! The memory limit is per input and follows from its length ([`bound`]): every target and the
+//! replay install [`Counting`] as the global allocator, and [`run_bounded`] fails an input whose
+//! peak of live heap bytes exceeds what its length justifies. libFuzzer's own limits cannot say
+//! that: `-malloc_limit_mb` sees one allocation at a time and `-rss_limit_mb` the whole
+//! process, so a loader that keeps a hundred times its input in many small pieces passes both.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Cursor, Write};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use std::collections::HashMap;
 
@@ -152,6 +160,102 @@ pub fn config_infer(data: &[u8]) {
         let _ = ImageMemory::of(&config).largest_batch(1 << 30, false, 4 << 30, 16);
         let _ = config.seq_len();
     }
+}
+
+/// The system allocator, counting live bytes and their peak.
+pub struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let live = LIVE.fetch_add(bytes, Relaxed) + bytes;
+    PEAK.fetch_max(live, Relaxed);
+}
+
+// SAFETY: every call is forwarded to `System` unchanged; only the counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            // Counted as the new block arriving before the old one leaves, as a moving
+            // realloc holds both.
+            grew(new_size);
+            LIVE.fetch_sub(layout.size(), Relaxed);
+        }
+        new
+    }
+}
+
+const MIB: usize = 1 << 20;
+
+/// The most live heap one input of `len` bytes may need in `target`, beyond what was live
+/// before it. Each is the loader's documented bound (`docs/bad-input.md`) with room for the
+/// harness's own copies:
+/// - `.pth`: 64 bytes per input byte (the zip directory, the pickle's arena at 32 bytes an
+///   opcode plus its stack and memo, the views it may build at 16 per pickle byte, one tensor's
+///   span and its values at 8 per stored byte) plus 129 MiB, the largest broadcast view read as
+///   i64 (2^24 elements) and the floors;
+/// - JSON (`config.json`, `manifest.json`) and the shape list: 32 per byte plus 1 MiB;
+/// - safetensors: 16 per byte (int8 codes become f32) plus 1 MiB;
+/// - pictures: three canvases of `picture::alloc_budget` (the decoded image, its RGB copy and
+///   the result in the source's size) plus 1 MiB.
+pub fn bound(target: &str, len: usize) -> usize {
+    let per_byte = |k: usize, floor: usize| len.saturating_mul(k).saturating_add(floor);
+    match target {
+        "pth_container" | "pickle" => per_byte(64, 129 * MIB),
+        "config_json" | "manifest_json" | "config_infer" => per_byte(32, MIB),
+        "safetensors_source" => per_byte(16, MIB),
+        "image_mask" => {
+            let canvas = picture::alloc_budget(len as u64) as usize;
+            canvas.saturating_mul(3).saturating_add(MIB)
+        }
+        _ => panic!("no memory bound for target {target}"),
+    }
+}
+
+/// Runs `run` on `data` and returns the peak of live heap bytes it added. Meaningful only
+/// where [`Counting`] is the global allocator and nothing else allocates meanwhile.
+pub fn peak_of(run: Target, data: &[u8]) -> usize {
+    let before = LIVE.load(Relaxed);
+    PEAK.store(before, Relaxed);
+    run(data);
+    PEAK.load(Relaxed).saturating_sub(before)
+}
+
+/// Runs target `name` on `data`, panicking (a finding) when its peak exceeds [`bound`].
+pub fn run_bounded(name: &str, data: &[u8]) {
+    let (_, run) = TARGETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("no target {name}"));
+    let (peak, limit) = (peak_of(*run, data), bound(name, data.len()));
+    assert!(
+        peak <= limit,
+        "{name}: an input of {} bytes peaked at {peak} live heap bytes, over its bound of {limit}",
+        data.len()
+    );
 }
 
 /// What a target does with one input.

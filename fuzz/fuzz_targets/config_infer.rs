@@ -1,8 +1,11 @@
-//! See `harness::config_infer`.
+//! See `harness::config_infer`; the input's peak heap is held to `harness::bound`.
 #![no_main]
 
 #[path = "../harness.rs"]
 #[allow(dead_code)]
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::config_infer(data));
+#[global_allocator]
+static HEAP: harness::Counting = harness::Counting;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run_bounded("config_infer", data));

@@ -1,8 +1,11 @@
-//! See `harness::image_mask`.
+//! See `harness::image_mask`; the input's peak heap is held to `harness::bound`.
 #![no_main]
 
 #[path = "../harness.rs"]
 #[allow(dead_code)]
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::image_mask(data));
+#[global_allocator]
+static HEAP: harness::Counting = harness::Counting;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run_bounded("image_mask", data));

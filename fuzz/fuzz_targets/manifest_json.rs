@@ -1,8 +1,11 @@
-//! See `harness::manifest_json`.
+//! See `harness::manifest_json`; the input's peak heap is held to `harness::bound`.
 #![no_main]
 
 #[path = "../harness.rs"]
 #[allow(dead_code)]
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::manifest_json(data));
+#[global_allocator]
+static HEAP: harness::Counting = harness::Counting;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run_bounded("manifest_json", data));

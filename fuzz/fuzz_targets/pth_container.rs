@@ -1,8 +1,11 @@
-//! See `harness::pth_container`.
+//! See `harness::pth_container`; the input's peak heap is held to `harness::bound`.
 #![no_main]
 
 #[path = "../harness.rs"]
 #[allow(dead_code)]
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::pth_container(data));
+#[global_allocator]
+static HEAP: harness::Counting = harness::Counting;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run_bounded("pth_container", data));

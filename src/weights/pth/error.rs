@@ -22,6 +22,11 @@ pub enum PthError {
     EntryRead { entry: String, source: io::Error },
     #[error("the zip archive has no '<folder>/data.pkl' entry, so torch.save did not write it")]
     NoDataPkl,
+    #[error(
+        "zip entry '{entry}' is compressed ({method}); torch.save stores entries uncompressed, \
+         and a compressed one could inflate past what the file's length justifies"
+    )]
+    Compressed { entry: String, method: String },
     #[error("zip entry '{entry}' is larger than the {limit} bytes this reader accepts")]
     EntryTooLarge { entry: String, limit: u64 },
     #[error("'{entry}' says the storages are '{found}'-endian; only little-endian is supported")]

@@ -15,11 +15,13 @@
 //! - no panic, and nothing imported or called outside the state-dict allow-list;
 //! - every length, index, offset, stride and product taken from the file is checked
 //!   arithmetic, in every build profile;
-//! - memory: the pickle is read whole only up to 64 MiB, and its machine holds at most 1M
-//!   stack and memo entries and 4M objects; a tensor read allocates the bytes its view spans
-//!   (checked against its storage entry's size before reading, and grown only as bytes
-//!   arrive), expanded to at most 2^28 elements for a broadcast view. Nothing else grows
-//!   with the input.
+//! - memory: only stored (uncompressed) entries are read, as torch.save writes them, so
+//!   nothing inflates; the pickle is read whole only up to 64 MiB, and its machine holds at
+//!   most 1M stack and memo entries and 4M objects of 32 bytes, and builds views and a table of
+//!   at most 16 bytes per pickle byte plus 64 KiB; a tensor read allocates the bytes its view
+//!   spans (checked against its storage entry's size before reading) and its values, expanded
+//!   to at most 2^24 elements for a broadcast view. Nothing else grows with the input. The
+//!   fuzz targets hold every input to 64 bytes per input byte plus 129 MiB of peak heap.
 //!
 //! The reader is four parts, each in its own file: [`zip`] opens the archive and checks
 //! every storage entry against the tensors that use it, [`pickle`] runs `data.pkl` on a

@@ -6,8 +6,11 @@ use super::PthError;
 
 /// A view whose strides repeat elements (a saved `expand()`) yields more values
 /// than its storage holds, so the storage no longer bounds the output buffer;
-/// such views get a fixed cap instead (1 GiB of f32).
-pub(super) const MAX_BROADCAST_NUMEL: usize = 1 << 28;
+/// such views get a fixed cap instead: 2^24 elements, 64 MiB as f32 (128 MiB as i64). No
+/// checkpoint we read has one (parameters are contiguous); the cap is above d24's largest
+/// tensor (an AdaLN projection, 9216 x 1536 = 14.2M) and keeps one read of a hostile view
+/// within the fuzz targets' per-input memory bound.
+pub(super) const MAX_BROADCAST_NUMEL: usize = 1 << 24;
 
 /// Element type of a storage, as named by its `torch.<X>Storage` class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +67,12 @@ pub struct PthTensor {
 }
 
 impl PthTensor {
+    /// Heap and inline bytes this view takes, as the pickle machine charges them.
+    pub(super) fn built_size(&self) -> usize {
+        let dims = (self.shape.len() + self.stride.len()) * size_of::<usize>();
+        size_of::<Self>() + dims + self.storage.len()
+    }
+
     /// Number of elements; every shape is validated at load, so this cannot overflow.
     pub fn numel(&self) -> usize {
         self.shape.iter().product()

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::io::{self, Read, Seek};
 use std::sync::{Mutex, PoisonError};
 
-use zip::ZipArchive;
 use zip::result::ZipError;
+use zip::{CompressionMethod, ZipArchive};
 
 use super::pickle::Machine;
 use super::tensor::MAX_BROADCAST_NUMEL;
@@ -86,7 +86,9 @@ impl PthFile {
             let Some(idx) = archive.index_for_name(&entry) else {
                 return Err(PthError::MissingStorage { key, entry });
             };
-            let actual = archive.by_index_raw(idx).map_err(zip_err)?.size();
+            let raw = archive.by_index_raw(idx).map_err(zip_err)?;
+            stored_only(&raw, &entry)?;
+            let actual = raw.size();
             let needed = u64::try_from(t.storage_numel)
                 .ok()
                 .and_then(|n| n.checked_mul(t.dtype.itemsize() as u64))
@@ -152,6 +154,18 @@ impl PthFile {
     }
 }
 
+/// torch.save never compresses an entry, so only stored entries are read: a deflated one
+/// (inflating up to 1032x) would make memory follow the declared, not the actual, length.
+fn stored_only(file: &zip::read::ZipFile<'_, impl Read>, entry: &str) -> Result<(), PthError> {
+    match file.compression() {
+        CompressionMethod::Stored => Ok(()),
+        method => Err(PthError::Compressed {
+            entry: entry.to_owned(),
+            method: method.to_string(),
+        }),
+    }
+}
+
 fn read_entry<R: Read + Seek>(
     archive: &mut ZipArchive<R>,
     name: &str,
@@ -161,7 +175,11 @@ fn read_entry<R: Read + Seek>(
         entry: name.to_owned(),
         limit,
     };
-    let file = archive.by_name(name).map_err(zip_err)?;
+    let idx = archive
+        .index_for_name(name)
+        .ok_or_else(|| zip_err(ZipError::FileNotFound))?;
+    stored_only(&archive.by_index_raw(idx).map_err(zip_err)?, name)?;
+    let file = archive.by_index(idx).map_err(zip_err)?;
     if file.size() > limit {
         return Err(too_large());
     }
@@ -217,6 +235,43 @@ mod tests {
             PthFile::from_bytes(big),
             Err(PthError::ByteOrder { .. })
         ));
+    }
+
+    /// Marks the entry `name` of a stored zip as deflated (method 8) in its local and central
+    /// headers, as a re-zipped checkpoint would say.
+    fn mark_deflated(mut zip: Vec<u8>, name: &str) -> Vec<u8> {
+        let headers = [(b"PK\x03\x04", 8, 30), (b"PK\x01\x02", 10, 46)];
+        for (signature, method_at, name_at) in headers {
+            let starts: Vec<usize> = (0..zip.len() - 4)
+                .filter(|&i| &zip[i..i + 4] == signature)
+                .filter(|&i| zip[i + name_at..].starts_with(name.as_bytes()))
+                .collect();
+            assert_eq!(starts.len(), 1, "one {signature:?} header for {name}");
+            zip[starts[0] + method_at] = 8;
+        }
+        zip
+    }
+
+    #[test]
+    fn compressed_pickles_and_storages_are_refused() {
+        let pickle = P::new()
+            .odict()
+            .s("w")
+            .tensor("FloatStorage", "0", 4, (0, &[4], &[1]))
+            .op(b"s")
+            .done();
+        let entries = [
+            ("archive/data.pkl", &pickle[..]),
+            ("archive/data/0", &[0; 16][..]),
+        ];
+        assert!(PthFile::from_bytes(zip_of(&entries)).is_ok());
+        for name in ["archive/data.pkl", "archive/data/0"] {
+            let err = PthFile::from_bytes(mark_deflated(zip_of(&entries), name)).unwrap_err();
+            assert!(
+                matches!(&err, PthError::Compressed { entry, .. } if entry == name),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]

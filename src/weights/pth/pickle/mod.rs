@@ -28,6 +28,14 @@ const MAX_STACK: usize = 1 << 20;
 const MAX_MEMO: usize = 1 << 20;
 const MAX_NDIM: usize = 64;
 const MAX_GLOBAL_LEN: usize = 256;
+/// What the machine may build beyond its arena, per byte of pickle: the tensor views (shape,
+/// strides and storage key) and the table handed out. A tensor written by torch spells its
+/// shape and strides out inline (two bytes or more a dimension for 16 bytes built), so a real
+/// state dict needs about 8; a hostile one that memoizes a 64-dimension tuple, or one tensor,
+/// and reuses it under thousands of keys would otherwise build a kilobyte per three bytes.
+const BUILT_PER_PICKLE_BYTE: usize = 16;
+/// ... plus this much for any pickle, so a tiny state dict is never refused.
+const BUILT_FLOOR: usize = 1 << 16;
 
 type Id = usize;
 
@@ -46,12 +54,19 @@ enum Obj {
     List(Vec<Id>),
     Dict(Vec<(Id, Id)>),
     Global(Global),
-    Storage {
-        key: String,
-        dtype: DType,
-        numel: usize,
-    },
-    Tensor(PthTensor),
+    /// The two large values are boxed, so that every other one, which a single opcode byte
+    /// can create, takes 32 bytes of arena instead of a hundred.
+    Storage(Box<Storage>),
+    Tensor(Box<PthTensor>),
+}
+
+const _: () = assert!(size_of::<Obj>() <= 32, "an opcode byte may build one Obj");
+
+#[derive(Debug)]
+struct Storage {
+    key: String,
+    dtype: DType,
+    numel: usize,
 }
 
 impl Obj {
@@ -66,7 +81,7 @@ impl Obj {
             Obj::List(_) => "list",
             Obj::Dict(_) => "dict",
             Obj::Global(_) => "global",
-            Obj::Storage { .. } => "storage",
+            Obj::Storage(_) => "storage",
             Obj::Tensor(_) => "tensor",
         }
     }
@@ -82,6 +97,8 @@ pub(super) struct Machine<'a> {
     /// Stack heights at each open MARK.
     marks: Vec<usize>,
     memo: HashMap<u32, Id>,
+    /// Bytes of tensor views and table entries built so far, against `BUILT_PER_PICKLE_BYTE`.
+    built: usize,
 }
 
 impl<'a> Machine<'a> {
@@ -159,6 +176,26 @@ impl<'a> Machine<'a> {
         self.pos += n + 1;
         let line = window.get(..n).unwrap_or_default();
         std::str::from_utf8(line).map_err(|_| self.invalid("GLOBAL name is not UTF-8"))
+    }
+
+    /// Counts `bytes` more of views or table built, refusing what the pickle's length cannot
+    /// justify.
+    fn charge(&mut self, bytes: usize) -> Result<(), PthError> {
+        self.built = self.built.saturating_add(bytes);
+        self.within_budget(self.built)
+    }
+
+    fn within_budget(&self, built: usize) -> Result<(), PthError> {
+        let budget = self.data.len().saturating_mul(BUILT_PER_PICKLE_BYTE) + BUILT_FLOOR;
+        if built <= budget {
+            return Ok(());
+        }
+        let msg = format!(
+            "its {} bytes build over {budget} bytes of tensor views \
+             (memoized shapes or tensors reused under many keys)",
+            self.data.len()
+        );
+        Err(self.invalid(msg))
     }
 
     fn push(&mut self, id: Id) -> Result<(), PthError> {
@@ -385,6 +422,7 @@ impl<'a> Machine<'a> {
         };
         let mut out: Vec<(String, PthTensor)> = Vec::with_capacity(items.len());
         let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut built = self.built;
         for (k, v) in items {
             let Obj::Str(key) = self.obj(k) else {
                 return Err(PthError::KeyNotString {
@@ -398,11 +436,14 @@ impl<'a> Machine<'a> {
                     found,
                 });
             };
+            let size = tensor.built_size();
             match seen.get(key.as_str()).and_then(|&i| out.get_mut(i)) {
-                Some(slot) => slot.1 = tensor.clone(),
+                Some(slot) => slot.1 = PthTensor::clone(tensor),
                 None => {
+                    built = built.saturating_add(size + key.len());
+                    self.within_budget(built)?;
                     seen.insert(key, out.len());
-                    out.push((key.clone(), tensor.clone()));
+                    out.push((key.clone(), PthTensor::clone(tensor)));
                 }
             }
         }
@@ -466,6 +507,62 @@ mod tests {
             "{err}"
         );
     }
+    /// One tensor with a 64-dimension view, memoized, then reused under many keys: a kilobyte
+    /// of table for every 8 bytes of pickle, which the budget refuses; 60 keys still load.
+    #[test]
+    fn a_tensor_reused_under_many_keys_is_refused() {
+        let ones = [1; 64];
+        let reused = |keys: usize| {
+            let first = P::new()
+                .odict()
+                .op(b"(")
+                .s("k0")
+                .tensor("FloatStorage", "0", 1, (0, &ones, &ones))
+                .op(b"q\x01");
+            let rest = (1..keys).fold(first, |p, i| p.s(&format!("k{i}")).op(b"h\x01"));
+            rest.op(b"u").done()
+        };
+        let f = with_storage(&reused(60), &[0; 4]).unwrap();
+        assert_eq!(f.keys().count(), 60);
+        let err = with_storage(&reused(2000), &[0; 4]).unwrap_err();
+        assert!(err.to_string().contains("tensor views"), "{err}");
+    }
+
+    /// The argument tuple of `_rebuild_tensor_v2` (a 64-dimension view) memoized and called
+    /// again and again: each call builds a new view from 3 bytes of pickle.
+    #[test]
+    fn a_view_rebuilt_from_memoized_arguments_is_refused() {
+        let ones = [1; 64];
+        let tensor = P::new()
+            .tensor("FloatStorage", "0", 1, (0, &ones, &ones))
+            .bytes();
+        // The tensor's opcodes without the protocol header, with its REDUCE ('R') at the end:
+        // memoize the global (slot 1) and the arguments (slot 2) just before it.
+        let body = &tensor[2..tensor.len() - 1];
+        let global_end = body.iter().position(|&b| b == b'(').unwrap();
+        let (global, args) = body.split_at(global_end);
+        let calls = |n: usize| {
+            // {'views': [tensor, tensor, ...]}: a list is no tensor, so even a small one is
+            // refused at the end, but only after every view was built.
+            let mut p = P::new()
+                .odict()
+                .s("views")
+                .op(b"](")
+                .op(global)
+                .op(b"q\x01")
+                .op(args)
+                .op(b"q\x02R");
+            for _ in 0..n {
+                p = p.op(b"h\x01h\x02R");
+            }
+            p.op(b"es").done()
+        };
+        let small = with_storage(&calls(10), &[0; 4]).unwrap_err();
+        assert!(matches!(small, PthError::NotATensor { .. }), "{small}");
+        let err = with_storage(&calls(5000), &[0; 4]).unwrap_err();
+        assert!(err.to_string().contains("tensor views"), "{err}");
+    }
+
     #[test]
     fn mutated_pickles_never_panic() {
         let base = P::new()

@@ -3,7 +3,7 @@
 //! shape and strides. This allow-list is the whole security boundary of the reader:
 //! nothing outside it can be named, and nothing is ever called.
 
-use super::{Id, Machine, Obj};
+use super::{Id, Machine, Obj, Storage};
 use crate::weights::pth::{DType, PthError, PthTensor};
 
 /// The only callables the VM knows; resolving a global yields one of these or an error.
@@ -53,7 +53,7 @@ impl Machine<'_> {
         }
         let key = self.str_of(key, "storage key")?.to_owned();
         let numel = self.usize_of(numel, "storage size")?;
-        self.push_new(Obj::Storage { key, dtype, numel })
+        self.push_new(Obj::Storage(Box::new(Storage { key, dtype, numel })))
     }
 
     /// REDUCE and NEWOBJ "call" an allow-listed global by building what it would return.
@@ -78,7 +78,8 @@ impl Machine<'_> {
             }
             (Global::RebuildTensorV2, args) => {
                 let tensor = self.rebuild_tensor(args)?;
-                self.alloc(Obj::Tensor(tensor))?
+                self.charge(tensor.built_size())?;
+                self.alloc(Obj::Tensor(Box::new(tensor)))?
             }
             (global, args) => {
                 let n = args.len();
@@ -96,7 +97,7 @@ impl Machine<'_> {
         else {
             return Err(self.invalid("_rebuild_tensor_v2 takes 6 or 7 arguments"));
         };
-        let Obj::Storage { key, dtype, numel } = self.obj(storage) else {
+        let Obj::Storage(storage) = self.obj(storage) else {
             let found = self.obj(storage).kind();
             return Err(self.invalid(format!("_rebuild_tensor_v2's storage is a {found}")));
         };
@@ -104,7 +105,7 @@ impl Machine<'_> {
         if shape.len() != stride.len() {
             return Err(self.invalid("tensor size and stride have different lengths"));
         }
-        let (storage, storage_numel, dtype) = (key.clone(), *numel, *dtype);
+        let (storage, storage_numel, dtype) = (storage.key.clone(), storage.numel, storage.dtype);
         let offset = self.usize_of(offset, "storage offset")?;
         Ok(PthTensor {
             shape,
