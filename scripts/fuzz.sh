@@ -12,6 +12,9 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The targets build in fuzz/target under their own toolchain and flags: in the project's
+# shared target directory they would rebuild burn and hold its lock for the length of it.
+unset CARGO_TARGET_DIR
 seconds=${1:-60}
 shift || true
 targets=("$@")

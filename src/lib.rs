@@ -29,7 +29,6 @@ pub mod kernels;
 pub mod model;
 pub mod modeldir;
 pub mod nn;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod picture;
 pub mod readback;
 pub mod rng;

@@ -287,22 +287,32 @@ pub fn read_picture(path: &Path, size: usize, rule: Fit) -> Result<Fitted> {
     })
 }
 
-/// Reads a mask painted over an image of `image_dims` and fits it the same way: `size`²,
-/// true where the mask is white (brighter than mid-grey), i.e. where to generate.
+/// Reads a mask painted over an image of `image_dims` and fits it the same way ([`mask_of`]).
 pub fn read_mask(path: &Path, size: usize, image_dims: (u32, u32), rule: Fit) -> Result<Vec<bool>> {
     let img = open(path, "mask")?;
+    mask_of(&img, size, image_dims, rule)
+        .map_err(|e| VarError::InvalidArgument(format!("{}: {e}", path.display())))
+}
+
+/// What a mask is, for the command line's `--mask` and the page's mask files alike: a picture
+/// of the source's size, white where the model generates and black where it keeps, read by
+/// its luminance (above 127 generates). Alpha is ignored, so a transparent pixel counts by
+/// its colour. It is fitted to the model's `size`² by the source's `rule`, so it covers what
+/// the model sees of the source. Refused (one sentence) when its size is not `image_dims`.
+pub fn mask_of(
+    img: &DynamicImage,
+    size: usize,
+    image_dims: (u32, u32),
+    rule: Fit,
+) -> std::result::Result<Vec<bool>, String> {
     let dims = (img.width(), img.height());
     if dims != image_dims {
-        return Err(VarError::InvalidArgument(format!(
-            "{}: the mask is {}x{} but the image is {}x{}; they must match",
-            path.display(),
-            dims.0,
-            dims.1,
-            image_dims.0,
-            image_dims.1
-        )));
+        return Err(format!(
+            "the mask is {}x{} but the image is {}x{}; they must match",
+            dims.0, dims.1, image_dims.0, image_dims.1
+        ));
     }
-    Ok(fit_channels(&img, size, rule, 1)
+    Ok(fit_channels(img, size, rule, 1)
         .into_iter()
         .map(|v| v > 127)
         .collect())
@@ -489,6 +499,33 @@ mod tests {
         let mask = save(dir.path(), "mask.png", mask.into());
         let m = read_mask(&mask, 32, (96, 64), Fit::Crop).unwrap();
         assert!(m[0] && !m[31], "left half of the square is white");
+    }
+
+    /// The mask rule the CLI and the page share: luminance above 127 generates, alpha never
+    /// matters, and the mask is fitted like its source (here a 4 px source padded by 2 to 8).
+    #[test]
+    fn a_mask_is_read_by_its_luminance_whatever_its_alpha() {
+        let mut img = image::RgbaImage::new(4, 4);
+        for (x, y, p) in img.enumerate_pixels_mut() {
+            *p = match (x, y) {
+                (0, _) => image::Rgba([255, 255, 255, 0]), // white, transparent: generates
+                (1, _) => image::Rgba([0, 0, 0, 255]),     // black, opaque: keeps
+                (2, _) => image::Rgba([128, 128, 128, 255]), // just above mid-grey: generates
+                _ => image::Rgba([127, 127, 127, 0]),      // mid-grey: keeps
+            };
+        }
+        let img = DynamicImage::ImageRgba8(img);
+        let mask = mask_of(&img, 8, (4, 4), Fit::Pad { border: 2 }).unwrap();
+        let at = |x: usize, y: usize| mask[y * 8 + x];
+        for y in 2..6 {
+            assert_eq!(
+                [at(2, y), at(3, y), at(4, y), at(5, y)],
+                [true, false, true, false]
+            );
+        }
+        assert_eq!(mask.iter().filter(|&&g| g).count(), 8, "the border is kept");
+        let err = mask_of(&img, 8, (4, 5), Fit::Pad { border: 2 }).unwrap_err();
+        assert_eq!(err, "the mask is 4x4 but the image is 4x5; they must match");
     }
 
     #[test]

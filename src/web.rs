@@ -607,6 +607,39 @@ impl EditRequest {
     }
 }
 
+/// A mask file as the page reads it, by the rule `var inpaint --mask` uses
+/// ([`crate::picture::mask_of`]): the bytes of a picture of `width` x `height` (the source's
+/// size), fitted to the model's `size`² by `pad_border` (0: the centred square, as for a
+/// source already at the model's size; otherwise a `pad` fit). One byte per pixel, 1 where the
+/// model generates.
+#[wasm_bindgen(js_name = readMask)]
+pub fn read_mask(
+    bytes: &[u8],
+    size: usize,
+    width: u32,
+    height: u32,
+    pad_border: usize,
+) -> Result<Vec<u8>, JsValue> {
+    let refuse = |msg: String| named_error("InvalidArgument", &msg);
+    if size == 0 || size > crate::config::limits::MAX_IMAGE_SIZE {
+        return Err(refuse(format!(
+            "a model side of {size} px is not one a model can have"
+        )));
+    }
+    let budget = crate::picture::alloc_budget(bytes.len() as u64);
+    let img = crate::picture::decode_bytes(bytes, budget).map_err(|e| {
+        refuse(format!(
+            "the mask is not an image this page reads (PNG or JPEG): {e}"
+        ))
+    })?;
+    let rule = match pad_border {
+        0 => crate::config::Fit::Crop,
+        border => crate::config::Fit::Pad { border },
+    };
+    let mask = crate::picture::mask_of(&img, size, (width, height), rule).map_err(refuse)?;
+    Ok(mask.into_iter().map(u8::from).collect())
+}
+
 /// The largest tensor of a model in two files as `backend`'s device would hold it, read from
 /// the safetensors headers alone (the arrays are not copied into wasm): `{name, bytes}`, so
 /// the page can compare it with the adapter's largest buffer binding before loading.

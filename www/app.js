@@ -1,6 +1,6 @@
 // The page: controls, canvas and thumbnails. All model work is in worker.js (see protocol.js).
 import { MSG } from './protocol.js';
-import { Editor } from './editor.js';
+import { Editor, MAX_UPLOAD_BYTES } from './editor.js';
 
 // The model trained here on Fashion-MNIST (committed; see the README's training section).
 const DEFAULT_MODEL = 'models/fashion-mnist/';
@@ -22,7 +22,7 @@ const ui = {
   thumbs: $('thumbs'), timings: $('timings'),
   modeEdit: $('mode-edit'), upload: $('upload'), editControls: $('edit-controls'), editMode: $('edit-mode'),
   editClass: $('edit-class'), brushSize: $('brush-size'), brushSizeValue: $('brush-size-value'),
-  maskClear: $('mask-clear'), maskInvert: $('mask-invert'), beforeAfter: $('before-after'),
+  maskClear: $('mask-clear'), maskInvert: $('mask-invert'), maskExport: $('mask-export'), maskImport: $('mask-import'), beforeAfter: $('before-after'),
   useResult: $('use-result'), inpaint: $('inpaint'), editNote: $('edit-note'), mask: $('mask'),
   sourceFigure: $('source-figure'), reconstruction: $('reconstruction'), maskVisible: $('mask-visible'),
   modelSelect: $('model-select'), modelEntry: $('model-entry'), customModel: $('custom-model'),
@@ -833,6 +833,14 @@ function onWorkerMessage({ data }) {
       setStatus('busy', `Scale ${data.si + 1} of ${n} (${data.patch}×${data.patch} tokens)${shown}…`);
       break;
     }
+    case MSG.MASK: {
+      const mask = new Uint8Array(data.mask);
+      editor.setMask(mask);
+      showMask(true);
+      const generated = mask.reduce((n, m) => n + m, 0);
+      setStatus('ready', `Loaded the mask ${data.name}: ${generated} of ${mask.length} pixels generate.`);
+      break;
+    }
     case MSG.SOURCE:
       if (data.id !== state.runId) return;
       drawRgba(ui.reconstruction, data.rgba, data.size);
@@ -1026,6 +1034,26 @@ ui.brushSize.addEventListener('input', () => {
 });
 ui.maskClear.addEventListener('click', () => { editor.clear(); showMask(true); });
 ui.maskInvert.addEventListener('click', () => { editor.invert(); showMask(true); });
+// A mask file is what `var inpaint --mask` reads (picture::mask_of): saved in the source's
+// geometry, and read back by the same Rust function in the worker, so page and CLI agree.
+ui.maskExport.addEventListener('click', async () => {
+  const { width, height } = editor.maskGeometry();
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(await editor.maskPng());
+  a.download = `var-mask-${width}x${height}.png`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 60_000);
+});
+ui.maskImport.addEventListener('change', async () => {
+  const file = ui.maskImport.files[0];
+  ui.maskImport.value = ''; // the same file can be chosen again
+  if (!file || !state.config) return;
+  if (file.size > MAX_UPLOAD_BYTES) {
+    return setStatus('error', `Error: ${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB; the page reads masks up to ${MAX_UPLOAD_BYTES / 2 ** 20} MB.`);
+  }
+  const bytes = await file.arrayBuffer();
+  worker.postMessage({ type: MSG.READ_MASK, name: file.name, bytes, size: state.config.image_size, ...editor.maskGeometry() }, [bytes]);
+});
 ui.beforeAfter.addEventListener('click', () => showBefore(!state.before));
 ui.useResult.addEventListener('click', () => {
   showBefore(false);

@@ -46,6 +46,7 @@ export class Editor {
     this.mask.height = size;
     this.border = fit && fit.rule === 'pad' ? Math.min(fit.border, Math.floor((size - 1) / 2)) : 0;
     this.source = null;
+    this.original = null;
   }
 
   setTool(tool) {
@@ -58,7 +59,52 @@ export class Editor {
     const size = this.mask.width;
     if (canvas.width !== size || canvas.height !== size) return false;
     this.source = canvas.getContext('2d').getImageData(0, 0, size, size);
+    this.original = null;
     return true;
+  }
+
+  // The source's own geometry, which a mask file has (as `var inpaint --mask` wants it): an
+  // upload's width and height and its fit, or the model's side as is for a generated source.
+  maskGeometry() {
+    const size = this.mask.width;
+    if (!this.original) return { width: size, height: size, border: 0 };
+    return { ...this.original, border: this.border };
+  }
+
+  // The mask as a file in the source's geometry, by the rule the command line reads: white
+  // where the model generates, black where it keeps, opaque. The part the model sees (all of
+  // it, or the inside of a pad border) goes back to the source's centred square, nearest
+  // neighbour, so a source at the model's inner side (a 28 px Fashion-MNIST image) gets the
+  // painted pixels exactly; outside that square the model never looked, so nothing generates.
+  async maskPng() {
+    const size = this.mask.width;
+    const { width, height, border } = this.maskGeometry();
+    const { mask } = this.generateMask('inpaint');
+    const model = new ImageData(size, size);
+    for (let i = 0; i < mask.length; i++) {
+      const v = mask[i] ? 255 : 0;
+      model.data.set([v, v, v, 255], i * 4);
+    }
+    const from = new OffscreenCanvas(size, size);
+    from.getContext('2d').putImageData(model, 0, 0);
+    const out = new OffscreenCanvas(width, height);
+    const ctx = out.getContext('2d');
+    ctx.fillStyle = '#000';
+    ctx.fillRect(0, 0, width, height);
+    ctx.imageSmoothingEnabled = false;
+    const s = Math.min(width, height);
+    const inner = size - 2 * border;
+    ctx.drawImage(from, border, border, inner, inner, (width - s) / 2, (height - s) / 2, s, s);
+    return out.convertToBlob({ type: 'image/png' });
+  }
+
+  // A mask read by the wasm reader (`readMask`: one byte per model pixel, 1 generates) becomes
+  // the painted overlay.
+  setMask(mask) {
+    const size = this.mask.width;
+    const img = new ImageData(size, size);
+    for (let i = 0; i < mask.length; i++) img.data.set([255, 48, 48, mask[i] ? 255 : 0], i * 4);
+    this.ctx.putImageData(img, 0, 0);
   }
 
   // Decodes an uploaded file and fits it to the model as its training images were: the
@@ -93,6 +139,7 @@ export class Editor {
     ctx.drawImage(bitmap, (w - s) / 2, (h - s) / 2, s, s, border, border, inner, inner);
     bitmap.close();
     this.source = ctx.getImageData(0, 0, size, size);
+    this.original = { width: w, height: h };
     const crop = w === h ? '' : `cropped to its centred ${s}x${s} square and `;
     const placed = border ? ` on a ${size}x${size} black canvas (${border} px border)` : '';
     return `${file.name}: ${w}x${h}, ${crop}resized to ${inner}x${inner}${placed}`;

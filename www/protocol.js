@@ -22,6 +22,11 @@
 //                                               scale, or the load or conversion in progress
 //                                               (downloads are aborted at once); the page
 //                                               replaces a worker that does not answer in 1 s
+//   {type: 'read-mask', name, bytes, size, width, height, border}
+//                                               a mask file (ArrayBuffer) for a source of width x
+//                                               height, fitted to the model's size by border (0: as
+//                                               is), read by picture::mask_of as `var inpaint --mask`
+//                                               reads it
 //   {type: 'clear-cache'}                       delete cached model files and converted models
 //   {type: 'storage'}                           list the converted models in storage
 //   {type: 'forget', id}                        delete one converted model
@@ -55,15 +60,19 @@
 //                                               the mask asks for (before the first scale)
 //   {type: 'done', id, size, count, totalMs, rgba}
 //                                               the final image(s), laid out as in 'scale'
+//   {type: 'mask', name, mask}                  a mask file read: ArrayBuffer, one byte per model
+//                                               pixel, 1 generates
 //   {type: 'cancelled', id}
 //   {type: 'cache-cleared'}
-//   {type: 'error', phase, message, fatal}      phase: 'load' | 'generate' | 'edit'; fatal: a trap
+//   {type: 'error', phase, message, fatal}      phase: 'load' | 'generate' | 'edit' | 'mask'; fatal: a trap
 //                                               (wasm panic, out of memory): the page replaces the worker
 export const MSG = Object.freeze({
   LOAD: 'load',
   GENERATE: 'generate',
   EDIT: 'edit',
   SOURCE: 'source',
+  READ_MASK: 'read-mask',
+  MASK: 'mask',
   CANCEL: 'cancel',
   CONVERT: 'convert',
   CONFIRM: 'confirm',

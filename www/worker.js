@@ -1,7 +1,7 @@
 // The inference worker: loads the model (WebGPU first, CPU fallback) and runs generations.
 // All model work happens here; the page only draws. See protocol.js for the messages.
 import init, {
-  VarModel, ShardedLoad, largestTensor, largestShardedTensor, fingerprint, checkManifest,
+  VarModel, ShardedLoad, largestTensor, largestShardedTensor, fingerprint, checkManifest, readMask,
 } from './pkg/var_web.js';
 import { MSG, MODEL_FILES, MANIFEST_FILE, CACHE_NAME } from './protocol.js';
 import {
@@ -472,6 +472,15 @@ self.onmessage = async ({ data }) => {
       else {
         loadCancelled = true;
         loadAbort.abort();
+      }
+      break;
+    case MSG.READ_MASK:
+      try {
+        const mask = readMask(new Uint8Array(data.bytes), data.size, data.width, data.height, data.border);
+        post({ type: MSG.MASK, name: data.name, mask: mask.buffer }, [mask.buffer]);
+      } catch (e) {
+        const why = e && e.message ? e.message : String(e);
+        post({ type: MSG.ERROR, phase: 'mask', message: `${data.name}: ${why}`, fatal: isTrap(e) });
       }
       break;
     case MSG.CLEAR_CACHE:

@@ -6,6 +6,8 @@
 //! - the Fréchet distance between generated and test images in the classifier's feature space,
 //!   beside the same distance between as many training images and the test set (the floor a
 //!   perfect generator would reach at this sample size);
+//! - the tokenizer's ceiling: the same scores for training images through the VQ-VAE alone
+//!   (every token right), which no transformer on this tokenizer can beat;
 //! - a classes x seeds sample grid.
 
 use std::ops::ControlFlow;
@@ -77,6 +79,20 @@ pub struct EvalReport {
     /// The same distance for as many training images as samples vs the test set.
     pub frechet_floor: f64,
     /// Mean pairwise feature distance within a class, generated / training images: diversity.
+    pub within_class_spread_ratio: f64,
+    /// The same scores for training images reconstructed by the VQ-VAE: the tokenizer's ceiling.
+    pub reconstruction: Ceiling,
+}
+
+/// Scores of VQ-VAE reconstructions of training images, at the samples' sample size: what a
+/// transformer that predicted every token of real images right would reach.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ceiling {
+    /// Reconstructions classified as their image's class.
+    pub class_accuracy_overall: f64,
+    /// Reconstructions vs the test set, as `frechet` for the samples.
+    pub frechet: f64,
+    /// Within-class spread, reconstructions / the same training images.
     pub within_class_spread_ratio: f64,
 }
 
@@ -191,6 +207,7 @@ pub fn evaluate(
     let mut features = Vec::new();
     let mut class_accuracy = Vec::new();
     let mut spread = Vec::new();
+    let (mut recon_spread, mut recon_hits) = (Vec::new(), 0usize);
     let mut grid = Vec::new();
     for class in 0..classes {
         progress(&format!(
@@ -224,9 +241,12 @@ pub fn evaluate(
             .take(opts.per_class)
             .collect();
         let (real_f, _) = classify_dataset(&classifier, &train, &real, device)?;
-        spread.push(
-            mean_pairwise(&class_features, FEATURES) / mean_pairwise(&real_f, FEATURES).max(1e-9),
-        );
+        let real_spread = mean_pairwise(&real_f, FEATURES).max(1e-9);
+        spread.push(mean_pairwise(&class_features, FEATURES) / real_spread);
+        let (recon_f, recon_pred) =
+            classify_reconstructions(&model, &classifier, &train, &real, device)?;
+        recon_spread.push(mean_pairwise(&recon_f, FEATURES) / real_spread);
+        recon_hits += recon_pred.iter().filter(|&&p| p == class).count();
         features.extend(class_features);
     }
     progress("computing Fréchet distances");
@@ -237,6 +257,8 @@ pub fn evaluate(
         order.swap(i, rng.below(i + 1));
     }
     let (train_f, _) = classify_dataset(&classifier, &train, &order[..n], device)?;
+    progress("scoring the VQ-VAE's reconstructions (the tokenizer's ceiling)");
+    let (recon_f, _) = classify_reconstructions(&model, &classifier, &train, &order[..n], device)?;
     let report = EvalReport {
         model: opts.model.display().to_string(),
         sampling,
@@ -250,6 +272,11 @@ pub fn evaluate(
         frechet: frechet_distance(&features, &test_f, FEATURES),
         frechet_floor: frechet_distance(&train_f, &test_f, FEATURES),
         within_class_spread_ratio: spread.iter().sum::<f64>() / classes as f64,
+        reconstruction: Ceiling {
+            class_accuracy_overall: recon_hits as f64 / n as f64,
+            frechet: frechet_distance(&recon_f, &test_f, FEATURES),
+            within_class_spread_ratio: recon_spread.iter().sum::<f64>() / classes as f64,
+        },
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| VarError::io(&opts.out, e))?;
     crate::files::write_atomically(
@@ -266,6 +293,31 @@ fn chunks(total: usize, size: usize) -> impl Iterator<Item = usize> {
 }
 
 /// `n` samples of `class` as `[n, 3, H, W]` in [0, 1], host side.
+/// The training images `idx` through the VQ-VAE (encoded, quantized at every scale, decoded),
+/// judged by the classifier: features and predicted classes.
+fn classify_reconstructions(
+    model: &Model,
+    classifier: &Classifier,
+    train: &FashionMnist,
+    idx: &[usize],
+    device: &Device,
+) -> Result<(Vec<f32>, Vec<usize>)> {
+    let size = model.config.image_size;
+    let set = ImageSet::from_fashion_mnist(&train.pick(idx), size, fashion_mnist_fit(size));
+    let vae = &model.vqvae;
+    let (mut features, mut predicted) = (Vec::new(), Vec::new());
+    let all: Vec<usize> = (0..idx.len()).collect();
+    for chunk in all.chunks(100) {
+        let (_, f_hat) = vae.img_to_tokens(set.batch(chunk, device));
+        let images01 = (vae.fhat_to_img(f_hat).clamp(-1.0, 1.0) + 1.0) / 2.0;
+        let images01 = pollster::block_on(read_f32(images01))?;
+        let (f, p) = classifier.classify(grey_input(&images01, chunk.len(), size, device))?;
+        features.extend(f);
+        predicted.extend(p);
+    }
+    Ok((features, predicted))
+}
+
 fn sample(model: &Model, class: usize, n: usize, params: &SamplingParams) -> Result<Vec<f32>> {
     let labels = vec![class; n];
     pollster::block_on(async {

@@ -373,6 +373,72 @@ test('uploads: another aspect ratio is centre-cropped, a non-image is refused', 
   await page.close();
 });
 
+test('a saved mask is what var inpaint --mask reads (the same tokens generated), and loads back as the same mask', { timeout: LONG }, async () => {
+  const page = await openPage('?backend=cpu');
+  await waitState(page, ['ready']);
+  // A 28x28 source, as a Fashion-MNIST image is: the model sees it as is, inside a 2 px border.
+  const picture = (w, h) => page.evaluate(([w, h]) => {
+    const c = document.createElement('canvas');
+    c.width = w;
+    c.height = h;
+    const x = c.getContext('2d');
+    const g = x.createLinearGradient(0, 0, w, h);
+    g.addColorStop(0, '#202020');
+    g.addColorStop(1, '#e0e0e0');
+    x.fillStyle = g;
+    x.fillRect(0, 0, w, h);
+    return c.toDataURL('image/png');
+  }, [w, h]).then((url) => Buffer.from(url.split(',')[1], 'base64'));
+  const png = await picture(28, 28);
+  const scratch = mkdtempSync(join(tmpdir(), 'var-e2e-mask-'));
+  const sourceFile = join(scratch, 'source.png');
+  writeFileSync(sourceFile, png);
+  await page.setInputFiles('#upload', { name: 'source.png', mimeType: 'image/png', buffer: png });
+  await page.waitForFunction(() => document.getElementById('status').textContent.includes('source.png'), null, { timeout: LONG });
+
+  await dragRectangle(page, [6.2, 6.2], [19.8, 13.8]);
+  const maskBits = async () => (await canvasPixels(page, 'mask')).filter((_, i) => i % 4 === 3).map((a) => a >= 128);
+  const painted = await maskBits();
+  assert.equal(painted.filter(Boolean).length, 14 * 8, 'the rectangle covers 14 x 8 model pixels');
+
+  // Saved in the source's geometry: 28x28, white inside the rectangle less the border.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#mask-export')]);
+  assert.equal(download.suggestedFilename(), 'var-mask-28x28.png');
+  const maskFile = join(scratch, 'mask.png');
+  await download.saveAs(maskFile);
+
+  await page.selectOption('#edit-mode', 'inpaint');
+  await page.selectOption('#edit-class', '');
+  await page.click('#inpaint');
+  await waitState(page, ['done', 'error']);
+  assert.equal(await state(page), 'done', await page.textContent('#status'));
+  const pageMask = /The mask: (.*)\./.exec(await page.textContent('#edit-note'))[1];
+
+  // The command line, given the same source and the saved file, generates the same tokens.
+  const cli = spawnSync(varBin, ['inpaint', '--model', join(www, 'models', 'fashion-mnist'), '--image', sourceFile,
+    '--mask', maskFile, '--out', join(scratch, 'edit.png')], { encoding: 'utf8' });
+  assert.equal(cli.status, 0, cli.stderr);
+  const cliMask = /^mask: (.*)$/m.exec(cli.stderr)[1];
+  assert.equal(cliMask, pageMask);
+  // The rectangle's model pixels 6..20 x 6..14 touch 4 x 3 cells of the 8x8 finest grid.
+  assert.equal(cliMask, '12 of 64 tokens on the finest grid are generated');
+
+  // Loaded back (read by the same Rust reader as --mask), it is the painted mask, pixel for pixel.
+  await page.click('#mask-clear');
+  assert.ok((await maskBits()).every((b) => !b), 'cleared');
+  await page.setInputFiles('#mask-import', { name: 'mask.png', mimeType: 'image/png', buffer: readFileSync(maskFile) });
+  await page.waitForFunction(() => document.getElementById('status').textContent.includes('Loaded the mask mask.png'), null, { timeout: LONG });
+  assert.deepEqual(await maskBits(), painted);
+
+  // A mask of another size than the source is refused by name, and the mask stays.
+  await page.setInputFiles('#mask-import', { name: 'wrong.png', mimeType: 'image/png', buffer: await picture(32, 32) });
+  await waitState(page, ['error']);
+  assert.match(await page.textContent('#status'), /wrong\.png: the mask is 32x32 but the image is 28x28/);
+  assert.deepEqual(await maskBits(), painted);
+  rmSync(scratch, { recursive: true, force: true });
+  await page.close();
+});
+
 test('a broken model file gives an error state with a message', { timeout: LONG }, async () => {
   const page = await openPage('?model=models/e2e-broken/');
   await waitState(page, ['error', 'ready']);

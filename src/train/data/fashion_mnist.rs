@@ -136,6 +136,19 @@ impl FashionMnist {
         }
     }
 
+    /// The images at `indices`, in that order.
+    pub fn pick(&self, indices: &[usize]) -> Self {
+        let px = SIDE * SIDE;
+        Self {
+            images: indices
+                .iter()
+                .flat_map(|&i| &self.images[i * px..(i + 1) * px])
+                .copied()
+                .collect(),
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+        }
+    }
+
     /// Image `i` as a grey picture.
     pub fn image(&self, i: usize) -> image::DynamicImage {
         let px = self.images[i * SIDE * SIDE..(i + 1) * SIDE * SIDE].to_vec();

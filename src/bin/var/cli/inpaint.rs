@@ -25,7 +25,8 @@ pub struct Args {
     /// training images were (config.json's `fit`; by default its centred square, resized).
     #[arg(long)]
     image: PathBuf,
-    /// The mask, as large as the image: white = generate, black = keep.
+    /// The mask, as large as the image: white = generate, black = keep, read by luminance
+    /// (above 127 generates; alpha is ignored). The page's "Save mask" writes this format.
     #[arg(long)]
     mask: PathBuf,
     /// Out-painting: white = keep, black = generate.
