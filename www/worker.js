@@ -206,17 +206,21 @@ async function withFallback(reason, loadOn) {
   return { loaded: await loadOn('cpu'), backend: 'cpu', reason };
 }
 
-// The manifest of a sharded model, or null for a model in three files. Always from the network
-// (a model may have been replaced; its shards and config are pinned by it), checked by wasm
-// before anything reads it.
+// A manifest's text and what wasm made of it: checkManifest validates it and writes it back
+// out, so JavaScript only ever reads a manifest Rust has checked, and checks it once.
+function readManifest(text) {
+  return { text, manifest: JSON.parse(checkManifest(text)) }; // throws why it is unusable
+}
+
+// The manifest of a sharded model ({text, manifest}), or null for a model in three files.
+// Always from the network (a model may have been replaced; its shards and config are pinned
+// by it), checked by wasm before anything reads it.
 async function fetchManifest(url) {
   const href = new URL(MANIFEST_FILE, url).href;
   const response = await cancellable(fetch(href, { cache: 'no-store', signal: loadAbort.signal }));
   if (response.status === 404) return null;
   if (!response.ok) throw new Error(`${MANIFEST_FILE}: the server answered ${response.status} ${response.statusText}`);
-  const text = await cancellable(response.text());
-  checkManifest(text); // throws the reason a manifest is unusable
-  return text;
+  return readManifest(await cancellable(response.text()));
 }
 
 // Where a sharded model's files come from: a server (through the Cache API; a shard's cache
@@ -272,8 +276,7 @@ async function openSharded(configJson, manifestText, manifest, backend) {
 }
 
 // Loads a sharded model from `files` (serverFiles or storedFiles); `extra` goes into READY.
-async function loadSharded(files, preference, manifestText, extra = {}) {
-  const manifest = JSON.parse(checkManifest(manifestText));
+async function loadSharded(files, preference, { text: manifestText, manifest }, extra = {}) {
   const configFile = await files.config();
   const configJson = new TextDecoder().decode(configFile.bytes);
   const reason = preference === 'cpu'
@@ -327,7 +330,7 @@ async function loadOfficial({ entry, from, confirmed, replace, backend }) {
   }
   const manifestText = new TextDecoder().decode(await readStored(dir, MANIFEST_FILE));
   try {
-    await loadSharded(storedFiles(dir), backend, manifestText, extra);
+    await loadSharded(storedFiles(dir), backend, readManifest(manifestText), extra);
   } catch (e) {
     // A model in storage that does not load (damaged, or from an older build) is removed,
     // so the next try converts it afresh.
@@ -351,12 +354,12 @@ async function downloadSize(url) {
 }
 
 async function listedSize(url) {
-  const manifestText = await fetchManifest(url);
-  const files = manifestText === null ? MODEL_FILES : ['config.json'];
+  const sharded = await fetchManifest(url);
+  const files = sharded === null ? MODEL_FILES : ['config.json'];
   const heads = await Promise.all(files.map((f) => cancellable(
     fetch(new URL(f, url).href, { method: 'HEAD', cache: 'no-store', signal: loadAbort.signal }))));
   const listed = heads.reduce((a, h) => a + (Number(h.headers.get('content-length')) || 0), 0);
-  const shards = manifestText === null ? 0 : JSON.parse(checkManifest(manifestText)).shards.reduce((a, s) => a + s.bytes, 0);
+  const shards = sharded === null ? 0 : sharded.manifest.shards.reduce((a, s) => a + s.bytes, 0);
   return listed + shards;
 }
 
@@ -369,10 +372,8 @@ async function load(url, preference, confirmed) {
     post({ type: MSG.CONFIRM_LOAD, url, origin, bytes: await downloadSize(url) });
     return;
   }
-  const manifestText = await fetchManifest(url);
-  if (manifestText !== null) {
-    return loadSharded(serverFiles(url, JSON.parse(checkManifest(manifestText))), preference, manifestText);
-  }
+  const sharded = await fetchManifest(url);
+  if (sharded !== null) return loadSharded(serverFiles(url, sharded.manifest), preference, sharded);
   // Three files, each revalidated against the server, so a republished model is never mixed
   // from old and new files; they count as verified once they load together.
   const [configFile, vqvaeFile, varFile] = await Promise.all(

@@ -33,6 +33,27 @@ fn register_font() -> Result<()> {
         .map_err(|_| VarError::InvalidArgument("the plot font does not parse".into()))
 }
 
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+
+fn plot_err(e: &dyn std::fmt::Display) -> VarError {
+    VarError::InvalidArgument(format!("plot: {e}"))
+}
+
+/// Draws a `w` x `h` chart with `draw` and writes it to `png_path` as a PNG, atomically.
+fn render(
+    (w, h): (u32, u32),
+    png_path: &Path,
+    draw: impl FnOnce(&Area<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut px = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut px, (w, h)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(|e| plot_err(&e))?;
+    }
+    write_atomically(png_path, &encode_png(&px, w as usize, h as usize)?)
+}
+
 /// Plots `columns` of a CSV log (first column: step) against the step as a PNG. Empty cells
 /// (values logged only at checkpoints) are skipped; the training loss is smoothed over 50 steps
 /// because single batches are noisy.
@@ -83,13 +104,9 @@ pub fn loss_curve(csv: &Path, png_path: &Path, title: &str, columns: &[&str]) ->
             csv.display()
         )));
     }
-    let (w, h) = (800u32, 480u32);
-    let mut px = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut px, (w, h)).into_drawing_area();
-        let plot_err = |e: &dyn std::fmt::Display| VarError::InvalidArgument(format!("plot: {e}"));
+    render((800, 480), png_path, |root| {
         let pad = (y_max - y_min).max(1e-6) * 0.05;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(40)
@@ -121,15 +138,180 @@ pub fn loss_curve(csv: &Path, png_path: &Path, title: &str, columns: &[&str]) ->
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
-            .map_err(|e| plot_err(&e))?;
-        root.present().map_err(|e| plot_err(&e))?;
+            .map_err(|e| plot_err(&e))
+    })
+}
+
+/// One `var eval` run as the trade-off plot needs it.
+#[derive(Clone, Debug)]
+pub struct EvalPoint {
+    /// What distinguishes the run, e.g. "cfg 5".
+    pub label: String,
+    pub frechet: f64,
+    /// Class adherence overall and of the worst class, in [0, 1].
+    pub adherence: f64,
+    pub worst_class: f64,
+    pub floor: f64,
+    /// The tokenizer's ceiling: the Fréchet distance of the VQ-VAE's reconstructions.
+    pub ceiling: Option<f64>,
+}
+
+impl EvalPoint {
+    /// Reads an `eval.json` written by `var eval`, labelled by its sampling settings.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bad = |what: &str| VarError::InvalidArgument(format!("{}: {what}", path.display()));
+        let text = crate::files::read_regular(path, 1 << 20)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&text).map_err(|e| bad(&format!("not JSON: {e}")))?;
+        let num = |key: &str| {
+            v[key]
+                .as_f64()
+                .ok_or_else(|| bad(&format!("no number {key}")))
+        };
+        let classes = v["class_accuracy"]
+            .as_array()
+            .ok_or_else(|| bad("no class_accuracy"))?;
+        let worst_class = classes
+            .iter()
+            .filter_map(|a| a.as_f64())
+            .fold(f64::INFINITY, f64::min);
+        let s = &v["sampling"];
+        let mut label = format!("cfg {}", s["cfg"]);
+        if s["top_p"].as_f64().is_some_and(|p| p < 1.0) {
+            label.push_str(&format!(", top-p {}", s["top_p"]));
+        }
+        if s["top_k"].as_u64().is_some_and(|k| k > 0) {
+            label.push_str(&format!(", top-k {}", s["top_k"]));
+        }
+        Ok(Self {
+            label,
+            frechet: num("frechet")?,
+            adherence: num("class_accuracy_overall")?,
+            worst_class,
+            floor: num("frechet_floor")?,
+            ceiling: v["reconstruction"]["frechet"].as_f64(),
+        })
     }
-    write_atomically(png_path, &encode_png(&px, w as usize, h as usize)?)
+}
+
+/// Class adherence (overall and worst class) against the Fréchet distance, one point per
+/// evaluation, with the floor and the tokenizer's ceiling drawn as vertical lines: the
+/// trade-off the sampling defaults are chosen on.
+pub fn tradeoff(points: &[EvalPoint], png_path: &Path, title: &str) -> Result<()> {
+    register_font()?;
+    if points.is_empty() {
+        return Err(VarError::InvalidArgument("no evaluations to plot".into()));
+    }
+    let floor = points.iter().map(|p| p.floor).fold(f64::INFINITY, f64::min);
+    let ceiling = points.iter().filter_map(|p| p.ceiling).reduce(f64::min);
+    let x_max = points.iter().map(|p| p.frechet).fold(floor, f64::max) * 1.1;
+    let y_min = points.iter().map(|p| p.worst_class).fold(1.0, f64::min);
+    let y_min = ((y_min * 100.0 - 5.0) / 5.0).floor() * 5.0;
+    render((800, 520), png_path, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..x_max, y_min.max(0.0)..100.5)
+            .map_err(|e| plot_err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("Fréchet distance (classifier features; lower is closer to the data)")
+            .y_desc("class adherence, %")
+            .draw()
+            .map_err(|e| plot_err(&e))?;
+        let mut lines = vec![(floor, "floor (training images)", BLACK)];
+        if let Some(c) = ceiling {
+            lines.push((c, "the tokenizer's ceiling (reconstructions)", GREEN));
+        }
+        for (x, name, colour) in lines {
+            chart
+                .draw_series(LineSeries::new(
+                    [(x, y_min.max(0.0)), (x, 100.5)],
+                    colour.stroke_width(1),
+                ))
+                .map_err(|e| plot_err(&e))?
+                .label(format!("{name}: {x:.1}"))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour));
+        }
+        let series = [
+            (
+                "overall",
+                BLUE,
+                points.iter().map(|p| p.adherence).collect::<Vec<_>>(),
+            ),
+            (
+                "worst class",
+                RED,
+                points.iter().map(|p| p.worst_class).collect(),
+            ),
+        ];
+        for (name, colour, ys) in series {
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .zip(ys)
+                .map(|(p, y)| (p.frechet, y * 100.0))
+                .collect();
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+                .map_err(|e| plot_err(&e))?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
+        }
+        chart
+            .draw_series(points.iter().map(|p| {
+                Text::new(
+                    p.label.clone(),
+                    (p.frechet, p.adherence * 100.0),
+                    ("sans-serif", 13).into_font(),
+                )
+            }))
+            .map_err(|e| plot_err(&e))?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(&e))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tradeoff_plots_every_evaluation_and_refuses_a_foreign_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for (cfg, fd, acc) in [(2.0, 8.0, 0.9), (5.0, 20.0, 0.97)] {
+            let json = serde_json::json!({
+                "sampling": {"cfg": cfg, "top_p": 0.95, "top_k": 0},
+                "frechet": fd, "frechet_floor": 1.6, "class_accuracy_overall": acc,
+                "class_accuracy": [acc, acc - 0.1],
+                "reconstruction": {"frechet": 4.0},
+            });
+            let path = dir.path().join(format!("eval-{cfg}.json"));
+            std::fs::write(&path, json.to_string()).unwrap();
+            paths.push(path);
+        }
+        let points: Vec<EvalPoint> = paths.iter().map(|p| EvalPoint::read(p).unwrap()).collect();
+        assert_eq!(points[0].label, "cfg 2.0, top-p 0.95");
+        assert!((points[1].worst_class - 0.87).abs() < 1e-9);
+        let png_path = dir.path().join("tradeoff.png");
+        tradeoff(&points, &png_path, "test").unwrap();
+        let buf = image::open(&png_path).unwrap().to_rgb8().into_raw();
+        let has = |r: u8, g: u8, b: u8| buf.chunks_exact(3).any(|p| p == [r, g, b]);
+        assert!(has(0, 0, 255) && has(255, 0, 0) && has(0, 255, 0));
+        std::fs::write(&paths[0], "{}").unwrap();
+        let err = EvalPoint::read(&paths[0]).unwrap_err().to_string();
+        assert!(
+            err.contains("no number frechet") || err.contains("class_accuracy"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn loss_curve_draws_the_logged_series() {
