@@ -135,6 +135,8 @@ impl VarModel {
             vqvae: &vqvae,
             var: &var,
         };
+        // burn's ops on both paths: our WebAssembly SIMD kernels (`kernels::cpu`) are correct
+        // but measured slower than burn-flex's in the page (docs/measurements.md).
         let model = load_files(&files, &device, &LoadOptions::default()).map_err(js_error)?;
         Ok(VarModel {
             model: Rc::new(model),

@@ -4,7 +4,9 @@
 //!   reference's outputs (the cheap `mini` fixture, 4 scales at 64 px, keeps software WebGPU
 //!   within minutes);
 //! - in-painting with the shipped model equals the native result (`tests/edit.rs` checks the
-//!   same fixture natively).
+//!   same fixture natively);
+//! - both again on our CPU kernels in WebAssembly SIMD (`kernels::cpu`, what the page's CPU
+//!   path runs), and the kernels themselves against a plain product.
 #![cfg(target_arch = "wasm32")]
 
 use std::ops::ControlFlow;
@@ -12,7 +14,9 @@ use std::ops::ControlFlow;
 use burn::tensor::Device;
 use var_web::convert::model_from_pth;
 use var_web::edit::inpaint;
+use var_web::kernels::cpu::{CpuConv, CpuLinear};
 use var_web::modeldir::{LoadOptions, ModelFiles, load_files};
+use var_web::nn::Kernels;
 use var_web::readback::read_f32;
 use var_web::verify::{GoldenMeta, verify};
 use var_web::weights::pth::PthFile;
@@ -47,11 +51,16 @@ async fn webgpu() -> Device {
     device
 }
 
-async fn parity_on(device: Device, what: &str) {
+async fn parity_on(device: Device, what: &str, kernels: Kernels) {
     let meta: GoldenMeta = serde_json::from_str(META).unwrap();
     let vae = PthFile::from_bytes(VAE.to_vec()).unwrap();
     let var = PthFile::from_bytes(VAR.to_vec()).unwrap();
-    let model = model_from_pth(&vae, &var, &meta.patch_nums, "mini", &device).unwrap();
+    let model = model_from_pth(&vae, &var, &meta.patch_nums, "mini", &device, kernels).unwrap();
+    assert_eq!(
+        model.uses_cpu_kernels(),
+        kernels == Kernels::CpuPacked,
+        "{what}"
+    );
     let checks = verify(&model, GOLDEN, &meta).await.unwrap();
     for c in &checks {
         web_sys::console::log_1(&format!("{what}: {c}").into());
@@ -63,12 +72,17 @@ async fn parity_on(device: Device, what: &str) {
 #[wasm_bindgen_test]
 async fn fixture_matches_reference_on_webgpu() {
     let device = webgpu().await;
-    parity_on(device, "webgpu").await;
+    parity_on(device, "webgpu", Kernels::Burn).await;
 }
 
 #[wasm_bindgen_test]
 async fn fixture_matches_reference_on_cpu_fallback() {
-    parity_on(Device::flex(), "cpu").await;
+    parity_on(Device::flex(), "cpu", Kernels::Burn).await;
+}
+
+#[wasm_bindgen_test]
+async fn fixture_matches_reference_on_the_cpu_kernels() {
+    parity_on(Device::flex(), "cpu kernels", Kernels::CpuPacked).await;
 }
 
 #[derive(serde::Deserialize)]
@@ -81,14 +95,17 @@ struct InpaintFixture {
     image_rgb: Vec<u8>,
 }
 
-async fn inpainting_on(device: Device, what: &str) {
+async fn inpainting_on(device: Device, what: &str, options: LoadOptions) {
     let f: InpaintFixture = serde_json::from_str(INPAINT).unwrap();
     let files = ModelFiles {
         config_json: SHIPPED_CONFIG,
         vqvae: SHIPPED_VQVAE,
         var: SHIPPED_VAR,
     };
-    let model = load_files(&files, &device, &LoadOptions::default()).unwrap();
+    let model = load_files(&files, &device, &options).unwrap();
+    let on_cpu = !var_web::kernels::is_gpu(&device);
+    let packed = on_cpu && options.kernels == Kernels::CpuPacked;
+    assert_eq!(model.uses_cpu_kernels(), packed, "{what}");
     let size = model.config.image_size;
     let [y0, y1, x0, x1] = f.generate_rect;
     let painted: Vec<bool> = (0..size * size)
@@ -127,12 +144,91 @@ async fn inpainting_on(device: Device, what: &str) {
 #[wasm_bindgen_test]
 async fn inpainting_matches_native_on_webgpu() {
     let device = webgpu().await;
-    inpainting_on(device, "webgpu").await;
+    inpainting_on(device, "webgpu", LoadOptions::default()).await;
 }
 
 #[wasm_bindgen_test]
 async fn inpainting_matches_native_on_cpu_fallback() {
-    inpainting_on(Device::flex(), "cpu").await;
+    inpainting_on(Device::flex(), "cpu", LoadOptions::default()).await;
+}
+
+#[wasm_bindgen_test]
+async fn inpainting_matches_native_on_the_cpu_kernels() {
+    inpainting_on(Device::flex(), "cpu kernels", LoadOptions::inference()).await;
+}
+
+/// A deterministic value in [-1, 1).
+fn value(i: usize, salt: usize) -> f32 {
+    let h = (i.wrapping_mul(2_654_435_761) ^ salt.wrapping_mul(40_503)) % 2001;
+    h as f32 / 1000.0 - 1.0
+}
+
+/// Every element of `got` within f32 accumulation error of `want` over `k` products.
+fn assert_close(got: &[f32], want: &[f64], k: usize, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (f64::from(*g) - w).abs() <= 1e-6 * k as f64,
+            "{what}: element {i} is {g}, expected {w}"
+        );
+    }
+}
+
+#[wasm_bindgen_test]
+fn the_simd128_linear_kernel_matches_a_plain_product_at_every_row_count() {
+    assert!(CpuLinear::supported(), "this build has WebAssembly SIMD");
+    // d_out = 200 leaves a partial last panel; the rows cover partial and full tiles.
+    let (k, n) = (96, 200);
+    let w: Vec<f32> = (0..k * n).map(|i| value(i, 1)).collect();
+    let b: Vec<f32> = (0..n).map(|i| value(i, 2)).collect();
+    let linear = CpuLinear::from_f32(&w, k, n, Some(b.clone()));
+    for rows in [1, 2, 5, 6, 7, 13, 64] {
+        let x: Vec<f32> = (0..rows * k).map(|i| value(i, 3 + rows)).collect();
+        let want: Vec<f64> = (0..rows * n)
+            .map(|o| {
+                let (r, j) = (o / n, o % n);
+                let dot: f64 = (0..k)
+                    .map(|i| f64::from(x[r * k + i]) * f64::from(w[i * n + j]))
+                    .sum();
+                dot + f64::from(b[j])
+            })
+            .collect();
+        assert_close(&linear.forward(&x, rows), &want, k, &format!("{rows} rows"));
+    }
+}
+
+#[wasm_bindgen_test]
+fn the_simd128_convolution_matches_a_plain_one() {
+    // 3x3, stride 1, padding 1, 5 -> 7 channels on a 6x5 image, batch 2.
+    let (c_in, c_out, h, wd, batch) = (5, 7, 6, 5, 2);
+    let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| value(i, 4)).collect();
+    let bias: Vec<f32> = (0..c_out).map(|i| value(i, 5)).collect();
+    let conv = CpuConv::new(&weight, c_in, c_out, 3, 1, [1, 1, 1, 1], Some(bias.clone()));
+    let x: Vec<f32> = (0..batch * c_in * h * wd).map(|i| value(i, 6)).collect();
+    let mut want = vec![0f64; batch * c_out * h * wd];
+    for b in 0..batch {
+        for o in 0..c_out {
+            for y in 0..h {
+                for xx in 0..wd {
+                    let mut sum = f64::from(bias[o]);
+                    for c in 0..c_in {
+                        for (dy, dx) in (0..9).map(|t| (t / 3, t % 3)) {
+                            let (sy, sx) = (y + dy, xx + dx);
+                            if sy < 1 || sx < 1 || sy > h || sx > wd {
+                                continue;
+                            }
+                            let px = x[((b * c_in + c) * h + sy - 1) * wd + sx - 1];
+                            let wt = weight[((o * c_in + c) * 3 + dy) * 3 + dx];
+                            sum += f64::from(px) * f64::from(wt);
+                        }
+                    }
+                    want[((b * c_out + o) * h + y) * wd + xx] = sum;
+                }
+            }
+        }
+    }
+    assert_eq!(conv.output_size(h, wd), (h, wd));
+    assert_close(&conv.forward(&x, batch, h, wd), &want, c_in * 9, "3x3 conv");
 }
 
 #[wasm_bindgen_test]

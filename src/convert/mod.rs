@@ -154,14 +154,16 @@ pub fn infer_config(
     Ok(config)
 }
 
-/// Builds a model straight from official checkpoints: the configuration is read off the
-/// shapes (see [`infer_config`]) and every tensor is checked on the way in.
+/// Builds a model straight from official checkpoints, its layers for `kernels`: the
+/// configuration is read off the shapes (see [`infer_config`]) and every tensor is checked on
+/// the way in.
 pub fn model_from_pth(
     vae: &PthFile,
     var: &PthFile,
     patch_nums: &[usize],
     name: &str,
     device: &Device,
+    kernels: Kernels,
 ) -> Result<Model> {
     let vae_shapes = |k: &str| vae.get(k).map(|t| t.shape.clone());
     let var_shapes = |k: &str| var.get(k).map(|t| t.shape.clone());
@@ -171,7 +173,7 @@ pub fn model_from_pth(
         &mut PthSource::new(vae),
         &mut PthSource::new(var),
         device,
-        Kernels::Burn,
+        kernels,
     )
 }
 
@@ -211,6 +213,7 @@ pub fn convert_pth(
         patch_nums,
         &name,
         &Device::flex(),
+        Kernels::Burn,
     )?);
 
     // Unsharded is one shard per part, renamed to the two files (the same bytes).

@@ -82,7 +82,7 @@ impl CpuConv {
     /// # Panics
     /// When the CPU lacks the kernels or `x` is not `batch x c_in x h x w`.
     pub fn forward(&self, x: &[f32], batch: usize, h: usize, w: usize) -> Vec<f32> {
-        let isa = isa().expect("the CPU kernels need AVX2+FMA or AVX-512");
+        let isa = isa().expect("the CPU kernels need AVX2+FMA, AVX-512 or WebAssembly SIMD");
         self.forward_with(isa, x, batch, h, w)
     }
 

@@ -135,7 +135,7 @@ impl CpuLinear {
     /// # Panics
     /// When the CPU lacks the kernels ([`Self::supported`]) or `x` is not `rows x d_in`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let isa = isa().expect("the CPU kernels need AVX2+FMA or AVX-512");
+        let isa = isa().expect("the CPU kernels need AVX2+FMA, AVX-512 or WebAssembly SIMD");
         self.forward_with(isa, x, rows)
     }
 

@@ -1,14 +1,17 @@
-//! f32 kernels for x86-64 CPUs, for inference: [`CpuLinear`] (a Linear layer with its weight
+//! f32 kernels for CPUs, for inference: [`CpuLinear`] (a Linear layer with its weight
 //! packed once into column panels, f32 or int8) and [`CpuConv`] (a convolution as that Linear
 //! layer over im2col patches). This file holds what both share: picking AVX-512 or AVX2+FMA
-//! at run time, the one register-tile kernel they both call ([`x86`]), the panel geometry,
-//! and the strided operand and shared output pointer the kernel is driven through.
+//! at run time on x86-64 ([`x86`]), or WebAssembly SIMD in the browser ([`wasm`], compiled in
+//! by the build's `+simd128`), the one register-tile kernel they both call, the panel
+//! geometry, and the strided operand and shared output pointer the kernel is driven through.
 //!
-//! Outside x86-64, or on a CPU with neither instruction set, [`CpuLinear::supported`] is
+//! Elsewhere, or on an x86-64 CPU with neither instruction set, [`CpuLinear::supported`] is
 //! false and the model keeps burn's own ops.
 
 mod conv;
 mod linear;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -18,19 +21,20 @@ pub use linear::CpuLinear;
 /// Output columns per panel: four AVX-512 vectors, eight AVX2 vectors.
 pub const PANEL: usize = 64;
 
-/// The instruction sets the kernels are written for ([`isa`] finds none outside x86-64).
+/// The instruction sets the kernels are written for ([`isa`] finds the one this CPU runs).
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[allow(dead_code)] // each target builds only its own
 enum Isa {
     Avx512,
     Avx2,
+    Simd128,
 }
 
 /// One register tile through the kernel for `isa` (see [`x86::tile_avx512`]).
 ///
 /// # Safety
 /// As the kernels': rows `0..r` of `x` from `xp` and the `k x PANEL` panel are readable.
-#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+#[allow(unreachable_patterns)] // each target builds only its own kernels
 unsafe fn tile(
     isa: Isa,
     xp: *const f32,
@@ -40,16 +44,17 @@ unsafe fn tile(
     panel: &[f32],
     out: &mut [f32; TILE_ROWS * PANEL],
 ) {
-    #[cfg(target_arch = "x86_64")]
+    let (rs, ks) = (x.row_stride, x.k_stride);
     match isa {
-        Isa::Avx512 => unsafe { x86::tile_avx512(xp, r, k, x.row_stride, x.k_stride, panel, out) },
-        Isa::Avx2 => unsafe { x86::tile_avx2(xp, r, k, x.row_stride, x.k_stride, panel, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::tile_avx512(xp, r, k, rs, ks, panel, out) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::tile_avx2(xp, r, k, rs, ks, panel, out) },
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        Isa::Simd128 => unsafe { wasm::tile_simd128(xp, r, k, rs, ks, panel, out) },
+        // `isa` only returns what this target built.
+        _ => unreachable!("no CPU kernel for {isa:?} in this build ({xp:?}, {r} rows, k {k})"),
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!(
-        "no CPU kernel for {isa:?} outside x86-64 (rows {}, k stride {})",
-        x.row_stride, x.k_stride
-    );
 }
 
 /// The best kernel this CPU runs.
@@ -64,6 +69,11 @@ fn isa() -> Option<Isa> {
             return Some(Isa::Avx2);
         }
     }
+    // A wasm module is validated whole before it runs, so a build with SIMD only ever runs
+    // where SIMD is (the page checks before loading the package).
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return Some(Isa::Simd128);
+    #[allow(unreachable_code)]
     None
 }
 
@@ -83,7 +93,7 @@ fn isas() -> Vec<Isa> {
         found
     }
     #[cfg(not(target_arch = "x86_64"))]
-    Vec::new()
+    isa().into_iter().collect()
 }
 
 fn panels(d_out: usize) -> usize {
