@@ -26,16 +26,17 @@ use var_web::weights::shards::{ImageMemory, Manifest};
 use zip::write::SimpleFileOptions;
 
 /// A whole `.pth` file (zip container + pickle + storages): opened, every tensor read.
-pub fn pth_container(data: &[u8]) {
+pub fn pth_container(data: &[u8]) -> usize {
     if let Ok(file) = PthFile::from_bytes(data.to_vec()) {
         read_all(&file);
     }
+    0
 }
 
 /// The pickle machine and the tensor views it builds: `pickle` becomes `data.pkl` of an
 /// otherwise valid checkpoint (the container's checksums are right, so every mutation reaches
 /// the pickle) with two small storages, '0' and '1'.
-pub fn pickle(pickle: &[u8]) {
+pub fn pickle(pickle: &[u8]) -> usize {
     let mut w = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let stored = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in [
@@ -50,6 +51,7 @@ pub fn pickle(pickle: &[u8]) {
     if let Ok(file) = PthFile::from_bytes(bytes) {
         read_all(&file);
     }
+    0
 }
 
 fn read_all(file: &PthFile) {
@@ -62,33 +64,36 @@ fn read_all(file: &PthFile) {
 
 /// `config.json`: parsed and validated, then used to size a model's memory (the first thing
 /// the page does with a config).
-pub fn config_json(data: &[u8]) {
+pub fn config_json(data: &[u8]) -> usize {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return 0;
     };
     if let Ok(config) = ModelConfig::from_json(text, "config.json") {
         let image = ImageMemory::of(&config);
         let _ = image.largest_batch(1 << 30, false, 4 << 30, 16);
         let _ = config.seq_len();
     }
+    // The class names are in the text itself.
+    0
 }
 
 /// `manifest.json` of a sharded model: parsed and checked, then asked its largest tensor.
-pub fn manifest_json(data: &[u8]) {
+pub fn manifest_json(data: &[u8]) -> usize {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return 0;
     };
     if let Ok(manifest) = Manifest::from_json(text) {
         let _ = manifest.largest_device_tensor(true);
         let _ = manifest.largest_device_tensor(false);
     }
+    0
 }
 
 /// A safetensors file through our source (f32, f16, int8 codes with their scales): every
 /// tensor the header names taken at the shape the header gives, as the loader does.
-pub fn safetensors_source(data: &[u8]) {
+pub fn safetensors_source(data: &[u8]) -> usize {
     let Ok(parsed) = safetensors::SafeTensors::deserialize(data) else {
-        return;
+        return 0;
     };
     let shapes: Vec<(String, Vec<usize>)> = parsed
         .tensors()
@@ -96,7 +101,7 @@ pub fn safetensors_source(data: &[u8]) {
         .map(|(name, view)| (name, view.shape().to_vec()))
         .collect();
     let Ok(mut source) = SafetensorsSource::new(data, "fuzz.safetensors") else {
-        return;
+        return 0;
     };
     for (name, shape) in &shapes {
         // The loader asks for int8 codes only for matrices (Linear weights).
@@ -106,14 +111,15 @@ pub fn safetensors_source(data: &[u8]) {
         let _ = source.take(name, shape);
     }
     let _ = source.unused();
+    0
 }
 
 /// A picture or mask upload: decoded within the budget its length justifies, then fitted to a
 /// model's side by both rules (as an image and as a mask), and a result given back in its
 /// geometry, as `var inpaint` does.
-pub fn image_mask(data: &[u8]) {
+pub fn image_mask(data: &[u8]) -> usize {
     let Ok(img) = picture::decode_bytes(data, picture::alloc_budget(data.len() as u64)) else {
-        return;
+        return 0;
     };
     for rule in [Fit::Crop, Fit::Pad { border: 2 }] {
         let rgb = picture::fit_rgb(&img, 32, rule);
@@ -121,14 +127,15 @@ pub fn image_mask(data: &[u8]) {
         let back = picture::unfit_rgb(&rgb, 32, rule, &img.to_rgb8());
         assert_eq!(back.dimensions(), (img.width(), img.height()));
     }
+    0
 }
 
 /// Config inference from the tensor shapes of a pair of checkpoints (`var convert` and the
 /// page's converter do it before reading any weight). The input is text, so that mutations
 /// stay meaningful: a line `patch_nums 1,2,3`, then lines `vae KEY D0,D1,…` and `var KEY …`.
-pub fn config_infer(data: &[u8]) {
+pub fn config_infer(data: &[u8]) -> usize {
     let Ok(text) = std::str::from_utf8(data) else {
-        return;
+        return 0;
     };
     let dims = |s: &str| -> Option<Vec<usize>> {
         if s.is_empty() {
@@ -156,11 +163,20 @@ pub fn config_infer(data: &[u8]) {
         &patch_nums,
         "fuzz",
     );
-    if let Ok(config) = config {
-        let _ = ImageMemory::of(&config).largest_batch(1 << 30, false, 4 << 30, 16);
-        let _ = config.seq_len();
-    }
+    let Ok(config) = config else {
+        return 0;
+    };
+    let _ = ImageMemory::of(&config).largest_batch(1 << 30, false, 4 << 30, 16);
+    let _ = config.seq_len();
+    // What the validated configuration needs beyond the text: a name for each class
+    // (ImageNet's for 1,000 classes, else `class N`), which the class embedding's row count
+    // sets (up to config::limits::MAX_CLASSES).
+    config.var.num_classes * CLASS_NAME_BYTES
 }
+
+/// The most one default class name takes: its `String` and its text (ImageNet's longest
+/// names are under 140 bytes).
+const CLASS_NAME_BYTES: usize = 160;
 
 /// The system allocator, counting live bytes and their peak.
 pub struct Counting;
@@ -217,7 +233,8 @@ const MIB: usize = 1 << 20;
 ///   opcode plus its stack and memo, the views it may build at 16 per pickle byte, one tensor's
 ///   span and its values at 8 per stored byte) plus 129 MiB, the largest broadcast view read as
 ///   i64 (2^24 elements) and the floors;
-/// - JSON (`config.json`, `manifest.json`) and the shape list: 32 per byte plus 1 MiB;
+/// - JSON (`config.json`, `manifest.json`) and the shape list: 32 per byte plus 1 MiB, and
+///   for the shape list the class names of the config it gives (the target returns those);
 /// - safetensors: 16 per byte (int8 codes become f32) plus 1 MiB;
 /// - pictures: three canvases of `picture::alloc_budget` (the decoded image, its RGB copy and
 ///   the result in the source's size) plus 1 MiB.
@@ -235,13 +252,14 @@ pub fn bound(target: &str, len: usize) -> usize {
     }
 }
 
-/// Runs `run` on `data` and returns the peak of live heap bytes it added. Meaningful only
-/// where [`Counting`] is the global allocator and nothing else allocates meanwhile.
-pub fn peak_of(run: Target, data: &[u8]) -> usize {
+/// Runs `run` on `data` and returns the peak of live heap bytes it added, and what `run`
+/// says its validated configuration justifies. Meaningful only where [`Counting`] is the
+/// global allocator and nothing else allocates meanwhile.
+pub fn peak_of(run: Target, data: &[u8]) -> (usize, usize) {
     let before = LIVE.load(Relaxed);
     PEAK.store(before, Relaxed);
-    run(data);
-    PEAK.load(Relaxed).saturating_sub(before)
+    let justified = run(data);
+    (PEAK.load(Relaxed).saturating_sub(before), justified)
 }
 
 /// Runs target `name` on `data`, panicking (a finding) when its peak exceeds [`bound`].
@@ -250,7 +268,8 @@ pub fn run_bounded(name: &str, data: &[u8]) {
         .iter()
         .find(|(n, _)| *n == name)
         .unwrap_or_else(|| panic!("no target {name}"));
-    let (peak, limit) = (peak_of(*run, data), bound(name, data.len()));
+    let (peak, justified) = peak_of(*run, data);
+    let limit = bound(name, data.len()).saturating_add(justified);
     assert!(
         peak <= limit,
         "{name}: an input of {} bytes peaked at {peak} live heap bytes, over its bound of {limit}",
@@ -258,8 +277,9 @@ pub fn run_bounded(name: &str, data: &[u8]) {
     );
 }
 
-/// What a target does with one input.
-pub type Target = fn(&[u8]);
+/// What a target does with one input; it returns the heap bytes the validated configuration
+/// it read needs beyond what [`bound`] allows for the input's length (0 for most).
+pub type Target = fn(&[u8]) -> usize;
 
 /// The targets by name, as `scripts/fuzz.sh` and the corpus replay know them.
 pub const TARGETS: [(&str, Target); 7] = [

@@ -31,4 +31,4 @@ done
 point cfg3-nop --cfg 3 --top-p 1
 point cfg5-nop --cfg 5 --top-p 1
 "$var" plot --evals "$(IFS=,; echo "${runs[*]}")" --out docs/fashion-mnist-tradeoff.png \
-  --title "Fashion-MNIST: class adherence against Fréchet distance (100 samples per class)"
+  --title "Fashion-MNIST: adherence against Fréchet distance, by CFG (p: top-p)"

@@ -30,7 +30,7 @@ fn every_kept_fuzz_input_is_handled_without_a_panic_within_its_memory_bound() {
             let bytes = std::fs::read(&path).unwrap();
             let outcome = std::panic::catch_unwind(|| harness::run_bounded(name, &bytes));
             assert!(outcome.is_ok(), "{name}: {} fails", path.display());
-            let peak = harness::peak_of(
+            let (peak, _) = harness::peak_of(
                 harness::TARGETS.iter().find(|(n, _)| *n == name).unwrap().1,
                 &bytes,
             );
@@ -46,13 +46,14 @@ fn every_kept_fuzz_input_is_handled_without_a_panic_within_its_memory_bound() {
 /// The bound bites: a loader that kept 100 copies of its input would fail it.
 #[test]
 fn a_hundred_copies_of_the_input_exceed_the_bound() {
-    fn hoard(data: &[u8]) {
+    fn hoard(data: &[u8]) -> usize {
         let copies: Vec<Vec<u8>> = (0..100).map(|_| data.to_vec()).collect();
         std::hint::black_box(copies);
+        0
     }
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let input = vec![7u8; 1 << 20];
-    let peak = harness::peak_of(hoard, &input);
+    let (peak, _) = harness::peak_of(hoard, &input);
     assert!(peak >= 100 << 20, "peak {peak}");
     assert!(peak > harness::bound("config_json", input.len()));
 }

@@ -107,7 +107,7 @@ impl VqvaeConfig {
         1 << (self.ch_mult.len() - 1)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         use limits::*;
         let bad = |m: &str| Err(VarError::Config(m.to_string()));
         if self.vocab_size == 0 || self.z_channels == 0 || self.ch == 0 {
@@ -213,7 +213,7 @@ impl VarConfig {
         (self.embed_dim as f32 * self.mlp_ratio).round() as usize
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         use limits::*;
         let bad = |m: &str| Err(VarError::Config(m.to_string()));
         if self.depth == 0 || self.embed_dim == 0 || self.num_heads == 0 || self.num_classes == 0 {

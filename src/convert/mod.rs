@@ -98,7 +98,7 @@ pub fn infer_config(
         // width-64 heads are assumed.
         _ => (embed_dim / 64).max(1),
     };
-    let config = ModelConfig {
+    let mut config = ModelConfig {
         name: name.to_string(),
         // At most 256 (MAX_PATCH) times 128 (MAX_LEVELS): no overflow.
         image_size: patch_nums.last().copied().unwrap_or(0) << (levels - 1),
@@ -113,7 +113,9 @@ pub fn infer_config(
             shared_aln: var("shared_ada_lin.1.weight").is_some(),
         },
         vqvae,
-        class_names: crate::config::default_class_names(num_classes),
+        // Named below, once the sizes are known to be valid: a name per class is the one
+        // allocation here that grows with a number read off a shape.
+        class_names: Vec::new(),
         sampling: SamplingParams::default(),
         storage: Storage::F32,
         fit: None,
@@ -150,6 +152,9 @@ pub fn infer_config(
             word[1]
         )));
     }
+    config.vqvae.validate()?;
+    config.var.validate()?;
+    config.class_names = crate::config::default_class_names(config.var.num_classes);
     config.validate()?;
     Ok(config)
 }

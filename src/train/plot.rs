@@ -175,13 +175,14 @@ impl EvalPoint {
             .iter()
             .filter_map(|a| a.as_f64())
             .fold(f64::INFINITY, f64::min);
+        // Short, as the points crowd: "3" for CFG 3 with top-p, "3, p 1" without.
         let s = &v["sampling"];
-        let mut label = format!("cfg {}", s["cfg"]);
-        if s["top_p"].as_f64().is_some_and(|p| p < 1.0) {
-            label.push_str(&format!(", top-p {}", s["top_p"]));
+        let mut label = format!("{}", s["cfg"].as_f64().unwrap_or(f64::NAN));
+        if let Some(p) = s["top_p"].as_f64() {
+            label.push_str(&format!(", p {p}"));
         }
         if s["top_k"].as_u64().is_some_and(|k| k > 0) {
-            label.push_str(&format!(", top-k {}", s["top_k"]));
+            label.push_str(&format!(", k {}", s["top_k"]));
         }
         Ok(Self {
             label,
@@ -213,7 +214,7 @@ pub fn tradeoff(points: &[EvalPoint], png_path: &Path, title: &str) -> Result<()
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..x_max, y_min.max(0.0)..100.5)
+            .build_cartesian_2d(0f64..x_max, y_min.max(0.0)..104.0)
             .map_err(|e| plot_err(&e))?;
         chart
             .configure_mesh()
@@ -228,7 +229,7 @@ pub fn tradeoff(points: &[EvalPoint], png_path: &Path, title: &str) -> Result<()
         for (x, name, colour) in lines {
             chart
                 .draw_series(LineSeries::new(
-                    [(x, y_min.max(0.0)), (x, 100.5)],
+                    [(x, y_min.max(0.0)), (x, 104.0)],
                     colour.stroke_width(1),
                 ))
                 .map_err(|e| plot_err(&e))?
@@ -259,18 +260,29 @@ pub fn tradeoff(points: &[EvalPoint], png_path: &Path, title: &str) -> Result<()
                 .label(name)
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
         }
+        // Each run's two points joined, its label above the upper one.
+        for p in points {
+            let (top, bottom) = (p.adherence * 100.0, p.worst_class * 100.0);
+            chart
+                .draw_series(LineSeries::new(
+                    [(p.frechet, bottom), (p.frechet, top)],
+                    BLACK.mix(0.3).stroke_width(1),
+                ))
+                .map_err(|e| plot_err(&e))?;
+        }
+        // Three heights in order of distance, so neighbours' labels do not overlap.
+        let mut by_distance: Vec<&EvalPoint> = points.iter().collect();
+        by_distance.sort_by(|a, b| a.frechet.total_cmp(&b.frechet));
         chart
-            .draw_series(points.iter().map(|p| {
-                Text::new(
-                    p.label.clone(),
-                    (p.frechet, p.adherence * 100.0),
-                    ("sans-serif", 13).into_font(),
-                )
+            .draw_series(by_distance.into_iter().enumerate().map(|(i, p)| {
+                let lift = [-20, -34, -48][i % 3];
+                EmptyElement::at((p.frechet, p.adherence * 100.0))
+                    + Text::new(p.label.clone(), (-12, lift), ("sans-serif", 13).into_font())
             }))
             .map_err(|e| plot_err(&e))?;
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::MiddleLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
@@ -298,7 +310,7 @@ mod tests {
             paths.push(path);
         }
         let points: Vec<EvalPoint> = paths.iter().map(|p| EvalPoint::read(p).unwrap()).collect();
-        assert_eq!(points[0].label, "cfg 2.0, top-p 0.95");
+        assert_eq!(points[0].label, "2, p 0.95");
         assert!((points[1].worst_class - 0.87).abs() < 1e-9);
         let png_path = dir.path().join("tradeoff.png");
         tradeoff(&points, &png_path, "test").unwrap();
