@@ -262,8 +262,9 @@ pub fn peak_of(run: Target, data: &[u8]) -> (usize, usize) {
     (PEAK.load(Relaxed).saturating_sub(before), justified)
 }
 
-/// Runs target `name` on `data`, panicking (a finding) when its peak exceeds [`bound`].
-pub fn run_bounded(name: &str, data: &[u8]) {
+/// Runs target `name` on `data`, panicking (a finding) when its peak exceeds [`bound`];
+/// returns the peak it checked.
+pub fn run_bounded(name: &str, data: &[u8]) -> usize {
     let (_, run) = TARGETS
         .iter()
         .find(|(n, _)| *n == name)
@@ -275,6 +276,7 @@ pub fn run_bounded(name: &str, data: &[u8]) {
         "{name}: an input of {} bytes peaked at {peak} live heap bytes, over its bound of {limit}",
         data.len()
     );
+    peak
 }
 
 /// What a target does with one input; it returns the heap bytes the validated configuration

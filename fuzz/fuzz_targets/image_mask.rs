@@ -8,4 +8,6 @@ mod harness;
 #[global_allocator]
 static HEAP: harness::Counting = harness::Counting;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::run_bounded("image_mask", data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    harness::run_bounded("image_mask", data);
+});
