@@ -8,10 +8,11 @@ mod common;
 use burn::tensor::Device;
 use burn::tensor::wgpu::WgpuBackend;
 use var_web::SamplingParams;
+use var_web::bench::dispatches::Counting;
 use var_web::bench::{self, BenchSettings};
 use var_web::config::Storage;
 use var_web::generate::generate;
-use var_web::kernels::int8::{INT8_TEST_SHAPES, int8_matmul_error};
+use var_web::kernels::int8::{DIRECT_ROWS_MAX, INT8_TEST_SHAPES, int8_matmul_error};
 use var_web::kernels::is_gpu;
 use var_web::modeldir::{self, LoadOptions};
 use var_web::readback::read_f32;
@@ -46,6 +47,65 @@ fn int8_matmul_matches_the_burn_reference_on_wgpu() {
         let err = pollster::block_on(int8_matmul_error(&device, m, k, n, i as u64)).unwrap();
         assert!(err < 1e-5, "[{m}x{k}] x [{k}x{n}]: relative error {err}");
     }
+}
+
+#[test]
+fn adaln_kernels_match_the_burn_ops_on_wgpu() {
+    use var_web::kernels::adaln::{
+        MODULATED_LN_TEST_SHAPES, gated_residual_error, modulated_layer_norm_error,
+    };
+    let _one_at_a_time = exclusive();
+    let device = vulkan();
+    for (i, &shape) in MODULATED_LN_TEST_SHAPES.iter().enumerate() {
+        let err = pollster::block_on(modulated_layer_norm_error(&device, shape, i as u64)).unwrap();
+        assert!(err < 1e-5, "layer norm {shape:?}: relative error {err}");
+        let err = pollster::block_on(gated_residual_error(&device, shape, i as u64)).unwrap();
+        assert!(err < 1e-6, "gated residual {shape:?}: relative error {err}");
+    }
+}
+
+#[test]
+fn attention_and_gelu_kernels_match_the_burn_ops_on_wgpu() {
+    use var_web::kernels::activation::gelu_tanh_error;
+    use var_web::kernels::attention::{ATTENTION_TEST_SHAPES, attention_kernels_error};
+    let _one_at_a_time = exclusive();
+    let device = vulkan();
+    for (i, &shape) in ATTENTION_TEST_SHAPES.iter().enumerate() {
+        let err = pollster::block_on(attention_kernels_error(&device, shape, i as u64)).unwrap();
+        assert!(err < 1e-5, "attention {shape:?}: relative error {err}");
+    }
+    let err = pollster::block_on(gelu_tanh_error(&device, 100_003)).unwrap();
+    assert!(err < 1e-5, "GELU: relative error {err}");
+}
+
+#[test]
+fn dispatches_are_counted_from_the_launches_themselves() {
+    // The int8 layer takes one of two paths by row count (ours: one launch of the matmul
+    // kernel; above DIRECT_ROWS_MAX: one launch of the dequantize kernel, then burn's
+    // matmul), so what the counter saw says which path ran, exactly once.
+    let _one_at_a_time = exclusive();
+    let device = vulkan();
+    let launches_of = |m: usize| {
+        let counting = Counting::start();
+        pollster::block_on(int8_matmul_error(&device, m, 64, 96, 3)).unwrap();
+        // No scales: every launch lands in the one phase after them.
+        let counts = counting.finish(0);
+        assert_eq!(counts.per_image, counts.decode);
+        let of = |name: &str| {
+            counts
+                .by_kernel
+                .iter()
+                .filter(|k| k.kernel.contains(name))
+                .map(|k| k.count)
+                .sum::<u64>()
+        };
+        (of("Int8MatmulSource"), of("Int8DequantizeSource"), counts)
+    };
+    let (matmul, dequantize, counts) = launches_of(DIRECT_ROWS_MAX);
+    assert_eq!((matmul, dequantize), (1, 0), "{counts:?}");
+    let (matmul, dequantize, counts) = launches_of(DIRECT_ROWS_MAX + 1);
+    assert_eq!((matmul, dequantize), (0, 1), "{counts:?}");
+    assert!(counts.per_image > 1, "burn's matmul follows: {counts:?}");
 }
 
 #[test]
@@ -151,5 +211,27 @@ fn later_images_allocate_no_gpu_memory() {
             .collect();
         assert!(last.is_empty(), "{storage:?}: {memory:?}");
         assert_eq!(report.storage, format!("{storage:?}").to_lowercase());
+        // Every timed image issues the same dispatches, each scale and the decode some.
+        let counts = report.dispatches.expect("dispatches counted on wgpu");
+        eprintln!("{storage:?}: {counts:?}");
+        assert_eq!(report.dispatches_per_timed_image, vec![counts.per_image; 3]);
+        assert!(
+            counts.per_scale.iter().all(|&n| n > 0) && counts.decode > 0,
+            "{counts:?}"
+        );
+        let by_kernel: u64 = counts.by_kernel.iter().map(|k| k.count).sum();
+        let by_phase: u64 = counts.per_scale.iter().sum::<u64>() + counts.decode;
+        assert_eq!((by_kernel, by_phase), (counts.per_image, counts.per_image));
+        let int8_launches: u64 = counts
+            .by_kernel
+            .iter()
+            .filter(|k| k.kernel.contains("Int8"))
+            .map(|k| k.count)
+            .sum();
+        assert_eq!(int8_launches > 0, storage == Storage::Int8, "{counts:?}");
+        // The dry run (`var bench --dispatches`) counts what the real images issued.
+        let dry = pollster::block_on(bench::dispatches::count_dry(&model, &settings.params, true))
+            .unwrap();
+        assert_eq!(dry, counts, "{storage:?}: a dry run counts otherwise");
     }
 }

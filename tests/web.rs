@@ -242,3 +242,36 @@ async fn int8_matmul_kernel_matches_the_burn_reference_on_webgpu() {
         assert!(err < 1e-5, "[{m}x{k}] x [{k}x{n}]: relative error {err}");
     }
 }
+
+#[wasm_bindgen_test]
+async fn attention_and_gelu_kernels_match_the_burn_ops_on_webgpu() {
+    use var_web::kernels::activation::gelu_tanh_error;
+    use var_web::kernels::attention::{ATTENTION_TEST_SHAPES, attention_kernels_error};
+    let device = webgpu().await;
+    for (i, &shape) in ATTENTION_TEST_SHAPES.iter().enumerate() {
+        let err = attention_kernels_error(&device, shape, i as u64)
+            .await
+            .unwrap();
+        assert!(err < 1e-5, "attention {shape:?}: relative error {err}");
+    }
+    let err = gelu_tanh_error(&device, 100_003).await.unwrap();
+    assert!(err < 1e-5, "GELU: relative error {err}");
+}
+
+#[wasm_bindgen_test]
+async fn adaln_kernels_match_the_burn_ops_on_webgpu() {
+    use var_web::kernels::adaln::{
+        MODULATED_LN_TEST_SHAPES, gated_residual_error, modulated_layer_norm_error,
+    };
+    let device = webgpu().await;
+    for (i, &shape) in MODULATED_LN_TEST_SHAPES.iter().enumerate() {
+        let err = modulated_layer_norm_error(&device, shape, i as u64)
+            .await
+            .unwrap();
+        assert!(err < 1e-5, "layer norm {shape:?}: relative error {err}");
+        let err = gated_residual_error(&device, shape, i as u64)
+            .await
+            .unwrap();
+        assert!(err < 1e-6, "gated residual {shape:?}: relative error {err}");
+    }
+}

@@ -50,6 +50,13 @@ function renderTable(reports) {
   row(['GPU reserved', '', '', ...reports.map((r) => (r.gpu_memory ? `${r.gpu_memory.reserved_mib_peak.toFixed(0)} MiB` : '-'))]);
   row(['GPU allocs, timed', '', '', ...reports.map((r) => (r.gpu_memory ? r.gpu_memory.pages_allocated_in_timed_runs : '-'))]);
   row(['wasm memory', '', '', ...reports.map((r) => `${r.wasm_memory_mib.toFixed(0)} MiB`)]);
+  // Kernel dispatches of one timed image, counted at each launch (WebGPU only).
+  if (reports.some((r) => r.dispatches)) {
+    const counted = (f) => reports.map((r) => (r.dispatches ? f(r.dispatches) : '-'));
+    first.scales.forEach((s, i) => row([`dispatches, scale ${i}`, '', '', ...counted((d) => d.per_scale[i])]));
+    row(['dispatches, decode', '', '', ...counted((d) => d.decode)]);
+    row(['dispatches, image', '', '', ...counted((d) => d.per_image)]);
+  }
 }
 
 async function run(options) {

@@ -8,13 +8,18 @@
 //! to the CPU for sampling, which waits for the GPU: a scale's time is the GPU work it queued,
 //! not just the time to queue it.
 //!
+//! On a GPU every timed image's kernel dispatches are counted too (`dispatches`: by scale, for
+//! the decode and by kernel, from CubeCL's launch observer).
+//!
 //! The kernel micro-benchmark (`var bench --kernels`: each Linear layer's matmul timed alone)
 //! is in `kernels`, re-exported here.
 
+pub mod dispatches;
 mod kernels;
 
 use burn::backend::Cube;
-use burn::cubecl::{MemoryReport, MemoryScope};
+use burn::backend::wgpu::CubeTensor;
+use burn::cubecl::MemoryScope;
 use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
@@ -25,6 +30,7 @@ use crate::generate::Generation;
 use crate::model::Model;
 use crate::readback::read_f32;
 
+use self::dispatches::{Counting, DispatchCounts};
 pub use self::kernels::{MatmulTiming, matmul_shapes, matmuls};
 
 /// FLOPs (2 per multiply-add) of scale `si` of one transformer forward with `rows` sequences
@@ -170,14 +176,20 @@ pub struct BenchReport {
     /// Median of whole runs (every scale, plus the decode when timed).
     pub total_seconds: f64,
     pub gpu_memory: Option<GpuMemory>,
+    /// On a GPU: the kernel dispatches of the last timed image.
+    pub dispatches: Option<DispatchCounts>,
+    /// On a GPU: each timed image's dispatch total, in order (equal when the work per image
+    /// is fixed, which a test checks).
+    pub dispatches_per_timed_image: Vec<u64>,
 }
 
-/// burn's allocator report for `device`, or `None` off the GPU.
-fn memory_report(device: &Device) -> Option<MemoryReport> {
-    let probe = Tensor::<1>::zeros([1], device)
+/// A one-element tensor on `device` if it is a GPU, made once per benchmark: its client reads
+/// burn's allocator report. (Made per sample, its fill would be one more dispatch counted in
+/// every scale.)
+fn gpu_probe(device: &Device) -> Option<CubeTensor> {
+    Tensor::<1>::zeros([1], device)
         .try_into_primitive::<Cube>()
-        .ok()?;
-    Some(probe.client.memory_report(MemoryScope::Device))
+        .ok()
 }
 
 /// One look at the allocator: device pages per pool (named by stream and role) and the
@@ -189,8 +201,8 @@ struct MemorySample {
 }
 
 impl MemorySample {
-    fn take(device: &Device) -> Option<Self> {
-        let report = memory_report(device)?;
+    fn take(probe: Option<&CubeTensor>) -> Option<Self> {
+        let report = probe?.client.memory_report(MemoryScope::Device);
         let mut pages = Vec::new();
         for stream in &report.streams {
             let id = stream.stream.value;
@@ -266,18 +278,29 @@ pub async fn run(
     let mut warmup_memory = None;
     let mut after_warmup: Option<MemorySample> = None;
     let (mut peak_reserved, mut new_pages, mut allocations) = (0u64, 0u64, Vec::new());
+    let probe = gpu_probe(&device);
+    let on_gpu = probe.is_some();
+    let (mut dispatches, mut dispatches_per_timed_image) = (None, Vec::new());
     for round in 0..=runs {
         on_run(round);
+        // Not the warm-up: it compiles, autotunes (launching candidates) and allocates.
+        let counting = (on_gpu && round > 0).then(Counting::start);
         let start = now();
         let mut generation = Generation::new(model, &[0], &settings.params, None).await?;
         let mut last = now();
         let mut times = Vec::with_capacity(k);
-        while let Some(step) = generation.step().await? {
+        loop {
+            if let Some(counting) = &counting {
+                counting.enter(times.len());
+            }
+            let Some(step) = generation.step().await? else {
+                break;
+            };
             let t = now();
             times.push(t - last);
             last = t;
             if let Some(previous) = after_warmup.as_mut()
-                && let Some(sample) = MemorySample::take(&device)
+                && let Some(sample) = MemorySample::take(probe.as_ref())
             {
                 for (pages, what) in sample.growth_since(previous) {
                     new_pages += pages;
@@ -292,8 +315,13 @@ pub async fn run(
             read_f32(generation.image()).await?;
         }
         let end = now();
+        if let Some(counting) = counting {
+            let counts = counting.finish(k);
+            dispatches_per_timed_image.push(counts.per_image);
+            dispatches = Some(counts);
+        }
         if round == 0 {
-            after_warmup = MemorySample::take(&device);
+            after_warmup = MemorySample::take(probe.as_ref());
             warmup_memory = after_warmup
                 .as_ref()
                 .map(|m| (m.total_pages(), m.reserved, m.in_use));
@@ -347,6 +375,8 @@ pub async fn run(
             pages_allocated_in_timed_runs: new_pages,
             allocations,
         }),
+        dispatches,
+        dispatches_per_timed_image,
     })
 }
 

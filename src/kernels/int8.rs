@@ -344,10 +344,5 @@ pub async fn int8_matmul_error(
     let got = crate::readback::read_f32(got).await?;
     let want = layer(&cpu)?.forward_reference(input(&cpu));
     let want = crate::readback::read_f32(want).await?;
-    let peak = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6);
-    Ok(got
-        .iter()
-        .zip(&want)
-        .fold(0f32, |a, (g, w)| a.max((g - w).abs()))
-        / peak)
+    Ok(super::relative_error(&got, &want))
 }

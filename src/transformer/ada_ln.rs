@@ -8,30 +8,10 @@ use super::attention::SelfAttention;
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
+use crate::kernels::activation::gelu_tanh;
+use crate::kernels::adaln::{gated_residual, modulated_layer_norm};
 use crate::nn::Dense;
 use crate::nn::Loader;
-
-/// `GELU(approximate='tanh')`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
-///
-/// burn's `gelu_approximate` computes the same with `powf(x, 3)`, a pow call per element
-/// (5% of a VAR-d16 image on the CPU); `x·x·x` is the same cube to an ulp or two.
-fn gelu_tanh(x: Tensor<3>) -> Tensor<3> {
-    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-    let cube = x.clone() * x.clone() * x.clone();
-    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
-    x * (inner.tanh() + 1.0) * 0.5
-}
-
-/// LayerNorm over the last axis without affine parameters (eps 1e-6).
-pub fn layer_norm(x: Tensor<3>) -> Tensor<3> {
-    let (var, mean) = x.clone().var_mean_bias(2);
-    (x - mean) / (var + 1e-6).sqrt()
-}
-
-/// `ln(x)·(1 + scale) + shift`, with `scale`/`shift` `[B, 1, C]`.
-fn modulate(x: Tensor<3>, scale: Tensor<3>, shift: Tensor<3>) -> Tensor<3> {
-    layer_norm(x) * (scale + 1.0) + shift
-}
 
 /// `fc2(gelu_tanh(fc1(x)))`.
 #[derive(Module, Debug)]
@@ -124,16 +104,13 @@ impl AdaLnBlock {
         attn_bias: Option<&Tensor<4>>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let c = self.embed_dim;
-        let b = gss.dims()[0];
         // Order of the six chunks: gamma1, gamma2, scale1, scale2, shift1, shift2.
-        let chunk = |i: usize| gss.clone().narrow(2, i, 1).reshape([b, 1, c]);
         let h = self
             .attn
-            .forward(modulate(x.clone(), chunk(2), chunk(4)), attn_bias, cache);
-        let x = x + h * chunk(0);
-        let h = self.ffn.forward(modulate(x.clone(), chunk(3), chunk(5)));
-        x + h * chunk(1)
+            .forward(modulated_layer_norm(x.clone(), gss, 2, 4), attn_bias, cache);
+        let x = gated_residual(x, h, gss, 0);
+        let h = self.ffn.forward(modulated_layer_norm(x.clone(), gss, 3, 5));
+        gated_residual(x, h, gss, 1)
     }
 }
 
@@ -165,10 +142,6 @@ impl AdaLnHead {
 
     /// `x` `[B, l, C]` with [`Self::modulation`] `ss` → `[B, l, C]`.
     pub fn forward(&self, x: Tensor<3>, ss: &Tensor<4>) -> Tensor<3> {
-        let c = self.embed_dim;
-        let b = ss.dims()[0];
-        let scale = ss.clone().narrow(2, 0, 1).reshape([b, 1, c]);
-        let shift = ss.clone().narrow(2, 1, 1).reshape([b, 1, c]);
-        modulate(x, scale, shift)
+        modulated_layer_norm(x, ss, 0, 1)
     }
 }

@@ -2,11 +2,11 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
 
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
+use crate::kernels::attention::{QkvParams, attention_softmax, qkv_heads};
 use crate::nn::Dense;
 use crate::nn::Loader;
 
@@ -24,16 +24,6 @@ pub struct SelfAttention {
     num_heads: usize,
     #[module(skip)]
     l2_norm: bool,
-}
-
-/// The reference caps the learned temperature at 100 (`max_scale_mul = ln 100`).
-const MAX_SCALE_MUL: f64 = 4.605_170_185_988_092;
-
-/// `F.normalize(x, dim=-1)`: `x / max(‖x‖, 1e-12)`.
-fn l2_normalize(x: Tensor<4>) -> Tensor<4> {
-    // x·x, not powf(x, 2): the same value, without a pow call per element.
-    let norm = (x.clone() * x.clone()).sum_dim(3).sqrt().clamp_min(1e-12);
-    x / norm
 }
 
 impl SelfAttention {
@@ -63,34 +53,26 @@ impl SelfAttention {
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let [b, l, c] = x.dims();
-        let (h, hd) = (self.num_heads, c / self.num_heads);
-        let k_bias = self.q_bias.val().zeros_like();
-        let bias = Tensor::cat(vec![self.q_bias.val(), k_bias, self.v_bias.val()], 0);
-        let qkv = (self.mat_qkv.forward(x) + bias.reshape([1, 1, 3 * c])).reshape([b, l, 3, h, hd]);
-        let part = |i: usize| {
-            qkv.clone()
-                .narrow(2, i, 1)
-                .reshape([b, l, h, hd])
-                .swap_dims(1, 2)
-        }; // [B, H, l, hd]
-        let (mut q, mut k, v) = (part(0), part(1), part(2));
+        let hd = c / self.num_heads;
+        let params = QkvParams {
+            q_bias: self.q_bias.val(),
+            v_bias: self.v_bias.val(),
+            scale_mul: self.scale_mul_1h11.val(),
+            heads: self.num_heads,
+            l2_norm: self.l2_norm,
+        };
+        let (q, k, v) = qkv_heads(self.mat_qkv.forward(x), &params); // [B, H, l, hd]
         let scale = if self.l2_norm {
-            let temperature = self.scale_mul_1h11.val().clamp_max(MAX_SCALE_MUL).exp(); // [1, H, 1, 1]
-            q = l2_normalize(q) * temperature;
-            k = l2_normalize(k);
             1.0
         } else {
-            0.25 / (hd as f64).sqrt()
+            0.25 / (hd as f32).sqrt()
         };
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v),
             None => (k, v),
         };
-        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale; // [B, H, l, L']
-        if let Some(bias) = attn_bias {
-            scores = scores + bias.clone();
-        }
-        let out = softmax(scores, 3).matmul(v); // [B, H, l, hd]
+        let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, l, L']
+        let out = attention_softmax(scores, scale, attn_bias).matmul(v); // [B, H, l, hd]
         self.proj.forward(out.swap_dims(1, 2).reshape([b, l, c]))
     }
 }

@@ -51,6 +51,11 @@ pub struct Args {
     /// the CPU our packed CPU kernels (f32 and int8) are timed beside them.
     #[arg(long)]
     kernels: bool,
+    /// Count the kernel dispatches of one image on wgpu without running them (a CubeCL dry
+    /// run: every launch compiled and counted, then dropped), by scale and by kernel; no
+    /// timings. Seconds on a software adapter, where a real VAR-d16 image takes minutes.
+    #[arg(long, conflicts_with = "kernels")]
+    dispatches: bool,
     /// Also write the reports as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -62,6 +67,9 @@ impl Args {
             return kernels::run(&self);
         }
         let settings = BenchSettings::reference(self.runs, self.top_k, !self.no_decode);
+        if self.dispatches {
+            return self.count_dispatches(&settings);
+        }
         let mut reports = Vec::new();
         let mut peaks = Vec::new();
         for &backend in &self.backend {
@@ -100,6 +108,35 @@ impl Args {
         }
         table::print(&reports, &peaks, &settings);
         write_json(self.json.as_deref(), &reports)?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    /// `--dispatches`: every precision on wgpu, counted under a dry run.
+    fn count_dispatches(&self, settings: &BenchSettings) -> Result<ExitCode> {
+        if self.backend != [BenchBackend::Wgpu] {
+            return Err(var_web::error::VarError::InvalidArgument(
+                "--dispatches counts GPU kernel launches: use it with --backend wgpu".into(),
+            ));
+        }
+        let device = BenchBackend::Wgpu.device()?;
+        let mut counted = Vec::new();
+        for &storage in &self.precision {
+            let what = format!("{} {storage:?} on wgpu", self.model_label());
+            let pb = spinner(&format!("loading {what}"));
+            let model = self.load(storage, &device);
+            pb.set_message(format!("counting the dispatches of {what} (dry run)"));
+            let counts = model.and_then(|model| {
+                pollster::block_on(var_web::bench::dispatches::count_dry(
+                    &model,
+                    &settings.params,
+                    settings.decode,
+                ))
+            });
+            pb.finish_and_clear();
+            counted.push((format!("{} {storage:?}", self.model_label()), counts?));
+        }
+        table::print_dispatch_counts(&counted);
+        write_json(self.json.as_deref(), &counted)?;
         Ok(ExitCode::SUCCESS)
     }
 

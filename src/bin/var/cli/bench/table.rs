@@ -1,5 +1,6 @@
 //! The `var bench` table: one column per configuration.
 
+use var_web::bench::dispatches::DispatchCounts;
 use var_web::bench::{BenchReport, BenchSettings, GpuMemory};
 
 /// The reports side by side: one column per configuration, seconds per scale.
@@ -87,5 +88,80 @@ pub fn print(reports: &[BenchReport], peaks: &[Option<f64>], settings: &BenchSet
         row("GPU reserved", String::new(), None, cells);
         let cells = gpu(&|m| m.pages_allocated_in_timed_runs.to_string());
         row("GPU allocs, timed", String::new(), None, cells);
+    }
+    print_dispatches(reports);
+}
+
+/// Kernels listed per configuration: the most dispatched, then the rest summed.
+const KERNELS_LISTED: usize = 12;
+
+/// A kernel's name cut to its first generic parameters (burn's matmul names two dozen; the
+/// JSON report keeps them all).
+fn shortened(kernel: &str) -> String {
+    const PARTS: usize = 4;
+    let parts: Vec<&str> = kernel.split(" | ").collect();
+    if parts.len() <= PARTS {
+        return kernel.to_string();
+    }
+    format!(
+        "{} | … ({} more)",
+        parts[..PARTS].join(" | "),
+        parts.len() - PARTS
+    )
+}
+
+/// On a GPU: dispatches per scale, for the decode and per image, then each configuration's
+/// most dispatched kernels.
+fn print_dispatches(reports: &[BenchReport]) {
+    let counted: Vec<(String, DispatchCounts)> = reports
+        .iter()
+        .filter_map(|r| {
+            let d = r.dispatches.clone()?;
+            if r.dispatches_per_timed_image.iter().any(|&n| n != d.per_image) {
+                println!(
+                    "note: {} {}: the timed images issued {:?} dispatches, not the same work each time",
+                    r.storage, r.backend, r.dispatches_per_timed_image
+                );
+            }
+            Some((format!("{} {}", r.storage, r.backend), d))
+        })
+        .collect();
+    if !counted.is_empty() {
+        println!();
+        print_dispatch_counts(&counted);
+    }
+}
+
+/// Dispatch counts side by side (one column per configuration), then each one's most
+/// dispatched kernels.
+pub fn print_dispatch_counts(counted: &[(String, DispatchCounts)]) {
+    let Some((_, first)) = counted.first() else {
+        return;
+    };
+    println!("kernel dispatches of one image (counted at each launch)");
+    let header: String = counted.iter().map(|(c, _)| format!(" {c:>22}")).collect();
+    println!("{:<16}{header}", "");
+    let row = |label: &str, f: &dyn Fn(&DispatchCounts) -> u64| {
+        let cells: String = counted
+            .iter()
+            .map(|(_, d)| format!(" {:>22}", f(d)))
+            .collect();
+        println!("{label:<16}{cells}");
+    };
+    for si in 0..first.per_scale.len() {
+        row(&format!("scale {si}"), &|d| d.per_scale[si]);
+    }
+    row("VQ-VAE decode", &|d| d.decode);
+    row("per image", &|d| d.per_image);
+    for (label, d) in counted {
+        println!("\n{label}: the most dispatched kernels");
+        for k in d.by_kernel.iter().take(KERNELS_LISTED) {
+            println!("{:>8}  {}", k.count, shortened(&k.kernel));
+        }
+        let rest = &d.by_kernel[d.by_kernel.len().min(KERNELS_LISTED)..];
+        if !rest.is_empty() {
+            let n: u64 = rest.iter().map(|k| k.count).sum();
+            println!("{n:>8}  ({} other kernels)", rest.len());
+        }
     }
 }
