@@ -81,37 +81,67 @@ fn modulated_layer_norm_gpu(
     Some(Tensor::from_primitive::<burn::backend::Cube>(y))
 }
 
-/// `x + h·m[:, gate]` for `x`, `h` `[B, l, C]` and `m` `[B, 1, K, C]`: the gated residual
-/// after a block's attention and its MLP. On a GPU one dispatch, elsewhere burn's ops (a copy
-/// of the chunk, a product and a sum).
-pub fn gated_residual(x: Tensor<3>, h: Tensor<3>, m: &Tensor<4>, gate: usize) -> Tensor<3> {
-    match gated_residual_gpu(x.clone(), h.clone(), m, gate) {
+/// `x + (h + bias)·m[:, gate]` for `x`, `h` `[B, l, C]`, `bias` `[C]` (the output
+/// projection's, when it is left to this step) and `m` `[B, 1, K, C]`: the gated residual
+/// after a block's attention and its MLP. On a GPU one dispatch, elsewhere burn's ops (the
+/// bias, a copy of the chunk, a product and a sum).
+pub fn gated_residual(
+    x: Tensor<3>,
+    h: Tensor<3>,
+    bias: Option<&Tensor<1>>,
+    m: &Tensor<4>,
+    gate: usize,
+) -> Tensor<3> {
+    match gated_residual_gpu(x.clone(), h.clone(), bias, m, gate) {
         Some(y) => y,
-        None => gated_residual_plain(x, h, m, gate),
+        None => gated_residual_plain(x, h, bias, m, gate),
     }
 }
 
 /// The same with burn ops (the reference for the kernel).
-pub fn gated_residual_plain(x: Tensor<3>, h: Tensor<3>, m: &Tensor<4>, gate: usize) -> Tensor<3> {
+pub fn gated_residual_plain(
+    x: Tensor<3>,
+    h: Tensor<3>,
+    bias: Option<&Tensor<1>>,
+    m: &Tensor<4>,
+    gate: usize,
+) -> Tensor<3> {
     let [b, _, _, c] = m.dims();
+    let h = match bias {
+        Some(bias) => h + bias.clone().unsqueeze(),
+        None => h,
+    };
     x + h * m.clone().narrow(2, gate, 1).reshape([b, 1, c])
 }
 
-fn gated_residual_gpu(x: Tensor<3>, h: Tensor<3>, m: &Tensor<4>, gate: usize) -> Option<Tensor<3>> {
+fn gated_residual_gpu(
+    x: Tensor<3>,
+    h: Tensor<3>,
+    bias: Option<&Tensor<1>>,
+    m: &Tensor<4>,
+    gate: usize,
+) -> Option<Tensor<3>> {
     let [b, l, c] = x.dims();
     let k = m.dims()[2];
-    if gate >= k || h.dims() != [b, l, c] || b * l * c >= u32::MAX as usize {
+    if gate >= k
+        || h.dims() != [b, l, c]
+        || b * l * c >= u32::MAX as usize
+        || bias.is_some_and(|bias| bias.dims()[0] != c)
+    {
         return None;
     }
     let (x, h, m) = (wgsl::cube(x)?, wgsl::cube(h)?, wgsl::cube(m.clone())?);
+    let (bias, n_bias) = wgsl::optional(&x, bias)?;
     let y = wgsl::empty_f32(&x, &[b, l, c]);
     let n = b * l * c;
     wgsl::launch::<GatedResidual>(
         wgsl::groups_2d(n.div_ceil(GatedResidual::WIDTH as usize)),
-        &[&x, &h, &m, &y],
+        &[&x, &h, &bias, &m, &y],
         vec![
             n as u64 | (c as u64) << 32,
             (l * c) as u64 | ((k as u64) << 16 | gate as u64) << 32,
+            (n_bias > 0) as u64,
+            0,
         ],
     );
     Some(Tensor::from_primitive::<burn::backend::Cube>(y))
@@ -167,7 +197,8 @@ pub async fn modulated_layer_norm_error(
 }
 
 /// The gated residual kernel on `device` against [`gated_residual_plain`] on the CPU, for
-/// random x, h and modulation from `seed`, at every gate index: the largest difference
+/// random x, h, bias and modulation from `seed`, at every gate index with and without the
+/// bias: the largest difference
 /// relative to the largest reference value.
 pub async fn gated_residual_error(
     device: &Device,
@@ -180,10 +211,13 @@ pub async fn gated_residual_error(
             .map(|_| (rng.uniform() * 2.0 - 1.0) as f32)
             .collect()
     };
-    let (x, h, m) = (draw(b * l * c), draw(b * l * c), draw(b * k * c));
+    let (x, h, m, bias) = (draw(b * l * c), draw(b * l * c), draw(b * k * c), draw(c));
     let cpu = Device::flex();
     let mut worst = 0f32;
-    for gate in 0..k {
+    for (gate, with_bias) in (0..k).flat_map(|g| [(g, false), (g, true)]) {
+        let bias_on = |dev: &Device| {
+            with_bias.then(|| Tensor::<1>::from_data(TensorData::new(bias.clone(), [c]), dev))
+        };
         let run = |dev: &Device| {
             let t3 =
                 |v: &Vec<f32>| Tensor::<3>::from_data(TensorData::new(v.clone(), [b, l, c]), dev);
@@ -191,12 +225,16 @@ pub async fn gated_residual_error(
             (t3(&x), t3(&h), m)
         };
         let (gx, gh, gm) = run(device);
-        let got = gated_residual_gpu(gx, gh, &gm, gate).ok_or_else(|| {
-            crate::error::VarError::Device("the residual kernel needs a wgpu/WebGPU device".into())
-        })?;
+        let got =
+            gated_residual_gpu(gx, gh, bias_on(device).as_ref(), &gm, gate).ok_or_else(|| {
+                crate::error::VarError::Device(
+                    "the residual kernel needs a wgpu/WebGPU device".into(),
+                )
+            })?;
         let got = crate::readback::read_f32(got).await?;
         let (cx, ch, cm) = run(&cpu);
-        let want = crate::readback::read_f32(gated_residual_plain(cx, ch, &cm, gate)).await?;
+        let want = gated_residual_plain(cx, ch, bias_on(&cpu).as_ref(), &cm, gate);
+        let want = crate::readback::read_f32(want).await?;
         worst = worst.max(super::relative_error(&got, &want));
     }
     Ok(worst)

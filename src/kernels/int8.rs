@@ -154,6 +154,21 @@ impl Int8Linear {
         }
     }
 
+    /// Above [`DIRECT_ROWS_MAX`] rows on a GPU: the product with the expanded weight and the
+    /// bias still to be added, for a caller whose next kernel adds it. Otherwise the whole
+    /// layer (the direct kernel adds the bias inside) and `None`.
+    pub fn forward_unbiased(&self, x: Tensor<2>) -> (Tensor<2>, Option<Tensor<1>>) {
+        if x.dims()[0] > DIRECT_ROWS_MAX
+            && let Some(codes) = self.weight.codes.clone().try_into_primitive::<Cube>().ok()
+            && let Ok(scales) = self.weight.scales.clone().try_into_primitive::<Cube>()
+            && super::on_gpu(&x)
+        {
+            let w = Tensor::<2>::from_primitive::<Cube>(launch_int8_dequantize(codes, scales));
+            return (x.matmul(w), Some(self.bias.clone()));
+        }
+        (self.forward(x), None)
+    }
+
     /// The weight as an f32 `[d_in, d_out]` matrix (what an f32 model of the same weights
     /// holds).
     pub fn weight_dequantized(&self) -> Tensor<2> {

@@ -21,6 +21,12 @@ pub fn is_gpu(device: &Device) -> bool {
         .is_ok()
 }
 
+/// Whether `t` lives on a wgpu/WebGPU device as a plain `Cube` tensor, where our WGSL
+/// kernels take it (not burn-flex, not autodiff). Dispatches nothing.
+pub fn on_gpu<const D: usize>(t: &Tensor<D>) -> bool {
+    t.clone().try_into_primitive::<Cube>().is_ok()
+}
+
 /// `t` transposed into a new contiguous matrix. On a GPU this is one copy kernel on the
 /// device (tensors staged there never come back to the host); elsewhere the lazy view is
 /// returned, which only the staged GPU loader produces.

@@ -67,6 +67,16 @@ pub fn empty_f32(like: &CubeTensor, shape: &[usize]) -> CubeTensor {
     )
 }
 
+/// An optional vector input as a shader binds it: the tensor and its length, or a
+/// one-value placeholder and 0 (WGSL has no optional bindings, and WebGPU refuses one
+/// buffer bound twice as writable storage). `None` when the tensor is not on the GPU.
+pub fn optional(like: &CubeTensor, t: Option<&Tensor<1>>) -> Option<(CubeTensor, usize)> {
+    match t {
+        Some(t) => Some((cube(t.clone())?, t.dims()[0])),
+        None => Some((empty_f32(like, &[1]), 0)),
+    }
+}
+
 /// `groups` workgroups laid out within WebGPU's per-dimension limit: `(x, y)` with
 /// `x·y ≥ groups`; a shader recovers its index as `wid.y · num_workgroups.x + wid.x`.
 pub fn groups_2d(groups: usize) -> CubeCount {

@@ -62,6 +62,32 @@ impl Dense {
         matches!(self, Dense::Cpu(_))
     }
 
+    /// `x W` and the bias still to be added, for a caller whose next GPU kernel adds it
+    /// (saving the addition's dispatch). Only a layer on a GPU whose product is burn's
+    /// matmul splits its bias off (f32, and int8 above the direct kernel's rows); otherwise
+    /// the layer adds it itself (the direct int8 and the CPU kernels do it inside the
+    /// product) and `None` comes back, so the CPU and training paths are unchanged.
+    pub fn forward_unbiased<const D: usize>(&self, x: Tensor<D>) -> (Tensor<D>, Option<Tensor<1>>) {
+        match self {
+            Dense::Float(Linear {
+                weight,
+                bias: Some(bias),
+                ..
+            }) if crate::kernels::on_gpu(&x) => (
+                burn::tensor::module::linear(x, weight.val(), None),
+                Some(bias.val()),
+            ),
+            Dense::Int8(Int8Dense { layer }) => {
+                let mut dims = x.dims();
+                let rows = dims[..D - 1].iter().product::<usize>();
+                let (y, bias) = layer.forward_unbiased(x.reshape([rows, layer.d_in()]));
+                dims[D - 1] = layer.d_out();
+                (y.reshape(dims), bias)
+            }
+            _ => (self.forward(x), None),
+        }
+    }
+
     /// `x [..., d_in] → [..., d_out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let mut dims = x.dims();

@@ -29,8 +29,11 @@ impl Ffn {
         })
     }
 
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
+    /// The MLP's output before `fc2`'s bias, and that bias when it is left to the caller's
+    /// next kernel (see [`Dense::forward_unbiased`]); `fc1`'s bias goes into the GELU.
+    fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Option<Tensor<1>>) {
+        let (h, fc1_bias) = self.fc1.forward_unbiased(x);
+        self.fc2.forward_unbiased(gelu_tanh(h, fc1_bias.as_ref()))
     }
 }
 
@@ -105,12 +108,12 @@ impl AdaLnBlock {
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         // Order of the six chunks: gamma1, gamma2, scale1, scale2, shift1, shift2.
-        let h = self
-            .attn
-            .forward(modulated_layer_norm(x.clone(), gss, 2, 4), attn_bias, cache);
-        let x = gated_residual(x, h, gss, 0);
-        let h = self.ffn.forward(modulated_layer_norm(x.clone(), gss, 3, 5));
-        gated_residual(x, h, gss, 1)
+        let (h, proj_bias) =
+            self.attn
+                .forward(modulated_layer_norm(x.clone(), gss, 2, 4), attn_bias, cache);
+        let x = gated_residual(x, h, proj_bias.as_ref(), gss, 0);
+        let (h, fc2_bias) = self.ffn.forward(modulated_layer_norm(x.clone(), gss, 3, 5));
+        gated_residual(x, h, fc2_bias.as_ref(), gss, 1)
     }
 }
 

@@ -40,7 +40,8 @@ impl SelfAttention {
         })
     }
 
-    /// `x` `[B, l, C]` → `[B, l, C]`.
+    /// `x` `[B, l, C]` → `[B, l, C]`, before `proj`'s bias when that is returned too (left
+    /// to the caller's next kernel, see [`Dense::forward_unbiased`]).
     ///
     /// Without a cache the queries attend to all `l` tokens of `x`, under `attn_bias`
     /// (`[1, 1, l, l]`, 0 or −∞; the block-causal mask of teacher forcing). With a cache the
@@ -51,7 +52,7 @@ impl SelfAttention {
         x: Tensor<3>,
         attn_bias: Option<&Tensor<4>>,
         cache: Option<&mut KvCache>,
-    ) -> Tensor<3> {
+    ) -> (Tensor<3>, Option<Tensor<1>>) {
         let [b, l, c] = x.dims();
         let hd = c / self.num_heads;
         let params = QkvParams {
@@ -73,6 +74,7 @@ impl SelfAttention {
         };
         let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, l, L']
         let out = attention_softmax(scores, scale, attn_bias).matmul(v); // [B, H, l, hd]
-        self.proj.forward(out.swap_dims(1, 2).reshape([b, l, c]))
+        self.proj
+            .forward_unbiased(out.swap_dims(1, 2).reshape([b, l, c]))
     }
 }
