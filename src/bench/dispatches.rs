@@ -68,12 +68,6 @@ pub struct Counting {
     _observation: LaunchObservation,
 }
 
-impl Default for Counting {
-    fn default() -> Self {
-        Self::start()
-    }
-}
-
 impl Counting {
     /// Starts counting, in phase 0.
     pub fn start() -> Self {
