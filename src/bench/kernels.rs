@@ -1,11 +1,13 @@
 //! The kernel micro-benchmark: every Linear layer of the transformer at every scale, its matmul
 //! timed alone as f32 and as int8 (and, on the CPU, through the packed CPU kernels), to see
-//! which kernel a scale's time goes to.
+//! which kernel a scale's time goes to; and every convolution of the VQ-VAE decode through
+//! the CPU kernels, direct (im2col) against the fastest algorithm for its shape (Winograd for
+//! the 3x3 ones).
 
 use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
-use super::median;
+use super::{DecoderConv, decoder_convs, median};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::readback::read_f32;
@@ -147,6 +149,87 @@ pub async fn matmuls(
         });
     }
     Ok(out)
+}
+
+/// One distinct convolution shape of the decode through the CPU kernels, medians in
+/// milliseconds: direct (im2col) and by [`crate::kernels::cpu::CpuConv::new`]'s choice.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConvTiming {
+    #[serde(flatten)]
+    pub conv: DecoderConv,
+    /// How many times one decode runs it.
+    pub per_image: usize,
+    /// The algorithm [`crate::kernels::cpu::CpuConv::new`] picks (`direct` or `winograd`).
+    pub algorithm: &'static str,
+    pub direct_ms: f64,
+    pub chosen_ms: f64,
+}
+
+/// The distinct convolutions of one decode of `config`'s VQ-VAE, in order of first use, each
+/// with how many times the decode runs it.
+pub fn conv_shapes(config: &ModelConfig) -> Vec<(DecoderConv, usize)> {
+    let mut shapes: Vec<(DecoderConv, usize)> = Vec::new();
+    for conv in decoder_convs(&config.vqvae, config.image_size) {
+        match shapes.iter_mut().find(|(seen, _)| *seen == conv) {
+            Some((_, count)) => *count += 1,
+            None => shapes.push((conv, 1)),
+        }
+    }
+    shapes
+}
+
+/// Times each distinct convolution of one decode of `config`'s VQ-VAE (batch 1, random
+/// weights and inputs) on the CPU kernels, direct and as chosen, median of `runs` after a
+/// warm-up; `None` where this CPU has no kernels.
+pub fn convolutions(
+    config: &ModelConfig,
+    runs: usize,
+    now: &dyn Fn() -> f64,
+    mut on_shape: impl FnMut(usize, usize),
+) -> Option<Vec<ConvTiming>> {
+    use crate::kernels::cpu::{CpuConv, CpuLinear};
+    if !CpuLinear::supported() {
+        return None;
+    }
+    let shapes = conv_shapes(config);
+    let mut out = Vec::with_capacity(shapes.len());
+    for (i, &(conv, per_image)) in shapes.iter().enumerate() {
+        on_shape(i, shapes.len());
+        let DecoderConv {
+            kernel: k,
+            c_in,
+            c_out,
+            side,
+        } = conv;
+        let mut rng = crate::rng::Rng::new(i as u64);
+        let mut random =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| (rng.uniform() - 0.5) as f32).collect() };
+        let weight = random(c_out * c_in * k * k);
+        let x = random(c_in * side * side);
+        let bias = Some(random(c_out));
+        let pad = [k / 2; 4];
+        let direct = CpuConv::direct(&weight, c_in, c_out, k, 1, pad, bias.clone());
+        let chosen = CpuConv::new(&weight, c_in, c_out, k, 1, pad, bias);
+        let time = |layer: &CpuConv| {
+            let mut times = Vec::with_capacity(runs);
+            for round in 0..=runs.max(1) {
+                let start = now();
+                std::hint::black_box(layer.forward(&x, 1, side, side));
+                if round > 0 {
+                    times.push((now() - start) * 1e3);
+                }
+            }
+            median(times)
+        };
+        out.push(ConvTiming {
+            conv,
+            per_image,
+            algorithm: chosen.algorithm(),
+            direct_ms: time(&direct),
+            chosen_ms: time(&chosen),
+        });
+    }
+    Some(out)
 }
 
 #[cfg(test)]

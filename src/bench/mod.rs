@@ -31,7 +31,9 @@ use crate::model::Model;
 use crate::readback::read_f32;
 
 use self::dispatches::{Counting, DispatchCounts};
-pub use self::kernels::{MatmulTiming, matmul_shapes, matmuls};
+pub use self::kernels::{
+    ConvTiming, MatmulTiming, conv_shapes, convolutions, matmul_shapes, matmuls,
+};
 
 /// FLOPs (2 per multiply-add) of scale `si` of one transformer forward with `rows` sequences
 /// (2 per image under CFG): qkv, attention over every token so far, proj, MLP and the
@@ -58,46 +60,87 @@ pub fn transformer_flops(config: &ModelConfig, si: usize, rows: usize) -> f64 {
     2.0 * rows as f64 * (v.depth as f64 * per_block + input + adaln + head)
 }
 
-/// FLOPs of the VQ-VAE decode of one image (`post_quant_conv` and the decoder's convolutions
-/// and attention), following the decoder's structure level by level.
-pub fn decoder_flops(cfg: &VqvaeConfig, image_size: usize) -> f64 {
-    let conv = |k: usize, c_in: usize, c_out: usize, side: usize| {
-        2.0 * (k * k * c_in * c_out * side * side) as f64
+/// One convolution of the VQ-VAE decode: kernel size, channels, and the side of its square
+/// output (stride 1 and "same" padding throughout the decoder).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct DecoderConv {
+    pub kernel: usize,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub side: usize,
+}
+
+impl DecoderConv {
+    pub fn flops(&self) -> f64 {
+        let (k, side) = (self.kernel, self.side);
+        2.0 * (k * k * self.c_in * self.c_out * side * side) as f64
+    }
+}
+
+/// The VQ-VAE decode of one image, layer by layer as the decoder runs it: every convolution
+/// (`post_quant_conv` first), and the FLOPs of the attention blocks' two products.
+fn decoder_layers(cfg: &VqvaeConfig, image_size: usize) -> (Vec<DecoderConv>, f64) {
+    let mut convs = Vec::new();
+    let mut attention = 0.0;
+    let mut conv = |kernel: usize, c_in: usize, c_out: usize, side: usize| {
+        convs.push(DecoderConv {
+            kernel,
+            c_in,
+            c_out,
+            side,
+        })
     };
-    let res_block = |c_in: usize, c_out: usize, side: usize| {
-        conv(3, c_in, c_out, side)
-            + conv(3, c_out, c_out, side)
-            + if c_in != c_out {
-                conv(1, c_in, c_out, side)
-            } else {
-                0.0
-            }
+    let res_block = |conv: &mut dyn FnMut(usize, usize, usize, usize), c_in, c_out, side| {
+        conv(3, c_in, c_out, side);
+        conv(3, c_out, c_out, side);
+        if c_in != c_out {
+            conv(1, c_in, c_out, side);
+        }
     };
-    let attn = |c: usize, side: usize| {
+    let mut attn = |conv: &mut dyn FnMut(usize, usize, usize, usize), c: usize, side: usize| {
         let n = (side * side) as f64;
-        conv(1, c, 3 * c, side) + 4.0 * n * n * c as f64 + conv(1, c, c, side)
+        conv(1, c, 3 * c, side);
+        attention += 4.0 * n * n * c as f64;
+        conv(1, c, c, side);
     };
     let levels = cfg.ch_mult.len();
     let mut side = image_size / cfg.downsample_factor();
     let mut c = cfg.ch * cfg.ch_mult[levels - 1];
-    let mut total =
-        conv(3, cfg.z_channels, cfg.z_channels, side) + conv(3, cfg.z_channels, c, side);
-    total += 2.0 * res_block(c, c, side) + if cfg.attn_in_mid { attn(c, side) } else { 0.0 };
+    conv(3, cfg.z_channels, cfg.z_channels, side);
+    conv(3, cfg.z_channels, c, side);
+    res_block(&mut conv, c, c, side);
+    if cfg.attn_in_mid {
+        attn(&mut conv, c, side);
+    }
+    res_block(&mut conv, c, c, side);
     for i in (0..levels).rev() {
         let c_out = cfg.ch * cfg.ch_mult[i];
         for _ in 0..cfg.decoder_blocks_per_level() {
-            total += res_block(c, c_out, side);
+            res_block(&mut conv, c, c_out, side);
             c = c_out;
             if i == levels - 1 && cfg.attn_in_last_level {
-                total += attn(c, side);
+                attn(&mut conv, c, side);
             }
         }
         if i > 0 {
             side *= 2;
-            total += conv(3, c, c, side);
+            conv(3, c, c, side);
         }
     }
-    total + conv(3, c, cfg.in_channels, side)
+    conv(3, c, cfg.in_channels, side);
+    (convs, attention)
+}
+
+/// Every convolution of one image's VQ-VAE decode, in the order they run.
+pub fn decoder_convs(cfg: &VqvaeConfig, image_size: usize) -> Vec<DecoderConv> {
+    decoder_layers(cfg, image_size).0
+}
+
+/// FLOPs of the VQ-VAE decode of one image (`post_quant_conv` and the decoder's convolutions
+/// and attention), following the decoder's structure level by level.
+pub fn decoder_flops(cfg: &VqvaeConfig, image_size: usize) -> f64 {
+    let (convs, attention) = decoder_layers(cfg, image_size);
+    convs.iter().map(DecoderConv::flops).sum::<f64>() + attention
 }
 
 /// What one benchmark runs.
@@ -397,6 +440,24 @@ mod tests {
             transformer_flops(&config, 5, 2),
             2.0 * transformer_flops(&config, 5, 1)
         );
+    }
+
+    #[test]
+    fn the_3x3_convolutions_are_nearly_all_of_the_decode() {
+        // What Winograd is for (ARCHITECTURE.md): of d16's 256 px decode, the 3x3 "same"
+        // convolutions carry over 90% of the FLOPs; the distinct shapes and their counts
+        // cover every convolution the decoder runs.
+        let config = ModelConfig::official(16);
+        let convs = decoder_convs(&config.vqvae, config.image_size);
+        let shapes = conv_shapes(&config);
+        assert_eq!(shapes.iter().map(|(_, n)| n).sum::<usize>(), convs.len());
+        let total = decoder_flops(&config.vqvae, config.image_size);
+        let three: f64 = convs
+            .iter()
+            .filter(|c| c.kernel == 3)
+            .map(DecoderConv::flops)
+            .sum();
+        assert!(three / total > 0.9, "{three} of {total}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use burn::module::Module;
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 
 use crate::error::Result;
 use crate::nn::Conv;
@@ -53,8 +53,8 @@ impl ResnetBlock {
 
     /// `[B, C_in, H, W]` → `[B, C_out, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv1.forward_normed(&self.norm1, true, x.clone());
+        let h = self.conv2.forward_normed(&self.norm2, true, h);
         let shortcut = match &self.nin_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
@@ -86,7 +86,7 @@ impl AttnBlock {
         let [b, c, h, w] = x.dims();
         let qkv = self
             .qkv
-            .forward(self.norm.forward(x.clone()))
+            .forward_normed(&self.norm, false, x.clone())
             .reshape([b, 3, c, h * w]);
         let q = qkv
             .clone()

@@ -4,7 +4,6 @@ use crate::nn::Conv;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 
 use super::blocks::{AttnBlock, ResnetBlock, Upsample, conv3x3, run_level};
 use super::encoder::MidBlock;
@@ -87,6 +86,6 @@ impl Decoder {
                 h = up.forward(h);
             }
         }
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        self.conv_out.forward_normed(&self.norm_out, true, h)
     }
 }

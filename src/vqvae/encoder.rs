@@ -4,7 +4,6 @@ use crate::nn::Conv;
 use burn::module::Module;
 use burn::nn::GroupNorm;
 use burn::tensor::Tensor;
-use burn::tensor::activation::silu;
 
 use super::blocks::{AttnBlock, Downsample, ResnetBlock, conv3x3, run_level};
 use crate::config::VqvaeConfig;
@@ -119,6 +118,6 @@ impl Encoder {
             }
         }
         let h = self.mid.forward(h);
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        self.conv_out.forward_normed(&self.norm_out, true, h)
     }
 }

@@ -1,6 +1,8 @@
 //! f32 kernels for CPUs, for inference: [`CpuLinear`] (a Linear layer with its weight
 //! packed once into column panels, f32 or int8) and [`CpuConv`] (a convolution as that Linear
-//! layer over im2col patches). This file holds what both share: picking AVX-512 or AVX2+FMA
+//! layer over im2col patches, or by Winograd's F(2x2, 3x3) for the 3x3 ones), and
+//! [`group_norm`] (GroupNorm + SiLU in place, which the VQ-VAE runs before its convolutions).
+//! This file holds what both share: picking AVX-512 or AVX2+FMA
 //! at run time on x86-64 ([`x86`]), or WebAssembly SIMD in the browser ([`wasm`], compiled in
 //! by the build's `+simd128`), the one register-tile kernel they both call, the panel
 //! geometry, and the strided operand and shared output pointer the kernel is driven through.
@@ -10,13 +12,16 @@
 
 mod conv;
 mod linear;
+mod norm;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm;
+mod winograd;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub use conv::CpuConv;
 pub use linear::CpuLinear;
+pub use norm::group_norm;
 
 /// Output columns per panel: four AVX-512 vectors, eight AVX2 vectors.
 pub const PANEL: usize = 64;

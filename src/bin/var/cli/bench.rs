@@ -1,5 +1,6 @@
 //! `var bench`: generation timed per scale, configurations side by side; or, with
-//! `--kernels`, the transformer's Linear layers alone.
+//! `--kernels`, the transformer's Linear layers alone, and with `--convs`, the VQ-VAE
+//! decode's convolutions alone.
 
 mod kernels;
 mod table;
@@ -56,6 +57,11 @@ pub struct Args {
     /// timings. Seconds on a software adapter, where a real VAR-d16 image takes minutes.
     #[arg(long, conflicts_with = "kernels")]
     dispatches: bool,
+    /// Time each convolution of the VQ-VAE decode alone on our CPU kernels (batch 1), direct
+    /// (im2col) against the algorithm the model uses for it (Winograd F(2x2, 3x3) for the
+    /// 3x3 ones); CPU only.
+    #[arg(long, conflicts_with_all = ["kernels", "dispatches"])]
+    convs: bool,
     /// Also write the reports as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -65,6 +71,9 @@ impl Args {
     pub fn run(self) -> Result<ExitCode> {
         if self.kernels {
             return kernels::run(&self);
+        }
+        if self.convs {
+            return kernels::run_convs(&self);
         }
         let settings = BenchSettings::reference(self.runs, self.top_k, !self.no_decode);
         if self.dispatches {

@@ -1,27 +1,89 @@
-//! `var bench --kernels`: the transformer's Linear layers alone, f32 against int8.
+//! `var bench --kernels`: the transformer's Linear layers alone, f32 against int8; `var bench
+//! --convs`: the decode's convolutions alone, direct against Winograd.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use var_web::bench::{matmul_shapes, matmuls};
+use var_web::bench::{conv_shapes, convolutions, matmul_shapes, matmuls};
 use var_web::config::ModelConfig;
 use var_web::error::{Result, VarError};
 use var_web::modeldir::CONFIG_FILE;
 
-use super::{Args, write_json};
+use super::{Args, BenchBackend, write_json};
 use crate::cli::progress::scale_bar;
 
-/// `var bench --kernels`: every Linear shape of the model, f32 against int8, per backend.
-pub fn run(args: &Args) -> Result<ExitCode> {
-    let runs = args.runs;
-    let config = match &args.model {
+/// The model's configuration: its directory's, or the official preset's.
+fn config(args: &Args) -> Result<ModelConfig> {
+    Ok(match &args.model {
         Some(dir) => {
             let path = dir.join(CONFIG_FILE);
             let text = std::fs::read_to_string(&path).map_err(|e| VarError::io(&path, e))?;
             ModelConfig::from_json(&text, &path.display().to_string())?
         }
         None => ModelConfig::official(args.depth),
+    })
+}
+
+/// `var bench --convs`: every distinct convolution of one decode on the CPU kernels, direct
+/// against the algorithm the model uses.
+pub fn run_convs(args: &Args) -> Result<ExitCode> {
+    let runs = args.runs;
+    let config = config(args)?;
+    if args.backend != [BenchBackend::Cpu] {
+        return Err(VarError::InvalidArgument(
+            "--convs times our CPU kernels: use it with --backend cpu (the default)".into(),
+        ));
+    }
+    let what = format!("{} decode at {} px", args.model_label(), config.image_size);
+    let pb = scale_bar(conv_shapes(&config).len(), &what);
+    let start = Instant::now();
+    let now = || start.elapsed().as_secs_f64();
+    let timings = convolutions(&config, runs, &now, |i, _| pb.set_position(i as u64));
+    pb.finish_and_clear();
+    let Some(timings) = timings else {
+        return Err(VarError::InvalidArgument(
+            "--convs needs our CPU kernels, and this CPU has neither AVX2+FMA nor AVX-512".into(),
+        ));
     };
+    println!(
+        "{what}: median of {runs} runs, ms per convolution (batch 1)\n{:>2} {:>5} {:>5} {:>5} {:>5} {:>11} {:>10} {:>9} {:>8} {:>9}",
+        "k", "c_in", "c_out", "side", "count", "direct ms", "GFLOP/s", "algorithm", "ms", "GFLOP/s"
+    );
+    let (mut direct, mut chosen, mut flops) = (0.0f64, 0.0f64, 0.0f64);
+    for t in &timings {
+        let f = t.conv.flops();
+        println!(
+            "{:>2} {:>5} {:>5} {:>5} {:>5} {:>11.2} {:>10.1} {:>9} {:>8.2} {:>9.1}",
+            t.conv.kernel,
+            t.conv.c_in,
+            t.conv.c_out,
+            t.conv.side,
+            t.per_image,
+            t.direct_ms,
+            f / t.direct_ms / 1e6,
+            t.algorithm,
+            t.chosen_ms,
+            f / t.chosen_ms / 1e6
+        );
+        direct += t.direct_ms * t.per_image as f64;
+        chosen += t.chosen_ms * t.per_image as f64;
+        flops += f * t.per_image as f64;
+    }
+    println!(
+        "one decode's convolutions ({:.2} GFLOP): direct {:.3} s, as the model runs them {:.3} s ({:.2}x)\n",
+        flops / 1e9,
+        direct / 1e3,
+        chosen / 1e3,
+        direct / chosen
+    );
+    write_json(args.json.as_deref(), &timings)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `var bench --kernels`: every Linear shape of the model, f32 against int8, per backend.
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let runs = args.runs;
+    let config = config(args)?;
     let mut all = Vec::new();
     for &backend in &args.backend {
         let device = backend.device()?;
