@@ -199,11 +199,17 @@ fn the_simd128_linear_kernel_matches_a_plain_product_at_every_row_count() {
 
 #[wasm_bindgen_test]
 fn the_simd128_convolution_matches_a_plain_one() {
-    // 3x3, stride 1, padding 1, 5 -> 7 channels on a 6x5 image, batch 2.
+    // 3x3, stride 1, padding 1, 5 -> 7 channels on a 6x5 image (a half tile on the right for
+    // Winograd), batch 2; by Winograd (what `new` picks for this shape) and direct.
     let (c_in, c_out, h, wd, batch) = (5, 7, 6, 5, 2);
     let weight: Vec<f32> = (0..c_out * c_in * 9).map(|i| value(i, 4)).collect();
     let bias: Vec<f32> = (0..c_out).map(|i| value(i, 5)).collect();
-    let conv = CpuConv::new(&weight, c_in, c_out, 3, 1, [1, 1, 1, 1], Some(bias.clone()));
+    let b = Some(bias.clone());
+    let convs = [
+        CpuConv::new(&weight, c_in, c_out, 3, 1, [1, 1, 1, 1], b.clone()),
+        CpuConv::direct(&weight, c_in, c_out, 3, 1, [1, 1, 1, 1], b),
+    ];
+    assert_eq!(convs[0].algorithm(), "winograd");
     let x: Vec<f32> = (0..batch * c_in * h * wd).map(|i| value(i, 6)).collect();
     let mut want = vec![0f64; batch * c_out * h * wd];
     for b in 0..batch {
@@ -227,8 +233,11 @@ fn the_simd128_convolution_matches_a_plain_one() {
             }
         }
     }
-    assert_eq!(conv.output_size(h, wd), (h, wd));
-    assert_close(&conv.forward(&x, batch, h, wd), &want, c_in * 9, "3x3 conv");
+    for conv in &convs {
+        assert_eq!(conv.output_size(h, wd), (h, wd));
+        let what = format!("3x3 conv, {}", conv.algorithm());
+        assert_close(&conv.forward(&x, batch, h, wd), &want, c_in * 9, &what);
+    }
 }
 
 #[wasm_bindgen_test]
