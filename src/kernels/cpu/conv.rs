@@ -297,9 +297,10 @@ mod tests {
         // The VQ-VAE's shapes: 3x3 "same" (Winograd, and direct), 1x1, and the encoder's
         // stride-2 conv padded on the bottom and right. 70 output channels leave a partial
         // panel; 17x13 pixels leave a partial chunk, a partial tile and, for Winograd, half
-        // tiles on the bottom and right edges; 8x6 none; 1x5 a single row of half tiles.
+        // tiles on the bottom and right edges; 8x6 none; 1x5 a single row of half tiles;
+        // 37x29 two Winograd chunks (285 tiles, 216 a chunk here), the second from mid-row.
         let (c_in, c_out) = (5, 70);
-        for (batch, h, w) in [(2, 17, 13), (1, 8, 6), (3, 1, 5)] {
+        for (batch, h, w) in [(2, 17, 13), (1, 8, 6), (3, 1, 5), (1, 37, 29)] {
             for (k, stride, padding) in [(3, 1, [1, 1, 1, 1]), (1, 1, [0; 4]), (3, 2, [0, 0, 1, 1])]
             {
                 if h + padding[0] + padding[2] < k {

@@ -155,33 +155,37 @@ impl Winograd {
         out: *mut f32,
     ) {
         let c_out = self.c_out;
+        // Two output rows of a run of tiles (2m pixels each), before they are clipped to w.
+        let mut rows = vec![0f32; 4 * tiles_x];
         for o in 0..c_out {
             let bias = self.bias.as_ref().map_or(0.0, |b| b[o]);
             let block = |xi: usize| &m[(xi * c_out + o) * n..][..n];
             let e: [&[f32]; ALPHA] = std::array::from_fn(block);
-            // `t` indexes the sixteen blocks at once (and gives the tile's position).
-            #[allow(clippy::needless_range_loop)]
-            for t in 0..n {
-                let at = |i: usize, j: usize| e[i * 4 + j][t];
-                // Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]], rows then columns.
-                let s0: [f32; 4] = std::array::from_fn(|j| at(0, j) + at(1, j) + at(2, j));
-                let s1: [f32; 4] = std::array::from_fn(|j| at(1, j) - at(2, j) - at(3, j));
-                let y = [
-                    [s0[0] + s0[1] + s0[2], s0[1] - s0[2] - s0[3]],
-                    [s1[0] + s1[1] + s1[2], s1[1] - s1[2] - s1[3]],
-                ];
-                let (ty, tx) = ((t0 + t) / tiles_x, (t0 + t) % tiles_x);
-                for (dy, row) in y.iter().enumerate() {
+            for (offset, ty, tx, run) in tile_runs(t0, n, tiles_x) {
+                let (top, bottom) = rows.split_at_mut(2 * tiles_x);
+                let (top, bottom) = (&mut top[..2 * run], &mut bottom[..2 * run]);
+                let e: [&[f32]; ALPHA] = std::array::from_fn(|xi| &e[xi][offset..offset + run]);
+                // Aᵀ = [[1, 1, 1, 0], [0, 1, -1, -1]], down the columns then along the rows.
+                for s in 0..run {
+                    let at = |i: usize, j: usize| e[i * 4 + j][s];
+                    let s0: [f32; 4] = std::array::from_fn(|j| at(0, j) + at(1, j) + at(2, j));
+                    let s1: [f32; 4] = std::array::from_fn(|j| at(1, j) - at(2, j) - at(3, j));
+                    top[2 * s] = s0[0] + s0[1] + s0[2] + bias;
+                    top[2 * s + 1] = s0[1] - s0[2] - s0[3] + bias;
+                    bottom[2 * s] = s1[0] + s1[1] + s1[2] + bias;
+                    bottom[2 * s + 1] = s1[1] - s1[2] - s1[3] + bias;
+                }
+                // The pixels inside the image: past an odd edge, the last column or row is dropped.
+                let (x0, width) = (2 * tx, (2 * run).min(w - 2 * tx));
+                for (dy, row) in [&*top, &*bottom].into_iter().enumerate() {
                     let oy = 2 * ty + dy;
-                    if oy >= h {
-                        break;
-                    }
-                    for (dx, value) in row.iter().enumerate() {
-                        let ox = 2 * tx + dx;
-                        if ox < w {
-                            // SAFETY: (o, oy, ox) is inside the image; the caller's contract.
-                            unsafe { *out.add((o * h + oy) * w + ox) = value + bias };
-                        }
+                    if oy < h {
+                        // SAFETY: row oy, columns x0..x0 + width of channel o are inside the
+                        // image and belong to these tiles (the caller's contract).
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(out.add((o * h + oy) * w + x0), width)
+                        };
+                        dst.copy_from_slice(&row[..width]);
                     }
                 }
             }
@@ -207,9 +211,33 @@ fn transform_filter(g: &[f32]) -> [f32; ALPHA] {
     u
 }
 
+/// The tiles t0..t0 + n in runs along one row of tiles: `(offset in the run of n, ty, tx,
+/// tiles)`, so the transforms walk contiguous pixels and divide once per run.
+fn tile_runs(
+    t0: usize,
+    n: usize,
+    tiles_x: usize,
+) -> impl Iterator<Item = (usize, usize, usize, usize)> {
+    let mut t = t0;
+    std::iter::from_fn(move || {
+        if t >= t0 + n {
+            return None;
+        }
+        let (ty, tx) = (t / tiles_x, t % tiles_x);
+        let m = (tiles_x - tx).min(t0 + n - t);
+        let run = (t - t0, ty, tx, m);
+        t += m;
+        Some(run)
+    })
+}
+
 /// `V = Bᵀ d B` for tiles t0..t0 + n of one image, where tile (ty, tx) reads the 4x4 input
 /// block from row 2ty − 1 and column 2tx − 1 (zero outside the image), into
 /// `v[ξ][c][t]` (`ξ`-major, then channel, then tile: the operand layout of the products).
+///
+/// A run of m tiles along a row reads 4 rows of 2m + 2 pixels: `Bᵀ` is applied down the
+/// columns of all of them at once (four vectorised row operations), then `B` along each
+/// transformed row, tile by tile, to the 16 contiguous runs of `v`.
 #[allow(clippy::too_many_arguments)]
 // Out of line (once per task), as `transform_output`.
 #[inline(never)]
@@ -223,47 +251,64 @@ fn transform_input(
     n: usize,
     v: &mut [f32],
 ) {
+    let span = 2 * tiles_x + 2;
+    // d: the 4 input rows of a run (zero-padded); a: `Bᵀ d`.
+    let mut d = vec![0f32; 4 * span];
+    let mut a = vec![0f32; 4 * span];
     for c in 0..c_in {
         let plane = &image[c * h * w..(c + 1) * h * w];
-        for t in 0..n {
-            let (ty, tx) = ((t0 + t) / tiles_x, (t0 + t) % tiles_x);
-            let (y0, x0) = ((2 * ty).wrapping_sub(1), (2 * tx).wrapping_sub(1));
-            let mut d = [[0f32; 4]; 4];
-            if ty > 0 && tx > 0 && y0 + 4 <= h && x0 + 4 <= w {
-                for (i, row) in d.iter_mut().enumerate() {
-                    row.copy_from_slice(&plane[(y0 + i) * w + x0..][..4]);
+        for (offset, ty, tx, m) in tile_runs(t0, n, tiles_x) {
+            let cols = 2 * m + 2;
+            // Column 2tx − 1 + j of the image, for j in 0..cols.
+            let x0 = (2 * tx).wrapping_sub(1);
+            for (i, row) in d.chunks_exact_mut(span).enumerate() {
+                let row = &mut row[..cols];
+                let y = (2 * ty + i).wrapping_sub(1);
+                if y >= h {
+                    row.fill(0.0);
+                    continue;
                 }
-            } else {
-                for (i, row) in d.iter_mut().enumerate() {
-                    let y = y0.wrapping_add(i);
-                    if y >= h {
-                        continue;
-                    }
-                    for (j, value) in row.iter_mut().enumerate() {
-                        let x = x0.wrapping_add(j);
-                        if x < w {
-                            *value = plane[y * w + x];
-                        }
-                    }
-                }
+                let src = &plane[y * w..(y + 1) * w];
+                // The columns inside the image: from max(x0, 0) to min(x0 + cols, w).
+                let first = usize::from(tx == 0);
+                let last = cols.min(w.wrapping_sub(x0));
+                row[..first].fill(0.0);
+                row[first..last]
+                    .copy_from_slice(&src[x0.wrapping_add(first)..x0.wrapping_add(last)]);
+                row[last..].fill(0.0);
             }
-            // Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], on the
-            // columns, then on the rows of the result.
-            let rows: [[f32; 4]; 4] = std::array::from_fn(|j| {
-                let col = |i: usize| d[i][j];
-                [
-                    col(0) - col(2),
-                    col(1) + col(2),
-                    col(2) - col(1),
-                    col(1) - col(3),
-                ]
-            });
-            // rows[j][i] is (Bᵀ d)[i][j].
-            for i in 0..4 {
-                let r = |j: usize| rows[j][i];
-                let out = [r(0) - r(2), r(1) + r(2), r(2) - r(1), r(1) - r(3)];
-                for (j, value) in out.into_iter().enumerate() {
-                    v[((i * 4 + j) * c_in + c) * n + t] = value;
+            let (d0, rest) = d.split_at(span);
+            let (d1, rest) = rest.split_at(span);
+            let (d2, d3) = rest.split_at(span);
+            let (d0, d1, d2, d3) = (&d0[..cols], &d1[..cols], &d2[..cols], &d3[..cols]);
+            // Bᵀ = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] down the columns.
+            let (a0, rest) = a.split_at_mut(span);
+            let (a1, rest) = rest.split_at_mut(span);
+            let (a2, a3) = rest.split_at_mut(span);
+            for j in 0..cols {
+                a0[j] = d0[j] - d2[j];
+                a1[j] = d1[j] + d2[j];
+                a2[j] = d2[j] - d1[j];
+                a3[j] = d1[j] - d3[j];
+            }
+            // Then B along the rows: tile s reads columns 2s..2s + 4 of each row of `Bᵀ d`.
+            for (i, row) in [&*a0, &*a1, &*a2, &*a3].into_iter().enumerate() {
+                let at = |j: usize| ((i * 4 + j) * c_in + c) * n + offset;
+                let out = &mut v[at(0)..][..m];
+                for (s, o) in out.iter_mut().enumerate() {
+                    *o = row[2 * s] - row[2 * s + 2];
+                }
+                let out = &mut v[at(1)..][..m];
+                for (s, o) in out.iter_mut().enumerate() {
+                    *o = row[2 * s + 1] + row[2 * s + 2];
+                }
+                let out = &mut v[at(2)..][..m];
+                for (s, o) in out.iter_mut().enumerate() {
+                    *o = row[2 * s + 2] - row[2 * s + 1];
+                }
+                let out = &mut v[at(3)..][..m];
+                for (s, o) in out.iter_mut().enumerate() {
+                    *o = row[2 * s + 1] - row[2 * s + 3];
                 }
             }
         }
