@@ -224,7 +224,7 @@ impl CpuLinear {
             let xp = x.values[r0 * x.row_stride..].as_ptr();
             // SAFETY: rows r0..r0 + r of `x` and the whole panel are in bounds (checked by
             // the callers' shapes); the ISA was detected.
-            unsafe { tile(isa, xp, r, k, x, panel, &mut tile_out) };
+            unsafe { tile(isa, xp, r, k, x, panel, width, &mut tile_out) };
             for i in 0..r {
                 for j in 0..width {
                     let v = tile_out[i * PANEL + j] + bias.map_or(0.0, |b| b[j]);
@@ -279,28 +279,30 @@ mod tests {
             eprintln!("skipped: this CPU has neither AVX2+FMA nor AVX-512");
             return;
         }
-        // d_out = 200 leaves a partial last panel; rows cover 0, partial and full tiles.
-        let (k, n) = (96, 200);
-        let w: Vec<f32> = (0..k * n).map(|i| value(i, 1)).collect();
-        let b: Vec<f32> = (0..n).map(|i| value(i, 2)).collect();
-        let with_bias = CpuLinear::from_f32(&w, k, n, Some(b.clone()));
-        let without = CpuLinear::from_f32(&w, k, n, None);
-        for isa in isas() {
-            for rows in [0, 1, 2, 5, 6, 7, 13, 64] {
-                let x: Vec<f32> = (0..rows * k).map(|i| value(i, 3 + rows)).collect();
-                let what = format!("{isa:?}, {rows} rows");
-                assert_close(
-                    &with_bias.forward_with(isa, &x, rows),
-                    &reference(&x, &w, rows, k, Some(&b)),
-                    k,
-                    &what,
-                );
-                assert_close(
-                    &without.forward_with(isa, &x, rows),
-                    &reference(&x, &w, rows, k, None),
-                    k,
-                    &what,
-                );
+        // d_out = 200 leaves a last panel of 8 columns (half an AVX2 strip, one simd128
+        // strip), 100 one of 36 (2.25 AVX2 strips); rows cover 0, partial and full tiles.
+        for (k, n) in [(96, 200), (96, 100)] {
+            let w: Vec<f32> = (0..k * n).map(|i| value(i, 1)).collect();
+            let b: Vec<f32> = (0..n).map(|i| value(i, 2)).collect();
+            let with_bias = CpuLinear::from_f32(&w, k, n, Some(b.clone()));
+            let without = CpuLinear::from_f32(&w, k, n, None);
+            for isa in isas() {
+                for rows in [0, 1, 2, 5, 6, 7, 13, 64] {
+                    let x: Vec<f32> = (0..rows * k).map(|i| value(i, 3 + rows)).collect();
+                    let what = format!("{isa:?}, {rows} rows, d_out {n}");
+                    assert_close(
+                        &with_bias.forward_with(isa, &x, rows),
+                        &reference(&x, &w, rows, k, Some(&b)),
+                        k,
+                        &what,
+                    );
+                    assert_close(
+                        &without.forward_with(isa, &x, rows),
+                        &reference(&x, &w, rows, k, None),
+                        k,
+                        &what,
+                    );
+                }
             }
         }
     }

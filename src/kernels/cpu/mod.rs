@@ -35,10 +35,14 @@ enum Isa {
     Simd128,
 }
 
-/// One register tile through the kernel for `isa` (see [`x86::tile_avx512`]).
+/// One register tile through the kernel for `isa` (see [`x86::tile_avx512`]): columns
+/// `0..width` of `out` are the products (kernels that sweep the panel in strips skip the
+/// strips past `width`, the zero padding of a partial last panel; what they leave there is
+/// not the product).
 ///
 /// # Safety
 /// As the kernels': rows `0..r` of `x` from `xp` and the `k x PANEL` panel are readable.
+#[allow(clippy::too_many_arguments)]
 #[allow(unreachable_patterns)] // each target builds only its own kernels
 unsafe fn tile(
     isa: Isa,
@@ -47,6 +51,7 @@ unsafe fn tile(
     k: usize,
     x: &Operand,
     panel: &[f32],
+    width: usize,
     out: &mut [f32; TILE_ROWS * PANEL],
 ) {
     let (rs, ks) = (x.row_stride, x.k_stride);
@@ -54,9 +59,9 @@ unsafe fn tile(
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => unsafe { x86::tile_avx512(xp, r, k, rs, ks, panel, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::tile_avx2(xp, r, k, rs, ks, panel, out) },
+        Isa::Avx2 => unsafe { x86::tile_avx2(xp, r, k, rs, ks, panel, width, out) },
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-        Isa::Simd128 => unsafe { wasm::tile_simd128(xp, r, k, rs, ks, panel, out) },
+        Isa::Simd128 => unsafe { wasm::tile_simd128(xp, r, k, rs, ks, panel, width, out) },
         // `isa` only returns what this target built.
         _ => unreachable!("no CPU kernel for {isa:?} in this build ({xp:?}, {r} rows, k {k})"),
     }

@@ -7,10 +7,12 @@ use core::arch::wasm32::*;
 
 use super::{PANEL, TILE_ROWS};
 
-/// `tile[i][..] = x[i, :] · panel` for `r <= 6` rows; `x[i, kk]` is at `x + i * rs + kk * ks`.
+/// `tile[i][..] = x[i, :] · panel` for `r <= 6` rows; `x[i, kk]` is at `x + i * rs + kk * ks`;
+/// only the strips that cover `width` columns are computed.
 ///
 /// # Safety
 /// Those elements and `k x PANEL` panel values must be readable.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn tile_simd128(
     x: *const f32,
     r: usize,
@@ -18,11 +20,12 @@ pub unsafe fn tile_simd128(
     rs: usize,
     ks: usize,
     panel: &[f32],
+    width: usize,
     tile: &mut [f32; TILE_ROWS * PANEL],
 ) {
-    debug_assert!(r <= TILE_ROWS && panel.len() == k * PANEL);
+    debug_assert!(r <= TILE_ROWS && panel.len() == k * PANEL && width <= PANEL);
     let t = tile.as_mut_ptr();
-    for strip in 0..PANEL / 8 {
+    for strip in 0..width.div_ceil(8) {
         // SAFETY: every pointer below stays inside `x`'s rows, the panel and the tile, as
         // the caller promises; v128 loads and stores are unaligned-safe.
         unsafe {

@@ -61,10 +61,12 @@ pub unsafe fn tile_avx512(
 }
 
 /// The same with AVX2+FMA: 16 registers hold 6 rows x 16 columns, so the panel is swept
-/// in four 16-column strips (it stays in L1/L2 between strips).
+/// in 16-column strips (it stays in L1/L2 between strips), as many as cover `width`
+/// columns: a partial last panel (160 channels are 64 + 64 + 32) skips its zero columns.
 ///
 /// # Safety
 /// As [`tile_avx512`], with AVX2 and FMA present.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn tile_avx2(
     x: *const f32,
@@ -73,11 +75,12 @@ pub unsafe fn tile_avx2(
     rs: usize,
     ks: usize,
     panel: &[f32],
+    width: usize,
     tile: &mut [f32; TILE_ROWS * PANEL],
 ) {
-    debug_assert!(r <= TILE_ROWS && panel.len() == k * PANEL);
+    debug_assert!(r <= TILE_ROWS && panel.len() == k * PANEL && width <= PANEL);
     let t = tile.as_mut_ptr();
-    for strip in 0..PANEL / 16 {
+    for strip in 0..width.div_ceil(16) {
         unsafe {
             let w = panel.as_ptr().add(strip * 16);
             let mut acc = [[_mm256_setzero_ps(); 2]; TILE_ROWS];
