@@ -91,7 +91,7 @@ impl Conv {
 }
 
 /// A tensor's values on the host (the CPU kernels' activations are f32).
-fn host_f32<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+pub fn host_f32<const D: usize>(x: Tensor<D>) -> Vec<f32> {
     x.into_data()
         .try_into_vec::<f32>()
         .expect("the CPU kernels take f32 activations")

@@ -62,6 +62,15 @@ impl Dense {
         matches!(self, Dense::Cpu(_))
     }
 
+    /// The packed layer, when this one runs on our CPU kernels: for callers that keep the
+    /// activations on the host between layers.
+    pub fn cpu_layer(&self) -> Option<&CpuLinear> {
+        match self {
+            Dense::Cpu(CpuDense { layer }) => Some(layer.as_ref()),
+            _ => None,
+        }
+    }
+
     /// `x W` and the bias still to be added, for a caller whose next GPU kernel adds it
     /// (saving the addition's dispatch). Only a layer on a GPU whose product is burn's
     /// matmul splits its bias off (f32, and int8 above the direct kernel's rows); otherwise
@@ -101,11 +110,7 @@ impl Dense {
             }
             Dense::Cpu(CpuDense { layer }) => {
                 let device = x.device();
-                let input = x
-                    .into_data()
-                    .try_into_vec::<f32>()
-                    .expect("the CPU kernels take f32 activations");
-                let y = layer.forward(&input, rows);
+                let y = layer.forward(&super::host_f32(x), rows);
                 dims[D - 1] = layer.d_out();
                 Tensor::from_data(TensorData::new(y, dims), &device)
             }

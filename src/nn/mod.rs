@@ -12,7 +12,7 @@ pub mod export;
 pub mod loader;
 pub mod random;
 
-pub use conv::Conv;
+pub use conv::{Conv, host_f32};
 pub use dense::Dense;
 pub use loader::{Kernels, Loader};
 pub use random::RandomSource;

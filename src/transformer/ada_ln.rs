@@ -2,16 +2,16 @@
 //! (reference `models/basic_var.py`: `AdaLNSelfAttn`, `AdaLNBeforeHead`, `FFN`).
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
-use super::attention::SelfAttention;
+use super::attention::{CpuSelfAttention, SelfAttention};
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
 use crate::kernels::activation::gelu_tanh;
 use crate::kernels::adaln::{gated_residual, modulated_layer_norm};
-use crate::nn::Dense;
-use crate::nn::Loader;
+use crate::kernels::cpu::{self, CpuLinear};
+use crate::nn::{Dense, Loader, host_f32};
 
 /// `fc2(gelu_tanh(fc1(x)))`.
 #[derive(Module, Debug)]
@@ -34,6 +34,29 @@ impl Ffn {
     fn forward(&self, x: Tensor<3>) -> (Tensor<3>, Option<Tensor<1>>) {
         let (h, fc1_bias) = self.fc1.forward_unbiased(x);
         self.fc2.forward_unbiased(gelu_tanh(h, fc1_bias.as_ref()))
+    }
+
+    /// `fc1` and `fc2`, when both run on the CPU kernels.
+    fn cpu_layers(&self) -> Option<CpuFfn<'_>> {
+        Some(CpuFfn {
+            fc1: self.fc1.cpu_layer()?,
+            fc2: self.fc2.cpu_layer()?,
+        })
+    }
+}
+
+/// An [`Ffn`] whose two layers run on the CPU kernels.
+struct CpuFfn<'a> {
+    fc1: &'a CpuLinear,
+    fc2: &'a CpuLinear,
+}
+
+impl CpuFfn<'_> {
+    /// `fc2(gelu_tanh(fc1(x)))` on host data `[rows, C]`.
+    fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut hidden = self.fc1.forward(x, rows);
+        cpu::gelu_tanh(&mut hidden);
+        self.fc2.forward(&hidden, rows)
     }
 }
 
@@ -107,6 +130,9 @@ impl AdaLnBlock {
         attn_bias: Option<&Tensor<4>>,
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
+        if let (Some(attn), Some(ffn)) = (self.attn.cpu_layers(), self.ffn.cpu_layers()) {
+            return Self::forward_on_cpu_kernels(&attn, &ffn, x, gss, attn_bias, cache);
+        }
         // Order of the six chunks: gamma1, gamma2, scale1, scale2, shift1, shift2.
         let (h, proj_bias) =
             self.attn
@@ -114,6 +140,33 @@ impl AdaLnBlock {
         let x = gated_residual(x, h, proj_bias.as_ref(), gss, 0);
         let (h, fc2_bias) = self.ffn.forward(modulated_layer_norm(x.clone(), gss, 3, 5));
         gated_residual(x, h, fc2_bias.as_ref(), gss, 1)
+    }
+
+    /// [`Self::forward`] when every Linear layer of the block runs on the CPU kernels: the
+    /// residual stream stays on the host for the whole block, the norms, GELU and residuals
+    /// in `kernels::cpu` (one pass each, where burn's ops make about twenty over the block's
+    /// activations, the MLP's 4C wide), and only the attention between `mat_qkv` and `proj`
+    /// (the heads, the KV cache, the scores) runs on burn tensors.
+    fn forward_on_cpu_kernels(
+        attn: &CpuSelfAttention,
+        ffn: &CpuFfn,
+        x: Tensor<3>,
+        gss: &Tensor<4>,
+        attn_bias: Option<&Tensor<4>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [b, l, c] = x.dims();
+        let (rows, chunks, device) = (b * l, gss.dims()[2], x.device());
+        let m = host_f32(gss.clone());
+        let mut residual = host_f32(x);
+        // Order of the six chunks: gamma1, gamma2, scale1, scale2, shift1, shift2.
+        let normed = cpu::modulated_layer_norm(&residual, l, c, &m, chunks, 2, 4);
+        let h = attn.forward(&normed, [b, l, c], attn_bias, cache);
+        cpu::gated_residual(&mut residual, &h, l, c, &m, chunks, 0);
+        let normed = cpu::modulated_layer_norm(&residual, l, c, &m, chunks, 3, 5);
+        let h = ffn.forward(&normed, rows);
+        cpu::gated_residual(&mut residual, &h, l, c, &m, chunks, 1);
+        Tensor::from_data(TensorData::new(residual, [b, l, c]), &device)
     }
 }
 

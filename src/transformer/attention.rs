@@ -1,14 +1,14 @@
 //! Multi-head self-attention with the reference's l2-normalised queries and keys.
 
 use burn::module::{Module, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
 use crate::kernels::attention::{QkvParams, attention_softmax, qkv_heads};
-use crate::nn::Dense;
-use crate::nn::Loader;
+use crate::kernels::cpu::CpuLinear;
+use crate::nn::{Dense, Loader, host_f32};
 
 /// `SelfAttention` of the reference: a fused `mat_qkv` with biases on q and v only, optional
 /// l2-normalised attention with a learned per-head temperature, and an output `proj`.
@@ -53,7 +53,29 @@ impl SelfAttention {
         attn_bias: Option<&Tensor<4>>,
         cache: Option<&mut KvCache>,
     ) -> (Tensor<3>, Option<Tensor<1>>) {
-        let [b, l, c] = x.dims();
+        let out = self.attend(self.mat_qkv.forward(x), attn_bias, cache);
+        self.proj.forward_unbiased(out)
+    }
+
+    /// `mat_qkv` and `proj`, when both run on the CPU kernels.
+    pub fn cpu_layers(&self) -> Option<CpuSelfAttention<'_>> {
+        Some(CpuSelfAttention {
+            attention: self,
+            mat_qkv: self.mat_qkv.cpu_layer()?,
+            proj: self.proj.cpu_layer()?,
+        })
+    }
+
+    /// The attention between the two Linear layers: `mat_qkv`'s output `[B, l, 3C]` to the
+    /// heads' outputs `[B, l, C]`, before `proj`.
+    fn attend(
+        &self,
+        qkv: Tensor<3>,
+        attn_bias: Option<&Tensor<4>>,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let [b, l, c3] = qkv.dims();
+        let c = c3 / 3;
         let hd = c / self.num_heads;
         let params = QkvParams {
             q_bias: self.q_bias.val(),
@@ -62,7 +84,7 @@ impl SelfAttention {
             heads: self.num_heads,
             l2_norm: self.l2_norm,
         };
-        let (q, k, v) = qkv_heads(self.mat_qkv.forward(x), &params); // [B, H, l, hd]
+        let (q, k, v) = qkv_heads(qkv, &params); // [B, H, l, hd]
         let scale = if self.l2_norm {
             1.0
         } else {
@@ -74,7 +96,32 @@ impl SelfAttention {
         };
         let scores = q.matmul(k.swap_dims(2, 3)); // [B, H, l, L']
         let out = attention_softmax(scores, scale, attn_bias).matmul(v); // [B, H, l, hd]
-        self.proj
-            .forward_unbiased(out.swap_dims(1, 2).reshape([b, l, c]))
+        out.swap_dims(1, 2).reshape([b, l, c])
+    }
+}
+
+/// A [`SelfAttention`] whose `mat_qkv` and `proj` run on the CPU kernels.
+pub struct CpuSelfAttention<'a> {
+    attention: &'a SelfAttention,
+    mat_qkv: &'a CpuLinear,
+    proj: &'a CpuLinear,
+}
+
+impl CpuSelfAttention<'_> {
+    /// [`SelfAttention::forward`] from and to host data `[B, l, C]` (`dims`), `proj`'s bias
+    /// added: the two products on the CPU kernels, the heads between them on burn tensors.
+    pub fn forward(
+        &self,
+        x: &[f32],
+        dims: [usize; 3],
+        attn_bias: Option<&Tensor<4>>,
+        cache: Option<&mut KvCache>,
+    ) -> Vec<f32> {
+        let [b, l, c] = dims;
+        let device = self.attention.q_bias.val().device();
+        let qkv = self.mat_qkv.forward(x, b * l);
+        let qkv = Tensor::from_data(TensorData::new(qkv, [b, l, 3 * c]), &device);
+        let out = host_f32(self.attention.attend(qkv, attn_bias, cache));
+        self.proj.forward(&out, b * l)
     }
 }

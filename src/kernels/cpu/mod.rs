@@ -1,7 +1,9 @@
 //! f32 kernels for CPUs, for inference: [`CpuLinear`] (a Linear layer with its weight
 //! packed once into column panels, f32 or int8) and [`CpuConv`] (a convolution as that Linear
 //! layer over im2col patches, or by Winograd's F(2x2, 3x3) for the 3x3 ones), and
-//! [`group_norm`] (GroupNorm + SiLU in place, which the VQ-VAE runs before its convolutions).
+//! [`group_norm`] (GroupNorm + SiLU in place, which the VQ-VAE runs before its convolutions),
+//! and the steps of a transformer block's MLP half between its two products
+//! ([`modulated_layer_norm`], [`gelu_tanh`], [`gated_residual`]).
 //! This file holds what both share: picking AVX-512 or AVX2+FMA
 //! at run time on x86-64 ([`x86`]), or WebAssembly SIMD in the browser ([`wasm`], compiled in
 //! by the build's `+simd128`), the one register-tile kernel they both call, the panel
@@ -10,6 +12,8 @@
 //! Elsewhere, or on an x86-64 CPU with neither instruction set, [`CpuLinear::supported`] is
 //! false and the model keeps burn's own ops.
 
+mod activation;
+mod adaln;
 mod conv;
 mod linear;
 mod norm;
@@ -19,6 +23,8 @@ mod winograd;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use activation::gelu_tanh;
+pub use adaln::{gated_residual, modulated_layer_norm};
 pub use conv::CpuConv;
 pub use linear::CpuLinear;
 pub use norm::group_norm;
@@ -104,6 +110,23 @@ fn isas() -> Vec<Isa> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     isa().into_iter().collect()
+}
+
+/// `f(index, chunk)` for each `chunk`-long piece of `x` (the last may be shorter), over the
+/// cores on x86-64 (rayon's pool, which burn-flex's own ops use too) and in order elsewhere
+/// (the page's wasm has one thread).
+fn for_each_chunk_mut(x: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Send + Sync) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use rayon::prelude::*;
+        x.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(index, piece)| f(index, piece));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    x.chunks_mut(chunk)
+        .enumerate()
+        .for_each(|(index, piece)| f(index, piece));
 }
 
 fn panels(d_out: usize) -> usize {

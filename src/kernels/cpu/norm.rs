@@ -8,8 +8,7 @@
 //! that normalises, applies the channel's scale and shift and SiLU together, with an `exp`
 //! written so that the compiler vectorises it.
 
-#[cfg(target_arch = "x86_64")]
-use rayon::prelude::*;
+use super::for_each_chunk_mut;
 
 /// `x [batch, channels, plane]` (NCHW, `plane = h·w`) normalised per (image, group of
 /// `channels / groups` channels) to zero mean and unit variance (biased, with `epsilon`),
@@ -45,14 +44,10 @@ pub fn group_norm(
         x.len().is_multiple_of(channels * plane),
         "input is not [B, channels, plane]"
     );
-    let run = |(index, values): (usize, &mut [f32])| {
+    for_each_chunk_mut(x, per_group, |index, values| {
         let first_channel = index % groups * (channels / groups);
         normalize_group(values, plane, first_channel, gamma, beta, epsilon, silu);
-    };
-    #[cfg(target_arch = "x86_64")]
-    x.par_chunks_mut(per_group).enumerate().for_each(run);
-    #[cfg(not(target_arch = "x86_64"))]
-    x.chunks_mut(per_group).enumerate().for_each(run);
+    });
 }
 
 /// One (image, group): `values` holds its channels' planes, the first being `first_channel`.
@@ -90,7 +85,7 @@ fn normalize_group(
 /// `Σ f(v)` over `values`: sixteen f32 lanes (which the compiler keeps in vector registers)
 /// over blocks of 4,096 values, the blocks added in f64, so a 10-million-value group loses
 /// nothing to the order of the additions.
-fn sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+pub(super) fn sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     const LANES: usize = 16;
     let mut total = 0f64;
     for block in values.chunks(4096) {
@@ -112,20 +107,24 @@ fn sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 /// the nearest integer (rounded by adding and removing 1.5·2²³), `eʳ` by its Taylor series
 /// to degree 7 (for |r| ≤ ln 2 / 2 the remainder is below 6e-9, under half an f32 ulp), and
 /// `2ⁿ` built in the exponent bits.
-fn exp(x: f32) -> f32 {
+pub(super) fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     // ln 2 split so that n·LN2_HI is exact for |n| < 256.
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    // t = 1.5·2²³ + n exactly, so n is also t's low mantissa bits: read from there, 2ⁿ needs
+    // no float-to-int conversion (which does not vectorise).
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (1.0 / 2.0
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    let n = t.to_bits().wrapping_sub(ROUND.to_bits());
+    p * f32::from_bits(n.wrapping_add(127) << 23)
 }
 
 #[cfg(test)]
