@@ -10,6 +10,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, TensorData};
 
+use super::host_f32;
 use crate::kernels::cpu::{CpuConv, group_norm};
 
 // burn's Conv2d is a few hundred bytes of tensor handles and burn has no `Module` for `Box`;
@@ -88,13 +89,6 @@ impl Conv {
             }
         }
     }
-}
-
-/// A tensor's values on the host (the CPU kernels' activations are f32).
-pub fn host_f32<const D: usize>(x: Tensor<D>) -> Vec<f32> {
-    x.into_data()
-        .try_into_vec::<f32>()
-        .expect("the CPU kernels take f32 activations")
 }
 
 /// The packed layer on host values, its output back as a burn tensor on `device`.

@@ -12,7 +12,17 @@ pub mod export;
 pub mod loader;
 pub mod random;
 
-pub use conv::{Conv, host_f32};
+pub use conv::Conv;
 pub use dense::Dense;
 pub use loader::{Kernels, Loader};
 pub use random::RandomSource;
+
+use burn::tensor::Tensor;
+
+/// A tensor's values on the host, for the layers on the CPU kernels (whose activations are
+/// f32) and the model code that keeps activations on the host between them.
+pub fn host_f32<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    x.into_data()
+        .try_into_vec::<f32>()
+        .expect("the CPU kernels take f32 activations")
+}
