@@ -11,6 +11,7 @@
 //! objective), `validation` (what a checkpoint is judged by) and `package` (`var package`). The
 //! learning-rate schedule is [`super::schedule::warmup_cosine_to_tenth`].
 
+mod grow;
 mod loss;
 mod package;
 mod tokens;
@@ -69,7 +70,9 @@ pub struct VarTraining {
     /// Share of each class of an image folder held out for validation.
     #[arg(long, default_value_t = 0.1)]
     pub test_share: f64,
-    /// Transformer depth (default: the Fashion-MNIST preset's).
+    /// Transformer depth (default: the Fashion-MNIST preset's). With --init-from, a depth
+    /// above the trained model's grows it: the trained blocks are kept and the new ones, added
+    /// after them, start as the identity (a zero `ada_lin`), so training resumes from its loss.
     #[arg(long)]
     pub depth: Option<usize>,
     /// Transformer width C (default: the preset's).
@@ -82,7 +85,7 @@ pub struct VarTraining {
     /// weights, to re-fit it to a VQ-VAE whose encoder was trained further: a run directory
     /// (its `checkpoint/`) or a model directory such as the shipped `www/models/fashion-mnist`.
     /// What it saves depends on how far the tokens moved (see ARCHITECTURE.md).
-    #[arg(long, conflicts_with_all = ["resume", "depth", "width", "heads"])]
+    #[arg(long, conflicts_with_all = ["resume", "width", "heads"])]
     pub init_from: Option<PathBuf>,
     /// Train until this many optimizer steps in total; the learning rate decays over them.
     #[arg(long, default_value_t = 6_000)]
@@ -269,12 +272,23 @@ pub fn train_var_on(
                         dir.display()
                     )));
                 }
+                let trained_depth = trained.var.depth;
                 config.var = trained.var;
+                if let Some(depth) = opts.depth {
+                    if depth < trained_depth {
+                        return Err(VarError::InvalidArgument(format!(
+                            "--depth {depth} with --init-from {}: its transformer has {trained_depth} blocks, and a model can only be grown deeper, not cut",
+                            from.display()
+                        )));
+                    }
+                    config.var.depth = depth;
+                }
                 config.class_names = classes.clone();
                 config.validate()?;
                 let path = from.join(VAR_FILE);
                 let bytes = std::fs::read(&path).map_err(|e| VarError::io(&path, e))?;
-                let mut src = SafetensorsSource::new(&bytes, &path.display().to_string())?;
+                let mut trained_src = SafetensorsSource::new(&bytes, &path.display().to_string())?;
+                let mut src = grow::GrownSource::new(&mut trained_src, trained_depth, opts.seed);
                 let mut w = Loader::new(&mut src, device);
                 let var = load_var(&mut w, &config)?;
                 w.finish()?;
@@ -429,6 +443,7 @@ mod tests {
     use super::*;
     use crate::modeldir::{self, LoadOptions};
     use crate::train::largest_difference;
+    use burn::tensor::{Int, Tensor, TensorData};
     use std::path::Path;
 
     /// A tiny random VQ-VAE written as a directory `var train var --vqvae` accepts.
@@ -523,6 +538,60 @@ mod tests {
         let err = train_var(&o, &device, |_| {}).unwrap_err().to_string();
         assert!(
             err.contains("--init-from") && err.contains("patch_nums"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_grown_transformer_starts_as_the_trained_one() {
+        let root = tempfile::tempdir().unwrap();
+        let (_, dir) = tiny_vqvae_dir(root.path());
+        let device = Device::flex().autodiff();
+        train_var(
+            &tiny_opts(root.path(), &dir, "base", 3, false),
+            &device,
+            |_| {},
+        )
+        .unwrap();
+        let mut o = tiny_opts(root.path(), &dir, "grown", 1, false);
+        (o.depth, o.width, o.heads) = (Some(3), None, None);
+        o.lr = 1e-9;
+        o.init_from = Some(root.path().join("base"));
+        train_var(&o, &device, |_| {}).unwrap();
+        let config = read_config(&root.path().join("grown").join("checkpoint")).unwrap();
+        assert_eq!((config.var.depth, config.var.embed_dim), (3, 32));
+        // The new blocks are there, with their gates shut: the same logits for the same input.
+        let grown = run_weights(&root.path().join("grown"));
+        assert!(grown.iter().any(|(n, _)| n.starts_with("blocks.2.")));
+        let logits = |run: &str| {
+            let model = modeldir::load(
+                &root.path().join(run).join("checkpoint"),
+                &Device::flex(),
+                &LoadOptions::default(),
+            )
+            .unwrap();
+            let (len, cvae) = (model.config.seq_len(), model.config.vqvae.z_channels);
+            let mut rng = Rng::new(5);
+            let x: Vec<f32> = (0..2 * (len - 1) * cvae).map(|_| rng.normal()).collect();
+            let device = model.device();
+            let x = Tensor::<3>::from_data(TensorData::new(x, [2, len - 1, cvae]), &device);
+            let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1], [2]), &device);
+            let out = model.var.forward(labels, x);
+            pollster::block_on(crate::readback::read_f32(out)).unwrap()
+        };
+        let (before, after) = (logits("base"), logits("grown"));
+        let worst = before
+            .iter()
+            .zip(&after)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "the grown model's logits differ by {worst}");
+        // A shallower --depth is refused by name.
+        o.out = root.path().join("cut");
+        o.depth = Some(0);
+        let err = train_var(&o, &device, |_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains("--depth 0") && err.contains("1 blocks"),
             "{err}"
         );
     }
