@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use var_web::modeldir::{self, LoadOptions};
 use var_web::train::classifier::{Classifier, grey_input};
-use var_web::{FASHION_MNIST_CLASSES, Model, SamplingParams, generate};
+use var_web::{FASHION_MNIST_CLASSES, Model, generate};
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
