@@ -492,8 +492,9 @@ mod tests {
         crate::train::tensors_of(&run.join("checkpoint").join(VAR_FILE))
     }
 
-    #[test]
-    fn a_warm_start_begins_from_the_given_runs_transformer() {
+    /// A temporary root holding a tiny VQ-VAE and a run `base` trained on it for 3 steps:
+    /// (the root, the VQ-VAE's directory, the training device).
+    fn trained_base() -> (tempfile::TempDir, PathBuf, Device) {
         let root = tempfile::tempdir().unwrap();
         let (_, dir) = tiny_vqvae_dir(root.path());
         let device = Device::flex().autodiff();
@@ -503,6 +504,12 @@ mod tests {
             |_| {},
         )
         .unwrap();
+        (root, dir, device)
+    }
+
+    #[test]
+    fn a_warm_start_begins_from_the_given_runs_transformer() {
+        let (root, dir, device) = trained_base();
         // One step at a negligible learning rate: what the run saves is its starting point.
         let start_of = |name: &str, init_from: Option<PathBuf>| {
             let mut o = tiny_opts(root.path(), &dir, name, 1, false);
@@ -544,15 +551,7 @@ mod tests {
 
     #[test]
     fn a_grown_transformer_starts_as_the_trained_one() {
-        let root = tempfile::tempdir().unwrap();
-        let (_, dir) = tiny_vqvae_dir(root.path());
-        let device = Device::flex().autodiff();
-        train_var(
-            &tiny_opts(root.path(), &dir, "base", 3, false),
-            &device,
-            |_| {},
-        )
-        .unwrap();
+        let (root, dir, device) = trained_base();
         let mut o = tiny_opts(root.path(), &dir, "grown", 1, false);
         (o.depth, o.width, o.heads) = (Some(3), None, None);
         o.lr = 1e-9;
