@@ -46,7 +46,7 @@ impl EncodedImage {
     /// The source through the VQ-VAE (encoder → tokens → decoder), `[B, 3, H, W]` in [0, 1]:
     /// what the kept regions of an edit look like.
     pub fn reconstruction(&self, model: &Model) -> Tensor<4> {
-        (model.vqvae.fhat_to_img(self.f_hat.clone()) + 1.0) * 0.5
+        model.decode(self.f_hat.clone())
     }
 
     /// The edit that keeps these tokens where `keep` (the finest token grid, 1 = keep) says

@@ -25,6 +25,17 @@ use crate::transformer::{Condition, KvCache};
 /// The largest latent a per-scale preview decodes (8: a quarter of the official 16x16).
 pub const PREVIEW_LATENT: usize = 8;
 
+/// The picture shown after a scale ([`Generation::picture_for`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScalePicture {
+    /// The last scale: the final images.
+    Final,
+    /// A preview that is f̂ decoded in full, as the final images are (and as costly).
+    Full,
+    /// A preview of f̂ area-averaged to `side`² latent positions ([`Generation::preview`]).
+    Reduced(usize),
+}
+
 /// What the per-scale callback sees after scale `si` is sampled and added to f̂.
 pub struct ScaleStep<'a> {
     /// Scale index, 0 .. K − 1.
@@ -211,25 +222,34 @@ impl<'m> Generation<'m> {
 
     /// The images for the current f̂, `[B, 3, H, W]` in [0, 1] (final once every scale ran).
     pub fn image(&self) -> Tensor<4> {
-        (self.model.vqvae.fhat_to_img(self.f_hat.clone()) + 1.0) * 0.5
+        self.model.decode(self.f_hat.clone())
     }
 
-    /// The picture to show after scale `si` of size `patch` (the page's and the bench's
-    /// preview policy): the full decode at the last scale, and at every scale of one image
-    /// from a model whose latent is at most [`PREVIEW_LATENT`] across (the shipped small
-    /// models); otherwise f̂ decoded at the scale's own token-map size, at most
+    /// Which picture to show after scale `si` of size `patch` (the page's and the bench's
+    /// preview policy): the final image at the last scale; f̂ decoded in full at every scale of
+    /// one image from a model whose latent is at most [`PREVIEW_LATENT`] across (the shipped
+    /// small models); otherwise f̂ decoded at the scale's own token-map size, at most
     /// [`PREVIEW_LATENT`] across ([`Self::preview`]), so that the previews together cost about
     /// one full decode instead of one per scale. Batches take the cheap previews even on small
     /// models: there the full decodes would be 70% of a run's arithmetic (the shipped model:
     /// 0.24 GFLOP a decode, six of them, against 0.61 for the transformer), and batches are
     /// where that arithmetic is paid per image; the grid's tiles are small anyway.
-    pub fn scale_picture(&self, si: usize, patch: usize) -> Tensor<4> {
+    pub fn picture_for(&self, si: usize, patch: usize) -> ScalePicture {
         let cfg = &self.model.config;
-        let last = si + 1 == cfg.num_scales();
-        if last || (self.batch == 1 && cfg.latent_size() <= PREVIEW_LATENT) {
-            self.image()
+        if si + 1 == cfg.num_scales() {
+            ScalePicture::Final
+        } else if self.batch == 1 && cfg.latent_size() <= PREVIEW_LATENT {
+            ScalePicture::Full
         } else {
-            self.preview(patch.min(PREVIEW_LATENT))
+            ScalePicture::Reduced(patch.min(PREVIEW_LATENT))
+        }
+    }
+
+    /// The picture [`Self::picture_for`] names, `[B, 3, H, W]` in [0, 1].
+    pub fn scale_picture(&self, si: usize, patch: usize) -> Tensor<4> {
+        match self.picture_for(si, patch) {
+            ScalePicture::Final | ScalePicture::Full => self.image(),
+            ScalePicture::Reduced(side) => self.preview(side),
         }
     }
 
@@ -246,7 +266,7 @@ impl<'m> Generation<'m> {
         let down =
             crate::vqvae::resample::area_matrix(side.max(1), n).to_tensor(&self.model.device());
         let small = crate::vqvae::resample::resample(self.f_hat.clone(), &down);
-        (self.model.vqvae.fhat_to_img(small) + 1.0) * 0.5
+        self.model.decode(small)
     }
 }
 

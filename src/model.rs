@@ -1,6 +1,6 @@
 //! A complete model: configuration, VQ-VAE and transformer on one device.
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use crate::config::{ModelConfig, Storage};
 use crate::error::{Result, VarError};
@@ -106,6 +106,12 @@ impl Model {
 
     pub fn device(&self) -> Device {
         self.device.clone()
+    }
+
+    /// f̂ `[B, Cvae, n, n]` decoded to images `[B, 3, n·f, n·f]` in [0, 1] (f the VQ-VAE's
+    /// downsampling factor): the one decode behind final images, previews and reconstructions.
+    pub fn decode(&self, f_hat: Tensor<4>) -> Tensor<4> {
+        (self.vqvae.fhat_to_img(f_hat) + 1.0) * 0.5
     }
 
     /// Whether the layers run on our CPU kernels ([`Kernels::CpuPacked`] on a CPU that has

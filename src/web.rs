@@ -16,7 +16,7 @@ use std::rc::Rc;
 
 use burn::module::Module;
 use burn::tensor::Device;
-use js_sys::{Function, Promise, Uint8ClampedArray};
+use js_sys::{Float32Array, Function, Promise, Uint8ClampedArray};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
@@ -25,7 +25,7 @@ use crate::config::SamplingParams;
 use crate::config::{ModelConfig, Storage};
 use crate::edit::{PreparedEdit, feather_px, keep_original, prepare_edit};
 use crate::error::VarError;
-use crate::generate::{EditSource, Generation};
+use crate::generate::{EditSource, Generation, ScalePicture};
 use crate::model::Model;
 use crate::modeldir::staged::StagedModel;
 use crate::modeldir::{LoadOptions, ModelFiles, VAR_FILE, VQVAE_FILE, load_files};
@@ -95,6 +95,15 @@ fn to_rgba(pixels: &[f32], size: usize) -> Vec<u8> {
 const MAX_BATCH: usize = 16;
 /// What wasm32 can address: the CPU path's whole memory, weights included.
 const WASM32_MEMORY_BYTES: u64 = 4 << 30;
+
+/// How long a run computes between turns of the JS event loop: a `cancel` is answered
+/// within one scale plus this. Each turn costs a dual-core machine about 15 ms of the run (the
+/// worker gives up its core to the page's drawing of the preview it just sent and waits for
+/// it back: the shipped model took 350-380 ms with a turn after every scale and 250-275 ms
+/// with none, headless Chromium, 2026-12-03), so a run of quick scales takes one turn every
+/// 100 ms instead of one a scale; scales longer than this (the official models) still yield
+/// after each.
+const YIELD_INTERVAL_MS: f64 = 100.0;
 
 /// Lets the JS event loop run (a macrotask), so messages such as `cancel` are handled even
 /// when the device answers synchronously (the CPU backend).
@@ -197,15 +206,30 @@ impl VarModel {
     /// Generates one image of class `label`. After every scale calls
     /// `onScale(si, patch, rgba: Uint8ClampedArray, size, milliseconds)` with the decoded
     /// preview; resolves to the final RGBA image, or rejects with a sentence (also on cancel).
-    pub fn generate(&self, label: u32, params: JsValue, on_scale: Function) -> Promise {
-        self.stream(vec![label], params, None, on_scale)
+    /// With `onLatent`, a preview that would be f̂ decoded in full is not decoded here:
+    /// `onLatent(si, patch, fHat: Float32Array, milliseconds)` gets f̂ instead, for another
+    /// worker to decode ([`decode_latent`](Self::decode_latent)) while this one goes on.
+    pub fn generate(
+        &self,
+        label: u32,
+        params: JsValue,
+        on_scale: Function,
+        on_latent: Option<Function>,
+    ) -> Promise {
+        self.stream(vec![label], params, None, on_scale, on_latent)
     }
 
     /// Generates one image per entry of `labels` in one batched run (CFG included), streamed
     /// like `generate`: `onScale` gets every image's preview, one after another in `rgba`
     /// (`labels.length` images of `size`²); resolves to the final images the same way.
     #[wasm_bindgen(js_name = generateBatch)]
-    pub fn generate_batch(&self, labels: Vec<u32>, params: JsValue, on_scale: Function) -> Promise {
+    pub fn generate_batch(
+        &self,
+        labels: Vec<u32>,
+        params: JsValue,
+        on_scale: Function,
+        on_latent: Option<Function>,
+    ) -> Promise {
         if labels.is_empty() || labels.len() > MAX_BATCH {
             let message = format!(
                 "a batch holds 1 to {MAX_BATCH} images, not {}",
@@ -213,7 +237,7 @@ impl VarModel {
             );
             return Promise::reject(&named_error("InvalidArgument", &message));
         }
-        self.stream(labels, params, None, on_scale)
+        self.stream(labels, params, None, on_scale, on_latent)
     }
 
     /// In-paints, out-paints or edits `source` (RGBA, the model's size²): the pixels where
@@ -233,6 +257,7 @@ impl VarModel {
         on_source: Function,
         on_scale: Function,
         keep_original: bool,
+        on_latent: Option<Function>,
     ) -> Promise {
         let request = EditRequest {
             source,
@@ -240,7 +265,46 @@ impl VarModel {
             on_source,
             keep_original,
         };
-        self.stream(vec![label], params, Some(request), on_scale)
+        self.stream(vec![label], params, Some(request), on_scale, on_latent)
+    }
+
+    /// Whether a one-image run of this model previews its scales by decoding f̂ in full
+    /// ([`ScalePicture::Full`]): then `onLatent` can hand those decodes to a second worker.
+    #[wasm_bindgen(js_name = fullPreviews)]
+    pub fn full_previews(&self) -> bool {
+        let cfg = &self.model.config;
+        cfg.latent_size() <= crate::generate::PREVIEW_LATENT && cfg.num_scales() > 1
+    }
+
+    /// Decodes `f_hat` (what `onLatent` gave: `batch` maps of this model's latent, `[B, Cvae,
+    /// N, N]`) to RGBA, `batch` images of the model's size one after another.
+    #[wasm_bindgen(js_name = decodeLatent)]
+    pub async fn decode_latent(
+        &self,
+        f_hat: Vec<f32>,
+        batch: u32,
+    ) -> Result<Uint8ClampedArray, JsValue> {
+        let cfg = &self.model.config;
+        let (n, c) = (cfg.latent_size(), cfg.vqvae.z_channels);
+        let batch = batch as usize;
+        if batch == 0 || f_hat.len() != batch * c * n * n {
+            return Err(named_error(
+                "InvalidArgument",
+                &format!(
+                    "a latent of this model is {c}x{n}x{n} values a map, so {} values are not {batch} of them",
+                    f_hat.len()
+                ),
+            ));
+        }
+        let device = self.model.device();
+        let f_hat = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(f_hat, [batch, c, n, n]),
+            &device,
+        );
+        let picture = self.model.decode(f_hat);
+        let size = picture.dims()[3];
+        let pixels = read_f32(picture).await.map_err(js_error)?;
+        Ok(Uint8ClampedArray::from(to_rgba(&pixels, size).as_slice()))
     }
 
     /// The one streaming loop behind `generate` and `edit`.
@@ -250,6 +314,7 @@ impl VarModel {
         params: JsValue,
         edit: Option<EditRequest>,
         on_scale: Function,
+        on_latent: Option<Function>,
     ) -> Promise {
         let model = self.model.clone();
         let cancelled = self.cancelled.clone();
@@ -274,35 +339,57 @@ impl VarModel {
                 .await
                 .map_err(js_error)?;
             let mut last = js_sys::Date::now();
+            let mut last_yield = last;
             let mut image = JsValue::NULL;
             while let Some(step) = run.step().await.map_err(js_error)? {
-                let picture = run.scale_picture(step.si, step.patch);
-                let size = picture.dims()[3];
-                let pixels = read_f32(picture).await.map_err(js_error)?;
-                let mut bytes = to_rgba(&pixels, size);
-                if let Some(keep) = keep.as_ref().filter(|_| step.si + 1 == scales) {
-                    let feather = feather_px(size);
-                    bytes =
-                        keep_original(&keep.source, &bytes, &keep.generate_px, size, 4, feather)
-                            .map_err(js_error)?;
-                }
-                let rgba = Uint8ClampedArray::from(bytes.as_slice());
-                image = rgba.clone().into();
+                let (si, patch) = (step.si, step.patch);
+                let hand_off = on_latent
+                    .as_ref()
+                    .filter(|_| run.picture_for(si, patch) == ScalePicture::Full);
+                let (callback, args) = if let Some(on_latent) = hand_off {
+                    let values = read_f32(run.f_hat().clone()).await.map_err(js_error)?;
+                    let latent = Float32Array::from(values.as_slice());
+                    (on_latent, vec![latent.into()])
+                } else {
+                    let picture = run.scale_picture(si, patch);
+                    let size = picture.dims()[3];
+                    let pixels = read_f32(picture).await.map_err(js_error)?;
+                    let mut bytes = to_rgba(&pixels, size);
+                    if let Some(keep) = keep.as_ref().filter(|_| si + 1 == scales) {
+                        let feather = feather_px(size);
+                        bytes = keep_original(
+                            &keep.source,
+                            &bytes,
+                            &keep.generate_px,
+                            size,
+                            4,
+                            feather,
+                        )
+                        .map_err(js_error)?;
+                    }
+                    let rgba = Uint8ClampedArray::from(bytes.as_slice());
+                    image = rgba.clone().into();
+                    (&on_scale, vec![rgba.into(), JsValue::from(size as u32)])
+                };
                 let now = js_sys::Date::now();
-                let args = js_sys::Array::of5(
-                    &JsValue::from(step.si as u32),
-                    &JsValue::from(step.patch as u32),
-                    &rgba,
-                    &JsValue::from(size as u32),
-                    &JsValue::from(now - last),
-                );
-                on_scale
-                    .apply(&JsValue::NULL, &args)
-                    .map_err(|_| named_error("InvalidArgument", "the onScale callback threw"))?;
+                // (si, patch, rgba, size, ms) for onScale, (si, patch, fHat, ms) for onLatent.
+                let all = js_sys::Array::new();
+                all.push(&JsValue::from(si as u32));
+                all.push(&JsValue::from(patch as u32));
+                for arg in &args {
+                    all.push(arg);
+                }
+                all.push(&JsValue::from(now - last));
+                callback
+                    .apply(&JsValue::NULL, &all)
+                    .map_err(|_| named_error("InvalidArgument", "a scale callback threw"))?;
                 last = now;
-                yield_to_event_loop().await?;
-                if cancelled.get() {
-                    return Err(js_error(VarError::Cancelled));
+                if si + 1 < scales && now - last_yield >= YIELD_INTERVAL_MS {
+                    yield_to_event_loop().await?;
+                    last_yield = js_sys::Date::now();
+                    if cancelled.get() {
+                        return Err(js_error(VarError::Cancelled));
+                    }
                 }
             }
             Ok(image)

@@ -284,3 +284,60 @@ async fn adaln_kernels_match_the_burn_ops_on_webgpu() {
         assert!(err < 1e-6, "gated residual {shape:?}: relative error {err}");
     }
 }
+
+/// `decodeLatent` (what the preview worker runs) on f̂ read back mid-run gives the bytes the
+/// run's own full-decode preview gives, and a latent of the wrong size is refused in a sentence.
+#[wasm_bindgen_test]
+async fn a_latent_handed_to_the_preview_worker_decodes_to_the_runs_own_preview() {
+    use var_web::generate::{Generation, ScalePicture};
+    use var_web::web::VarModel;
+    let files = ModelFiles {
+        config_json: SHIPPED_CONFIG,
+        vqvae: SHIPPED_VQVAE,
+        var: SHIPPED_VAR,
+    };
+    let model = load_files(&files, &Device::flex(), &LoadOptions::default()).unwrap();
+    let handed = VarModel::load(
+        SHIPPED_CONFIG.to_string(),
+        SHIPPED_VQVAE.to_vec(),
+        SHIPPED_VAR.to_vec(),
+        "cpu".to_string(),
+    )
+    .await
+    .unwrap();
+    let params = model.config.sampling.with_seed(3);
+    let mut run = Generation::new(&model, &[6], &params, None).await.unwrap();
+    // The second scale: f̂ already holds two token maps.
+    run.step().await.unwrap().unwrap();
+    let step = run.step().await.unwrap().unwrap();
+    assert_eq!(run.picture_for(step.si, step.patch), ScalePicture::Full);
+    let size = model.config.image_size;
+    let own = read_f32(run.scale_picture(step.si, step.patch))
+        .await
+        .unwrap();
+    let own_rgb = &Model::to_rgb8(&own, 1, size)[0];
+    let f_hat = read_f32(run.f_hat().clone()).await.unwrap();
+    let rgba = handed
+        .decode_latent(f_hat.clone(), 1)
+        .await
+        .unwrap()
+        .to_vec();
+    assert_eq!(rgba.len(), size * size * 4);
+    let rgb: Vec<u8> = rgba
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    assert_eq!(
+        &rgb, own_rgb,
+        "the handed-over decode is the run's own preview"
+    );
+    let error = handed
+        .decode_latent(f_hat[1..].to_vec(), 1)
+        .await
+        .expect_err("a latent one value short is refused");
+    let message = js_sys::Reflect::get(&error, &"message".into())
+        .unwrap()
+        .as_string()
+        .unwrap();
+    assert!(message.contains("not 1 of them"), "{message}");
+}

@@ -46,6 +46,12 @@ const query = new URLSearchParams(location.search);
 let worker = null;
 // A cancel the worker has not answered within this long is forced: the worker is replaced.
 const HARD_CANCEL_MS = 1000;
+// The preview worker (preview-worker.js): on the CPU path, one-image runs of a small model
+// hand it the previews that are full decodes, so that they run on another core while the
+// inference worker samples the next scale. With one core it would only compete, and
+// `?previews=inline` keeps them in the inference worker (for side-by-side measurements).
+let previewWorker = null;
+const previewsWanted = query.get('previews') !== 'inline' && (navigator.hardwareConcurrency || 1) >= 2;
 // Everything the page knows, in one place. The DOM shows it (`data-state`, `data-backend`,
 // `data-showing` are written for people and tests) but is never read back as state.
 const state = {
@@ -55,6 +61,13 @@ const state = {
   runId: 0, // the id of the running or last run; stale worker messages carry older ids
   runKind: 'generate', // what the running or last run was: 'generate' | 'edit'
   scaleMs: [], // per-scale times of the running or last run
+  runStart: 0, // performance.now() when the running or last run was asked for
+  arrived: [], // the scale messages of the running run by scale, shown in order as they complete
+  doneMsg: null, // its 'done' message, held until every scale before it is shown
+  previewPaired: null, // the inference worker the preview worker is paired with
+  previewBroken: false, // the preview worker failed once: previews stay in the inference worker
+  handedOver: false, // the running or last run's previews came from the preview worker
+  firstShownMs: 0, // when its first scale was shown, from runStart
   downloads: new Map(), // file → {loaded, total, cached} during a load
   notices: [], // notices from the worker during a load (e.g. a file that could not be cached)
   editing: false, // edit mode: the mask is shown and painted over the output
@@ -725,6 +738,81 @@ function answered() {
   state.cancelTimer = 0;
 }
 
+// Adds scale `data.si` of the running run (the next in order): its picture on the canvas, a
+// thumbnail, the status. A preview the preview worker could not decode shows the scale
+// before it (or black), and its thumbnail says why.
+function addScale(data) {
+  const failed = data.type === MSG.PREVIEW_FAILED;
+  const before = state.scales[state.scales.length - 1];
+  const size = failed ? (before?.size ?? state.config.image_size) : data.size;
+  const rgba = failed
+    ? (before?.rgba ?? new Uint8ClampedArray(size * size * 4).fill(255).map((v, i) => (i % 4 === 3 ? v : 0)))
+    : new Uint8ClampedArray(data.rgba);
+  const count = failed ? (before?.count ?? 1) : data.count;
+  const scale = { si: data.si, patch: data.patch ?? state.config.patch_nums[data.si], size, count, rgba };
+  state.scales.push(scale);
+  if (state.scales.length === 1) state.firstShownMs = performance.now() - state.runStart;
+  drawRgba(ui.output, imageOf(scale, state.pick), size);
+  if (count > 1) drawGrid(scale);
+  ui.output.dataset.scale = String(data.si);
+  // Large models preview a scale with a cheaper, smaller decode (worker: PREVIEW_LATENT).
+  const preview = size < state.config.image_size;
+  ui.output.dataset.preview = preview ? 'true' : 'false';
+  const ms = data.ms ?? 0;
+  state.scaleMs.push(ms);
+  const li = document.createElement('li');
+  const thumb = document.createElement('canvas');
+  drawRgba(thumb, imageOf(scale, state.pick), size);
+  const note = failed ? ` · preview not decoded: ${data.message}` : preview ? ` · ${size} px preview` : '';
+  li.append(thumb, `${scale.patch}×${scale.patch} · ${ms.toFixed(0)} ms${note}`);
+  ui.thumbs.append(li);
+  const n = state.config.patch_nums.length;
+  const shown = preview ? `: a ${size} px preview, the full ${state.config.image_size} px decode comes with the last scale` : '';
+  setStatus('busy', `Scale ${data.si + 1} of ${n} (${scale.patch}×${scale.patch} tokens)${shown}…`);
+}
+
+// Ends the running run once its 'done' came and every scale is shown: the final image, the
+// timings (from the click, as the page saw them), the history. A preview worker that failed
+// mid-run leaves its scales unshown: they are shown as not decoded.
+function finishRun() {
+  const data = state.doneMsg;
+  if (!data) return;
+  const n = state.config.patch_nums.length;
+  if (state.scales.length < n && !previewWorker) {
+    for (let si = state.scales.length; si < n; si += 1) {
+      addScale(state.arrived[si] || { type: MSG.PREVIEW_FAILED, id: data.id, si, message: 'the preview worker stopped' });
+    }
+  }
+  if (state.scales.length < n) return;
+  state.doneMsg = null;
+  const totalMs = performance.now() - state.runStart;
+  state.final = { size: data.size, count: data.count, rgba: new Uint8ClampedArray(data.rgba) };
+  if (data.count > 1) drawGrid(state.final);
+  drawRgba(ui.output, imageOf(state.final, state.pick), data.size);
+  ui.output.dataset.preview = 'false';
+  state.haveImage = true;
+  if (state.runKind === 'edit') {
+    state.result = new ImageData(new Uint8ClampedArray(data.rgba), data.size, data.size);
+    setShowing('after');
+    showMask(false); // the result is what a person wants to see; the mask is kept
+  }
+  ui.download.disabled = false;
+  const perImage = data.count > 1 ? `; ${(totalMs / data.count).toFixed(0)} ms per image (${data.count} in one batched run)` : '';
+  const where = state.handedOver ? '; previews decoded in a second worker' : '';
+  ui.timings.textContent = `First preview after ${state.firstShownMs.toFixed(0)} ms; total ${totalMs.toFixed(0)} ms${perImage}; per scale: ${state.scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms${where}.`;
+  showScrubber();
+  if (state.runKind === 'generate' && state.lastRun?.run === data.id) {
+    state.lastRun.ms = totalMs;
+    recordHistory(false);
+  }
+  if (state.pendingPick) {
+    const pick = state.pendingPick;
+    state.pendingPick = 0;
+    pickImage(pick);
+  }
+  setStatus('done', `${state.runKind === 'edit' ? 'Edited' : 'Done'} in ${(totalMs / 1000).toFixed(2)} s on ${state.backend === 'webgpu' ? 'WebGPU' : 'the CPU'}.`);
+}
+
 function onWorkerMessage({ data }) {
   if ([MSG.CANCELLED, MSG.LOAD_CANCELLED, MSG.DONE, MSG.ERROR, MSG.READY, MSG.CONFIRM, MSG.CONFIRM_LOAD].includes(data.type)) answered();
   switch (data.type) {
@@ -770,6 +858,8 @@ function onWorkerMessage({ data }) {
       break;
     }
     case MSG.READY: {
+      if (previewsWanted && !state.previewBroken && data.backend === 'cpu' && data.full_previews
+        && state.previewPaired !== worker) pairPreviewWorker();
       state.loaded = state.loading;
       state.config = data.config;
       state.backend = data.backend;
@@ -812,27 +902,15 @@ function onWorkerMessage({ data }) {
       if (auto.generate) generate();
       break;
     }
-    case MSG.SCALE: {
+    case MSG.SCALE:
+    case MSG.PREVIEW_FAILED:
       if (data.id !== state.runId) return; // a stale message from an earlier run
-      const scale = { si: data.si, patch: data.patch, size: data.size, count: data.count, rgba: new Uint8ClampedArray(data.rgba) };
-      state.scales.push(scale);
-      drawRgba(ui.output, imageOf(scale, state.pick), data.size);
-      if (data.count > 1) drawGrid(scale);
-      ui.output.dataset.scale = String(data.si);
-      // Large models preview a scale with a cheaper, smaller decode (worker: PREVIEW_LATENT).
-      const preview = data.size < state.config.image_size;
-      ui.output.dataset.preview = preview ? 'true' : 'false';
-      state.scaleMs.push(data.ms);
-      const li = document.createElement('li');
-      const thumb = document.createElement('canvas');
-      drawRgba(thumb, imageOf(scale, state.pick), data.size);
-      li.append(thumb, `${data.patch}×${data.patch} · ${data.ms.toFixed(0)} ms${preview ? ` · ${data.size} px preview` : ''}`);
-      ui.thumbs.append(li);
-      const n = state.config.patch_nums.length;
-      const shown = preview ? `: a ${data.size} px preview, the full ${state.config.image_size} px decode comes with the last scale` : '';
-      setStatus('busy', `Scale ${data.si + 1} of ${n} (${data.patch}×${data.patch} tokens)${shown}…`);
+      // Handed-over previews come from the preview worker, and may arrive after the scales
+      // that follow them: every scale is shown in order, and the run is done after the last.
+      state.arrived[data.si] = data;
+      while (state.arrived[state.scales.length]) addScale(state.arrived[state.scales.length]);
+      finishRun();
       break;
-    }
     case MSG.MASK: {
       const mask = new Uint8Array(data.mask);
       editor.setMask(mask);
@@ -847,34 +925,11 @@ function onWorkerMessage({ data }) {
       ui.sourceFigure.hidden = false;
       ui.editNote.textContent = `${state.sourceNote} The mask: ${data.description}.`;
       break;
-    case MSG.DONE: {
+    case MSG.DONE:
       if (data.id !== state.runId) return;
-      state.final = { size: data.size, count: data.count, rgba: new Uint8ClampedArray(data.rgba) };
-      if (data.count > 1) drawGrid(state.final);
-      drawRgba(ui.output, imageOf(state.final, state.pick), data.size);
-      ui.output.dataset.preview = 'false';
-      state.haveImage = true;
-      if (state.runKind === 'edit') {
-        state.result = new ImageData(new Uint8ClampedArray(data.rgba), data.size, data.size);
-        setShowing('after');
-        showMask(false); // the result is what a person wants to see; the mask is kept
-      }
-      ui.download.disabled = false;
-      const perImage = data.count > 1 ? `; ${(data.totalMs / data.count).toFixed(0)} ms per image (${data.count} in one batched run)` : '';
-      ui.timings.textContent = `First preview after ${state.scaleMs[0].toFixed(0)} ms; total ${data.totalMs.toFixed(0)} ms${perImage}; per scale: ${state.scaleMs.map((m) => m.toFixed(0)).join(' / ')} ms.`;
-      showScrubber();
-      if (state.runKind === 'generate' && state.lastRun?.run === data.id) {
-        state.lastRun.ms = data.totalMs;
-        recordHistory(false);
-      }
-      if (state.pendingPick) {
-        const pick = state.pendingPick;
-        state.pendingPick = 0;
-        pickImage(pick);
-      }
-      setStatus('done', `${state.runKind === 'edit' ? 'Edited' : 'Done'} in ${(data.totalMs / 1000).toFixed(2)} s on ${state.backend === 'webgpu' ? 'WebGPU' : 'the CPU'}.`);
+      state.doneMsg = data;
+      finishRun();
       break;
-    }
     case MSG.CANCELLED:
       if (data.id !== state.runId) return;
       setStatus('ready', `Cancelled. The canvas shows the last finished scale${state.runKind === 'edit' ? '; the mask is kept' : ''}.`);
@@ -894,6 +949,34 @@ function onWorkerMessage({ data }) {
     default:
       break;
   }
+}
+
+// Pairs the preview worker (started the first time) with the inference worker: a channel
+// between them, one end each. A fresh inference worker (restartWorker) is paired again when
+// its model is ready.
+function pairPreviewWorker() {
+  if (!previewWorker) {
+    previewWorker = new Worker(new URL('./preview-worker.js', import.meta.url), { type: 'module' });
+    previewWorker.onmessage = ({ data }) => {
+      if (data.id === state.runId) state.handedOver = true;
+      onWorkerMessage({ data });
+    };
+    // A preview worker that fails is not replaced: the inference worker decodes its own
+    // previews again, and the scales it had handed over are shown as not decoded.
+    previewWorker.onerror = (e) => {
+      e.preventDefault();
+      previewWorker.terminate();
+      previewWorker = null;
+      state.previewPaired = null;
+      state.previewBroken = true;
+      worker.postMessage({ type: MSG.PREVIEW_PORT, port: null });
+      finishRun();
+    };
+  }
+  const channel = new MessageChannel();
+  previewWorker.postMessage({ type: MSG.PREVIEW_PORT, port: channel.port1 }, [channel.port1]);
+  worker.postMessage({ type: MSG.PREVIEW_PORT, port: channel.port2 }, [channel.port2]);
+  state.previewPaired = worker;
 }
 
 function startWorker() {
@@ -923,6 +1006,11 @@ function samplingParams() {
 function startRun(kind) {
   state.runId += 1;
   state.runKind = kind;
+  state.runStart = performance.now();
+  state.firstShownMs = 0;
+  state.handedOver = false;
+  state.arrived = [];
+  state.doneMsg = null;
   state.scaleMs = [];
   state.scales = [];
   state.final = null;

@@ -1,4 +1,5 @@
-// The message protocol between the page (app.js) and the inference worker (worker.js).
+// The message protocol between the page (app.js), the inference worker (worker.js) and the
+// preview worker (preview-worker.js).
 //
 // Page -> worker
 //   {type: 'load', url, backend, confirmed}     load the model directory at `url` (ends with /);
@@ -30,6 +31,9 @@
 //   {type: 'clear-cache'}                       delete cached model files and converted models
 //   {type: 'storage'}                           list the converted models in storage
 //   {type: 'forget', id}                        delete one converted model
+//   {type: 'preview-port', port}                a MessagePort to the preview worker (null: none):
+//                                               one-image runs of small models hand it the
+//                                               previews that are full decodes of f̂
 // Worker -> page
 //   {type: 'progress', file, loaded, total, cached}
 //                                               download progress of one file (total may be 0 if
@@ -50,7 +54,9 @@
 //                                               backend: 'webgpu' | 'cpu'; reason: why not WebGPU (or '');
 //                                               batch: {images, reason}, the most images a run holds here;
 //                                               fingerprint: SHA-256 of manifest.json (sharded models);
-//                                               converted: just converted; stored: read from storage
+//                                               converted: just converted; stored: read from storage;
+//                                               full_previews: one-image runs can hand their
+//                                               previews to a preview worker
 //   {type: 'load-cancelled', message}           a load or conversion stopped on request
 //   {type: 'scale', id, si, patch, size, ms, count, rgba}
 //                                               rgba: ArrayBuffer (transferred), `count` size x size
@@ -66,6 +72,20 @@
 //   {type: 'cache-cleared'}
 //   {type: 'error', phase, message, fatal}      phase: 'load' | 'generate' | 'edit' | 'mask'; fatal: a trap
 //                                               (wasm panic, out of memory): the page replaces the worker
+// Page -> preview worker
+//   {type: 'preview-port', port}                its end of the channel to the inference worker
+// Inference worker -> preview worker (over the port)
+//   {type: 'preview-model', token, configJson, vqvae, var}
+//                                               the model to decode with (configJson null: none);
+//                                               token names it in the answer
+//   {type: 'latent', id, si, patch, ms, count, fhat}
+//                                               f̂ after scale si (ArrayBuffer of f32, transferred)
+// Preview worker -> inference worker (over the port)
+//   {type: 'preview-ready', token}              the model `token` is loaded: hand latents over
+//   {type: 'preview-failed', token, message}    it could not be: keep decoding in the worker
+// Preview worker -> page
+//   {type: 'scale', ...}                        as the inference worker's, for a handed-over scale
+//   {type: 'preview-failed', id, si, message}   that scale's preview could not be decoded
 export const MSG = Object.freeze({
   LOAD: 'load',
   GENERATE: 'generate',
@@ -91,6 +111,11 @@ export const MSG = Object.freeze({
   CANCELLED: 'cancelled',
   CACHE_CLEARED: 'cache-cleared',
   ERROR: 'error',
+  PREVIEW_PORT: 'preview-port',
+  PREVIEW_MODEL: 'preview-model',
+  PREVIEW_READY: 'preview-ready',
+  PREVIEW_FAILED: 'preview-failed',
+  LATENT: 'latent',
 });
 
 export const MODEL_FILES = ['config.json', 'vqvae.safetensors', 'var.safetensors'];

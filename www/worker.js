@@ -18,6 +18,43 @@ const unverified = new Set();
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
+// The preview worker (preview-worker.js), when the page gave one: one-image runs of a model
+// whose previews are full decodes of f̂ hand those decodes to it, so they run on another core
+// while this worker samples the next scale. `previewFiles` are the model's files for it (only
+// a model loaded from its three files; `fullPreviews` models are small), `previewToken` names
+// the model sent last, and `previewReady` says the preview worker has that one loaded.
+let previewPort = null;
+let previewFiles = null;
+let previewToken = 0;
+let previewReady = false;
+
+function sendPreviewModel() {
+  previewToken += 1;
+  previewReady = false;
+  if (!previewPort) return;
+  if (!previewFiles) {
+    previewPort.postMessage({ type: MSG.PREVIEW_MODEL, token: previewToken, configJson: null });
+    return;
+  }
+  const vqvae = previewFiles.vqvae.slice();
+  const weights = previewFiles.var.slice();
+  previewPort.postMessage({
+    type: MSG.PREVIEW_MODEL, token: previewToken, configJson: previewFiles.configJson, vqvae, var: weights,
+  }, [vqvae.buffer, weights.buffer]);
+}
+
+function setPreviewPort(port) {
+  previewPort?.close();
+  previewPort = port;
+  if (port) {
+    port.onmessage = ({ data }) => {
+      if (data.token !== previewToken) return; // about a model replaced since
+      previewReady = data.type === MSG.PREVIEW_READY;
+    };
+  }
+  sendPreviewModel();
+}
+
 // The package is built with WebAssembly SIMD (.cargo/config.toml: burn-flex's kernels use it).
 // A browser without it would fail inside instantiation with an opcode error; this says why.
 // The probe is a one-function module that returns i8x16.popcnt(i8x16.splat(0)).
@@ -387,6 +424,10 @@ async function load(url, preference, confirmed) {
     (backend) => VarModel.load(configJson, vqvaeFile.bytes, varFile.bytes, backend));
   model = loaded.loaded;
   verified(configFile, vqvaeFile, varFile);
+  previewFiles = loaded.backend === 'cpu' && model.fullPreviews()
+    ? { configJson, vqvae: vqvaeFile.bytes, var: varFile.bytes }
+    : null;
+  sendPreviewModel();
   post({
     type: MSG.READY,
     backend: loaded.backend,
@@ -394,6 +435,7 @@ async function load(url, preference, confirmed) {
     config: JSON.parse(model.configJson()),
     batch: JSON.parse(model.batchLimit(await bindingLimit(loaded.backend))),
     cached: configFile.cached && vqvaeFile.cached && varFile.cached,
+    full_previews: previewFiles !== null,
   });
 }
 
@@ -411,15 +453,20 @@ async function run({ id, label, labels, params }, edit = null) {
     const count = copy.length / (size * size * 4);
     post({ type: MSG.SCALE, id, si, patch, size, ms, count, rgba: copy.buffer }, [copy.buffer]);
   };
+  // Single images only (batches preview at the token-map size, cheaply, in this worker).
+  const count = edit ? 1 : (labels || [label]).length;
+  const port = previewReady && count === 1 ? previewPort : null;
+  const onLatent = port
+    ? (si, patch, fhat, ms) => port.postMessage({ type: MSG.LATENT, id, si, patch, ms, count, fhat: fhat.buffer }, [fhat.buffer])
+    : undefined;
   try {
     const rgba = edit
       ? await model.edit(new Uint8Array(edit.source), new Uint8Array(edit.mask), label, params,
         (pixels, size, description) => {
           const copy = new Uint8ClampedArray(pixels);
           post({ type: MSG.SOURCE, id, size, description, rgba: copy.buffer }, [copy.buffer]);
-        }, onScale, Boolean(edit.keepOriginal))
-      : await model.generateBatch(Uint32Array.from(labels || [label]), params, onScale);
-    const count = edit ? 1 : (labels || [label]).length;
+        }, onScale, Boolean(edit.keepOriginal), onLatent)
+      : await model.generateBatch(Uint32Array.from(labels || [label]), params, onScale, onLatent);
     const size = Math.round(Math.sqrt(rgba.length / 4 / count));
     post({ type: MSG.DONE, id, size, count, totalMs: performance.now() - start, rgba: rgba.buffer }, [rgba.buffer]);
   } catch (e) {
@@ -437,6 +484,8 @@ self.onmessage = async ({ data }) => {
     case MSG.CONVERT:
       try {
         model = null;
+        previewFiles = null;
+        sendPreviewModel(); // none until this load is done
         loadCancelled = false;
         loadAbort = new AbortController();
         unverified.clear();
@@ -483,6 +532,9 @@ self.onmessage = async ({ data }) => {
         const why = e && e.message ? e.message : String(e);
         post({ type: MSG.ERROR, phase: 'mask', message: `${data.name}: ${why}`, fatal: isTrap(e) });
       }
+      break;
+    case MSG.PREVIEW_PORT:
+      setPreviewPort(data.port);
       break;
     case MSG.CLEAR_CACHE:
       await caches.delete(CACHE_NAME);

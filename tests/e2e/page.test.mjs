@@ -82,13 +82,18 @@ async function openPage(query = '') {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1200 } });
   page.on('console', (m) => { if (m.type() === 'error') console.log(`[page] ${m.text()}`); });
   await page.goto(`${base}${query}`);
-  // Record every data-scale the canvas takes, in order, from inside the page.
+  // Record every data-scale the canvas takes, in order, from inside the page. Changes within
+  // one task reach the observer together: each record's new value is the next one's old value
+  // (the last one's is the attribute now).
   await page.evaluate(() => {
     window.scales = [];
-    new MutationObserver(() => {
-      const s = document.getElementById('output').dataset.scale;
-      if (s !== '') window.scales.push(Number(s));
-    }).observe(document.getElementById('output'), { attributes: true, attributeFilter: ['data-scale'] });
+    const output = document.getElementById('output');
+    new MutationObserver((records) => {
+      records.forEach((r, i) => {
+        const s = i + 1 < records.length ? records[i + 1].oldValue : output.dataset.scale;
+        if (s !== null && s !== '') window.scales.push(Number(s));
+      });
+    }).observe(output, { attributes: true, attributeFilter: ['data-scale'], attributeOldValue: true });
   });
   return page;
 }
@@ -160,6 +165,43 @@ test('the CPU fallback generates too', { timeout: LONG }, async () => {
   assert.match(await page.textContent('#backend-note'), /CPU/);
   await generateAndCheck(page, 'cpu');
   await page.close();
+});
+
+test('on the CPU path one image\'s previews are decoded in a second worker: the pixels decoded inline, every scale in order', { timeout: LONG }, async () => {
+  const generateDress = async (page) => {
+    await page.selectOption('#class-select', '3');
+    await page.fill('#seed', '11');
+    await page.evaluate(() => { window.scales = []; });
+    await page.click('#generate');
+    await waitState(page, ['done', 'error']);
+    assert.equal(await state(page), 'done', await page.textContent('#status'));
+  };
+  const thumbnails = (page) => page.evaluate(() => [...document.querySelectorAll('#thumbs canvas')]
+    .map((c) => [...c.getContext('2d').getImageData(0, 0, c.width, c.height).data].join(',')));
+  const handing = await openPage('?backend=cpu');
+  await waitState(handing, ['ready']);
+  // The preview worker loads its copy of the model once the page is ready; until then the
+  // inference worker decodes the previews itself.
+  let handed = false;
+  for (let i = 0; i < 30 && !handed; i += 1) {
+    await generateDress(handing);
+    handed = /previews decoded in a second worker/.test(await handing.textContent('#timings'));
+    if (!handed) await handing.waitForTimeout(200);
+  }
+  assert.ok(handed, `the previews came from the preview worker (${await handing.textContent('#timings')})`);
+  assert.deepEqual(await handing.evaluate(() => window.scales), [0, 1, 2, 3, 4, 5], 'every scale drawn, in order');
+  const inline = await openPage('?backend=cpu&previews=inline');
+  await waitState(inline, ['ready']);
+  await generateDress(inline);
+  assert.doesNotMatch(await inline.textContent('#timings'), /second worker/);
+  const [handedOver, decodedInline] = [await thumbnails(handing), await thumbnails(inline)];
+  assert.equal(handedOver.length, 6, 'one thumbnail per scale');
+  assert.equal(new Set(handedOver).size, 6, 'six different pictures');
+  assert.deepEqual(handedOver, decodedInline, 'every preview has the pixels the inference worker decodes');
+  assert.deepEqual(await canvasPixels(handing, 'output'), await canvasPixels(inline, 'output'));
+  results.previews_cpu = { worker: await handing.textContent('#timings'), inline: await inline.textContent('#timings') };
+  await handing.close();
+  await inline.close();
 });
 
 test('an int8 model loads and generates (CPU fallback)', { timeout: LONG }, async () => {
