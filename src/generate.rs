@@ -225,6 +225,14 @@ impl<'m> Generation<'m> {
         self.model.decode(self.f_hat.clone())
     }
 
+    /// The latent side [`Self::scale_picture`] decodes f̂ at after scale `si` ([`Model::decode_at`]).
+    pub fn picture_side(&self, si: usize, patch: usize) -> usize {
+        match self.picture_for(si, patch) {
+            ScalePicture::Final | ScalePicture::Full => self.model.config.latent_size(),
+            ScalePicture::Reduced(side) => side,
+        }
+    }
+
     /// Which picture to show after scale `si` of size `patch` (the page's and the bench's
     /// preview policy): the final image at the last scale; f̂ decoded in full at every scale of
     /// one image from a model whose latent is at most [`PREVIEW_LATENT`] across (the shipped
@@ -247,26 +255,12 @@ impl<'m> Generation<'m> {
 
     /// The picture [`Self::picture_for`] names, `[B, 3, H, W]` in [0, 1].
     pub fn scale_picture(&self, si: usize, patch: usize) -> Tensor<4> {
-        match self.picture_for(si, patch) {
-            ScalePicture::Final | ScalePicture::Full => self.image(),
-            ScalePicture::Reduced(side) => self.preview(side),
-        }
+        self.preview(self.picture_side(si, patch))
     }
 
-    /// A cheaper look at f̂ so far: the VQ-VAE decode of f̂ area-averaged to `side`² latent
-    /// positions, an image `side · f` px across (f the VQ-VAE's downsampling factor), or
-    /// [`Self::image`] when the latent is no larger than `side`. The decoder is convolutional,
-    /// so a smaller latent decodes to a smaller image of the same picture, at (side / N)² of
-    /// the full decode's cost.
+    /// A cheaper look at f̂ so far ([`Model::decode_at`]): decoded at `side`² latent positions.
     pub fn preview(&self, side: usize) -> Tensor<4> {
-        let n = self.model.config.latent_size();
-        if side >= n {
-            return self.image();
-        }
-        let down =
-            crate::vqvae::resample::area_matrix(side.max(1), n).to_tensor(&self.model.device());
-        let small = crate::vqvae::resample::resample(self.f_hat.clone(), &down);
-        self.model.decode(small)
+        self.model.decode_at(self.f_hat.clone(), side)
     }
 }
 

@@ -114,6 +114,19 @@ impl Model {
         (self.vqvae.fhat_to_img(f_hat) + 1.0) * 0.5
     }
 
+    /// A cheaper look at f̂: its decode after area-averaging it to `side`² latent positions, an
+    /// image `side · f` px across, or [`Self::decode`] when the latent is no larger than
+    /// `side`. The decoder is convolutional, so a smaller latent decodes to a smaller image of
+    /// the same picture, at (side / n)² of the full decode's cost.
+    pub fn decode_at(&self, f_hat: Tensor<4>, side: usize) -> Tensor<4> {
+        let n = self.config.latent_size();
+        if side >= n {
+            return self.decode(f_hat);
+        }
+        let down = crate::vqvae::resample::area_matrix(side.max(1), n).to_tensor(&self.device);
+        self.decode(crate::vqvae::resample::resample(f_hat, &down))
+    }
+
     /// Whether the layers run on our CPU kernels ([`Kernels::CpuPacked`] on a CPU that has
     /// them). Such a model can neither train nor be exported.
     pub fn uses_cpu_kernels(&self) -> bool {

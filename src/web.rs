@@ -206,9 +206,10 @@ impl VarModel {
     /// Generates one image of class `label`. After every scale calls
     /// `onScale(si, patch, rgba: Uint8ClampedArray, size, milliseconds)` with the decoded
     /// preview; resolves to the final RGBA image, or rejects with a sentence (also on cancel).
-    /// With `onLatent`, a preview that would be f̂ decoded in full is not decoded here:
-    /// `onLatent(si, patch, fHat: Float32Array, milliseconds)` gets f̂ instead, for another
-    /// worker to decode ([`decode_latent`](Self::decode_latent)) while this one goes on.
+    /// With `onLatent`, the previews (every scale but the last) are not decoded here:
+    /// `onLatent(si, patch, fHat: Float32Array, side, milliseconds)` gets f̂ and the latent
+    /// side to decode it at instead, for another worker to decode
+    /// ([`decode_latent`](Self::decode_latent)) while this one goes on.
     pub fn generate(
         &self,
         label: u32,
@@ -269,7 +270,8 @@ impl VarModel {
     }
 
     /// Whether a one-image run of this model previews its scales by decoding f̂ in full
-    /// ([`ScalePicture::Full`]): then `onLatent` can hand those decodes to a second worker.
+    /// ([`ScalePicture::Full`]): the small models, whose previews are worth handing to a
+    /// second worker with `onLatent` (it holds a copy of the model).
     #[wasm_bindgen(js_name = fullPreviews)]
     pub fn full_previews(&self) -> bool {
         let cfg = &self.model.config;
@@ -277,12 +279,14 @@ impl VarModel {
     }
 
     /// Decodes `f_hat` (what `onLatent` gave: `batch` maps of this model's latent, `[B, Cvae,
-    /// N, N]`) to RGBA, `batch` images of the model's size one after another.
+    /// N, N]`) at `side`² latent positions ([`Model::decode_at`]) to RGBA, `batch` images one
+    /// after another.
     #[wasm_bindgen(js_name = decodeLatent)]
     pub async fn decode_latent(
         &self,
         f_hat: Vec<f32>,
         batch: u32,
+        side: u32,
     ) -> Result<Uint8ClampedArray, JsValue> {
         let cfg = &self.model.config;
         let (n, c) = (cfg.latent_size(), cfg.vqvae.z_channels);
@@ -301,7 +305,7 @@ impl VarModel {
             burn::tensor::TensorData::new(f_hat, [batch, c, n, n]),
             &device,
         );
-        let picture = self.model.decode(f_hat);
+        let picture = self.model.decode_at(f_hat, side as usize);
         let size = picture.dims()[3];
         let pixels = read_f32(picture).await.map_err(js_error)?;
         Ok(Uint8ClampedArray::from(to_rgba(&pixels, size).as_slice()))
@@ -345,11 +349,12 @@ impl VarModel {
                 let (si, patch) = (step.si, step.patch);
                 let hand_off = on_latent
                     .as_ref()
-                    .filter(|_| run.picture_for(si, patch) == ScalePicture::Full);
+                    .filter(|_| run.picture_for(si, patch) != ScalePicture::Final);
                 let (callback, args) = if let Some(on_latent) = hand_off {
                     let values = read_f32(run.f_hat().clone()).await.map_err(js_error)?;
                     let latent = Float32Array::from(values.as_slice());
-                    (on_latent, vec![latent.into()])
+                    let side = JsValue::from(run.picture_side(si, patch) as u32);
+                    (on_latent, vec![latent.into(), side])
                 } else {
                     let picture = run.scale_picture(si, patch);
                     let size = picture.dims()[3];
@@ -372,7 +377,8 @@ impl VarModel {
                     (&on_scale, vec![rgba.into(), JsValue::from(size as u32)])
                 };
                 let now = js_sys::Date::now();
-                // (si, patch, rgba, size, ms) for onScale, (si, patch, fHat, ms) for onLatent.
+                // (si, patch, rgba, size, ms) for onScale, (si, patch, fHat, side, ms) for
+                // onLatent.
                 let all = js_sys::Array::new();
                 all.push(&JsValue::from(si as u32));
                 all.push(&JsValue::from(patch as u32));

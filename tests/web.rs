@@ -318,7 +318,7 @@ async fn a_latent_handed_to_the_preview_worker_decodes_to_the_runs_own_preview()
     let own_rgb = &Model::to_rgb8(&own, 1, size)[0];
     let f_hat = read_f32(run.f_hat().clone()).await.unwrap();
     let rgba = handed
-        .decode_latent(f_hat.clone(), 1)
+        .decode_latent(f_hat.clone(), 1, 8)
         .await
         .unwrap()
         .to_vec();
@@ -331,8 +331,24 @@ async fn a_latent_handed_to_the_preview_worker_decodes_to_the_runs_own_preview()
         &rgb, own_rgb,
         "the handed-over decode is the run's own preview"
     );
+    // A batch's preview at the token-map size (2x2 latent positions here, an 8 px image).
+    let small = read_f32(run.preview(2)).await.unwrap();
+    let small_rgb = &Model::to_rgb8(&small, 1, 8)[0];
+    let rgba = handed
+        .decode_latent(f_hat.clone(), 1, 2)
+        .await
+        .unwrap()
+        .to_vec();
+    let rgb: Vec<u8> = rgba
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
+    assert_eq!(
+        &rgb, small_rgb,
+        "the handed-over 2x2 preview is the run's own"
+    );
     let error = handed
-        .decode_latent(f_hat[1..].to_vec(), 1)
+        .decode_latent(f_hat[1..].to_vec(), 1, 8)
         .await
         .expect_err("a latent one value short is refused");
     let message = js_sys::Reflect::get(&error, &"message".into())

@@ -46,9 +46,9 @@ const query = new URLSearchParams(location.search);
 let worker = null;
 // A cancel the worker has not answered within this long is forced: the worker is replaced.
 const HARD_CANCEL_MS = 1000;
-// The preview worker (preview-worker.js): on the CPU path, one-image runs of a small model
-// hand it the previews that are full decodes, so that they run on another core while the
-// inference worker samples the next scale. With one core it would only compete, and
+// The preview worker (preview-worker.js): on the CPU path, runs of a small model hand it
+// their previews, so that they are decoded on another core while the inference worker samples
+// the next scale. With one core it would only compete, and
 // `?previews=inline` keeps them in the inference worker (for side-by-side measurements).
 let previewWorker = null;
 const previewsWanted = query.get('previews') !== 'inline' && (navigator.hardwareConcurrency || 1) >= 2;

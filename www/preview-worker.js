@@ -1,6 +1,6 @@
 // The preview worker: decodes the previews the inference worker (worker.js) hands over, so a
-// one-image run of a small model samples its next scale while the last one is decoded, on
-// another core. It holds its own copy of the model on the CPU (for the VQ-VAE; the model is
+// run of a small model samples its next scale while the last one is decoded, on another
+// core. It holds its own copy of the model on the CPU (for the VQ-VAE; the model is
 // small, or the inference worker would not hand anything over) and posts each picture to the
 // page as the inference worker would. See protocol.js for the messages.
 import init, { VarModel } from './pkg/var_web.js';
@@ -29,11 +29,11 @@ async function loadModel({ token: sent, configJson, vqvae, var: weights }) {
   }
 }
 
-async function decode({ id, si, patch, ms, count, fhat }) {
+async function decode({ id, si, patch, side, ms, count, fhat }) {
   if (id < newest) return;
   try {
     if (!model) throw new Error('the preview worker has no model');
-    const rgba = await model.decodeLatent(new Float32Array(fhat), count);
+    const rgba = await model.decodeLatent(new Float32Array(fhat), count, side);
     const size = Math.round(Math.sqrt(rgba.length / 4 / count));
     self.postMessage({ type: MSG.SCALE, id, si, patch, size, ms, count, rgba: rgba.buffer }, [rgba.buffer]);
   } catch (e) {

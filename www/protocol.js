@@ -32,8 +32,7 @@
 //   {type: 'storage'}                           list the converted models in storage
 //   {type: 'forget', id}                        delete one converted model
 //   {type: 'preview-port', port}                a MessagePort to the preview worker (null: none):
-//                                               one-image runs of small models hand it the
-//                                               previews that are full decodes of f̂
+//                                               runs of small models hand it their previews
 // Worker -> page
 //   {type: 'progress', file, loaded, total, cached}
 //                                               download progress of one file (total may be 0 if
@@ -55,8 +54,8 @@
 //                                               batch: {images, reason}, the most images a run holds here;
 //                                               fingerprint: SHA-256 of manifest.json (sharded models);
 //                                               converted: just converted; stored: read from storage;
-//                                               full_previews: one-image runs can hand their
-//                                               previews to a preview worker
+//                                               full_previews: a small model, whose runs can hand
+//                                               their previews to a preview worker
 //   {type: 'load-cancelled', message}           a load or conversion stopped on request
 //   {type: 'scale', id, si, patch, size, ms, count, rgba}
 //                                               rgba: ArrayBuffer (transferred), `count` size x size
@@ -78,8 +77,9 @@
 //   {type: 'preview-model', token, configJson, vqvae, var}
 //                                               the model to decode with (configJson null: none);
 //                                               token names it in the answer
-//   {type: 'latent', id, si, patch, ms, count, fhat}
-//                                               f̂ after scale si (ArrayBuffer of f32, transferred)
+//   {type: 'latent', id, si, patch, side, ms, count, fhat}
+//                                               f̂ after scale si (ArrayBuffer of f32, transferred),
+//                                               to decode at side² latent positions
 // Preview worker -> inference worker (over the port)
 //   {type: 'preview-ready', token}              the model `token` is loaded: hand latents over
 //   {type: 'preview-failed', token, message}    it could not be: keep decoding in the worker

@@ -18,9 +18,9 @@ const unverified = new Set();
 
 const post = (msg, transfer = []) => self.postMessage(msg, transfer);
 
-// The preview worker (preview-worker.js), when the page gave one: one-image runs of a model
-// whose previews are full decodes of f̂ hand those decodes to it, so they run on another core
-// while this worker samples the next scale. `previewFiles` are the model's files for it (only
+// The preview worker (preview-worker.js), when the page gave one: runs of a model whose
+// one-image previews are full decodes of f̂ (a small model) hand their previews to it, so they
+// are decoded on another core while this worker samples the next scale. `previewFiles` are the model's files for it (only
 // a model loaded from its three files; `fullPreviews` models are small), `previewToken` names
 // the model sent last, and `previewReady` says the preview worker has that one loaded.
 let previewPort = null;
@@ -453,11 +453,10 @@ async function run({ id, label, labels, params }, edit = null) {
     const count = copy.length / (size * size * 4);
     post({ type: MSG.SCALE, id, si, patch, size, ms, count, rgba: copy.buffer }, [copy.buffer]);
   };
-  // Single images only (batches preview at the token-map size, cheaply, in this worker).
   const count = edit ? 1 : (labels || [label]).length;
-  const port = previewReady && count === 1 ? previewPort : null;
+  const port = previewReady ? previewPort : null;
   const onLatent = port
-    ? (si, patch, fhat, ms) => port.postMessage({ type: MSG.LATENT, id, si, patch, ms, count, fhat: fhat.buffer }, [fhat.buffer])
+    ? (si, patch, fhat, side, ms) => port.postMessage({ type: MSG.LATENT, id, si, patch, side, ms, count, fhat: fhat.buffer }, [fhat.buffer])
     : undefined;
   try {
     const rgba = edit

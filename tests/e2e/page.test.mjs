@@ -167,7 +167,7 @@ test('the CPU fallback generates too', { timeout: LONG }, async () => {
   await page.close();
 });
 
-test('on the CPU path one image\'s previews are decoded in a second worker: the pixels decoded inline, every scale in order', { timeout: LONG }, async () => {
+test('on the CPU path the previews are decoded in a second worker: the pixels decoded inline, every scale in order, one image or a batch', { timeout: LONG }, async () => {
   const generateDress = async (page) => {
     await page.selectOption('#class-select', '3');
     await page.fill('#seed', '11');
@@ -198,6 +198,14 @@ test('on the CPU path one image\'s previews are decoded in a second worker: the 
   assert.equal(handedOver.length, 6, 'one thumbnail per scale');
   assert.equal(new Set(handedOver).size, 6, 'six different pictures');
   assert.deepEqual(handedOver, decodedInline, 'every preview has the pixels the inference worker decodes');
+  assert.deepEqual(await canvasPixels(handing, 'output'), await canvasPixels(inline, 'output'));
+  // A batch's previews (at each scale's token-map size) are handed over too.
+  for (const page of [handing, inline]) await page.selectOption('#batch', '4');
+  await generateDress(handing);
+  assert.match(await handing.textContent('#timings'), /previews decoded in a second worker/);
+  assert.deepEqual(await handing.evaluate(() => window.scales), [0, 1, 2, 3, 4, 5], 'every scale of the batch, in order');
+  await generateDress(inline);
+  assert.deepEqual(await thumbnails(handing), await thumbnails(inline), 'the batch\'s previews have the inline pixels');
   assert.deepEqual(await canvasPixels(handing, 'output'), await canvasPixels(inline, 'output'));
   results.previews_cpu = { worker: await handing.textContent('#timings'), inline: await inline.textContent('#timings') };
   await handing.close();
