@@ -311,42 +311,27 @@ async fn a_latent_handed_to_the_preview_worker_decodes_to_the_runs_own_preview()
     run.step().await.unwrap().unwrap();
     let step = run.step().await.unwrap().unwrap();
     assert_eq!(run.picture_for(step.si, step.patch), ScalePicture::Full);
-    let size = model.config.image_size;
-    let own = read_f32(run.scale_picture(step.si, step.patch))
-        .await
-        .unwrap();
-    let own_rgb = &Model::to_rgb8(&own, 1, size)[0];
     let f_hat = read_f32(run.f_hat().clone()).await.unwrap();
-    let rgba = handed
-        .decode_latent(f_hat.clone(), 1, 8)
-        .await
-        .unwrap()
-        .to_vec();
-    assert_eq!(rgba.len(), size * size * 4);
-    let rgb: Vec<u8> = rgba
-        .chunks_exact(4)
-        .flat_map(|p| [p[0], p[1], p[2]])
-        .collect();
-    assert_eq!(
-        &rgb, own_rgb,
-        "the handed-over decode is the run's own preview"
-    );
-    // A batch's preview at the token-map size (2x2 latent positions here, an 8 px image).
-    let small = read_f32(run.preview(2)).await.unwrap();
-    let small_rgb = &Model::to_rgb8(&small, 1, 8)[0];
-    let rgba = handed
-        .decode_latent(f_hat.clone(), 1, 2)
-        .await
-        .unwrap()
-        .to_vec();
-    let rgb: Vec<u8> = rgba
-        .chunks_exact(4)
-        .flat_map(|p| [p[0], p[1], p[2]])
-        .collect();
-    assert_eq!(
-        &rgb, small_rgb,
-        "the handed-over 2x2 preview is the run's own"
-    );
+    // The full decode (the one-image preview, 32 px) and a batch's preview at the token-map
+    // size (2x2 latent positions, 8 px): the handed-over RGBA against the run's own picture.
+    for (side, size) in [(8, model.config.image_size), (2, 8)] {
+        let own = read_f32(run.preview(side)).await.unwrap();
+        let rgba = handed
+            .decode_latent(f_hat.clone(), 1, side as u32)
+            .await
+            .unwrap()
+            .to_vec();
+        assert_eq!(rgba.len(), size * size * 4, "side {side}");
+        let rgb: Vec<u8> = rgba
+            .chunks_exact(4)
+            .flat_map(|p| [p[0], p[1], p[2]])
+            .collect();
+        assert_eq!(
+            rgb,
+            Model::to_rgb8(&own, 1, size)[0],
+            "side {side}: the handed-over decode is the run's own preview"
+        );
+    }
     let error = handed
         .decode_latent(f_hat[1..].to_vec(), 1, 8)
         .await
