@@ -78,9 +78,11 @@ after(async () => {
   if (Object.keys(results).length) console.log(`# timings ${JSON.stringify(results)}`);
 });
 
-async function openPage(query = '') {
+// `before(page)` runs before the page loads (routes that replace a file).
+async function openPage(query = '', before = async () => {}) {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1200 } });
   page.on('console', (m) => { if (m.type() === 'error') console.log(`[page] ${m.text()}`); });
+  await before(page);
   await page.goto(`${base}${query}`);
   // Record every data-scale the canvas takes, in order, from inside the page. Changes within
   // one task reach the observer together: each record's new value is the next one's old value
@@ -210,6 +212,45 @@ test('on the CPU path the previews are decoded in a second worker: the pixels de
   results.previews_cpu = { worker: await handing.textContent('#timings'), inline: await inline.textContent('#timings') };
   await handing.close();
   await inline.close();
+});
+
+test('a preview worker that fails mid-run: the run still ends with every scale, those not decoded say so, and the next run decodes its own', { timeout: LONG }, async () => {
+  // A stand-in for www/preview-worker.js that takes the model, answers that it is ready,
+  // refuses scale 0's latent and throws (an uncaught error, as a trap would be) at scale 1's.
+  const stub = `self.onmessage = ({ data }) => {
+    const port = data.port;
+    port.onmessage = ({ data: m }) => {
+      if (m.type === 'preview-model' && m.configJson) port.postMessage({ type: 'preview-ready', token: m.token });
+      if (m.type === 'latent' && m.si === 0) self.postMessage({ type: 'preview-failed', id: m.id, si: 0, message: 'the stand-in refuses it' });
+      if (m.type === 'latent' && m.si === 1) throw new Error('the stand-in fails');
+    };
+  };`;
+  const page = await openPage('?backend=cpu', (p) => p.route('**/preview-worker.js',
+    (route) => route.fulfill({ status: 200, contentType: 'text/javascript', body: stub })));
+  await waitState(page, ['ready']);
+  // The stand-in answers at once; the inference worker hands over from the run after that.
+  await page.waitForTimeout(500);
+  await page.selectOption('#class-select', '3');
+  await page.evaluate(() => { window.scales = []; });
+  await page.click('#generate');
+  await waitState(page, ['done', 'error']);
+  assert.equal(await state(page), 'done', await page.textContent('#status'));
+  assert.deepEqual(await page.evaluate(() => window.scales), [0, 1, 2, 3, 4, 5], 'every scale, in order');
+  const notes = await page.locator('#thumbs li').allTextContents();
+  assert.equal(notes.length, 6);
+  assert.match(notes[0], /preview not decoded: the stand-in refuses it/);
+  for (const note of notes.slice(1, 5)) assert.match(note, /preview not decoded: the preview worker stopped/);
+  assert.doesNotMatch(notes[5], /not decoded/, 'the last scale is the inference worker\'s own decode');
+  const final = await canvasPixels(page, 'output');
+  assert.ok(new Set(final).size > 8, 'the final image is a picture');
+  await page.evaluate(() => { window.scales = []; });
+  await page.click('#generate');
+  await waitState(page, ['done', 'error']);
+  assert.equal(await state(page), 'done', await page.textContent('#status'));
+  assert.doesNotMatch(await page.textContent('#timings'), /second worker/);
+  assert.deepEqual(await canvasPixels(page, 'output'), final, 'the same image, its previews decoded inline');
+  assert.equal((await page.locator('#thumbs li').allTextContents()).filter((t) => /not decoded/.test(t)).length, 0);
+  await page.close();
 });
 
 test('an int8 model loads and generates (CPU fallback)', { timeout: LONG }, async () => {
