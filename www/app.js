@@ -64,6 +64,7 @@ const state = {
   runStart: 0, // performance.now() when the running or last run was asked for
   arrived: [], // the scale messages of the running run by scale, shown in order as they complete
   doneMsg: null, // its 'done' message, held until every scale before it is shown
+  runOpen: false, // a run is going: it has neither finished, nor been cancelled, nor failed
   previewPaired: null, // the inference worker the preview worker is paired with
   previewBroken: false, // the preview worker failed once: previews stay in the inference worker
   handedOver: false, // the running or last run's previews came from the preview worker
@@ -712,6 +713,7 @@ function replayable(loaded) {
 // ready, saying `note` when it is ready again; with none loaded, says it and waits.
 function restartWorker(note) {
   clearTimeout(state.cancelTimer);
+  state.runOpen = false;
   worker.terminate();
   startWorker();
   const back = state.loaded;
@@ -785,6 +787,7 @@ function finishRun() {
   }
   if (state.scales.length < n) return;
   state.doneMsg = null;
+  state.runOpen = false;
   const totalMs = performance.now() - state.runStart;
   state.final = { size: data.size, count: data.count, rgba: new Uint8ClampedArray(data.rgba) };
   if (data.count > 1) drawGrid(state.final);
@@ -904,7 +907,8 @@ function onWorkerMessage({ data }) {
     }
     case MSG.SCALE:
     case MSG.PREVIEW_FAILED:
-      if (data.id !== state.runId) return; // a stale message from an earlier run
+      // A stale message from an earlier run, or a late preview of one that was cancelled.
+      if (data.id !== state.runId || !state.runOpen) return;
       // Handed-over previews come from the preview worker, and may arrive after the scales
       // that follow them: every scale is shown in order, and the run is done after the last.
       state.arrived[data.si] = data;
@@ -932,12 +936,14 @@ function onWorkerMessage({ data }) {
       break;
     case MSG.CANCELLED:
       if (data.id !== state.runId) return;
+      state.runOpen = false;
       setStatus('ready', `Cancelled. The canvas shows the last finished scale${state.runKind === 'edit' ? '; the mask is kept' : ''}.`);
       break;
     case MSG.CACHE_CLEARED:
       setStatus(state.status.state, `${state.status.text} Cached models cleared.`);
       break;
     case MSG.ERROR:
+      if (data.fatal || data.phase === 'generate' || data.phase === 'edit') state.runOpen = false;
       if (data.fatal) {
         restartWorker(`Error: ${data.message}. The model's code stopped (a WebAssembly trap), so the worker was replaced`);
         break;
@@ -1005,6 +1011,7 @@ function samplingParams() {
 
 function startRun(kind) {
   state.runId += 1;
+  state.runOpen = true;
   state.runKind = kind;
   state.runStart = performance.now();
   state.firstShownMs = 0;
