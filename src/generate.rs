@@ -25,6 +25,12 @@ use crate::transformer::{Condition, KvCache};
 /// The largest latent a per-scale preview decodes (8: a quarter of the official 16x16).
 pub const PREVIEW_LATENT: usize = 8;
 
+/// Whether one image of a model with `config` previews its scales by decoding f̂ in full
+/// ([`ScalePicture::Full`]): its latent is at most [`PREVIEW_LATENT`] across.
+pub fn previews_in_full(config: &crate::config::ModelConfig) -> bool {
+    config.latent_size() <= PREVIEW_LATENT
+}
+
 /// The picture shown after a scale ([`Generation::picture_for`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScalePicture {
@@ -246,7 +252,7 @@ impl<'m> Generation<'m> {
         let cfg = &self.model.config;
         if si + 1 == cfg.num_scales() {
             ScalePicture::Final
-        } else if self.batch == 1 && cfg.latent_size() <= PREVIEW_LATENT {
+        } else if self.batch == 1 && previews_in_full(cfg) {
             ScalePicture::Full
         } else {
             ScalePicture::Reduced(patch.min(PREVIEW_LATENT))

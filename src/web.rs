@@ -274,8 +274,7 @@ impl VarModel {
     /// second worker with `onLatent` (it holds a copy of the model).
     #[wasm_bindgen(js_name = fullPreviews)]
     pub fn full_previews(&self) -> bool {
-        let cfg = &self.model.config;
-        cfg.latent_size() <= crate::generate::PREVIEW_LATENT && cfg.num_scales() > 1
+        crate::generate::previews_in_full(&self.model.config)
     }
 
     /// Decodes `f_hat` (what `onLatent` gave: `batch` maps of this model's latent, `[B, Cvae,
