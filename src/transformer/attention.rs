@@ -6,8 +6,8 @@ use burn::tensor::{Tensor, TensorData};
 use super::kv_cache::KvCache;
 use crate::config::VarConfig;
 use crate::error::Result;
-use crate::kernels::attention::{QkvParams, attention_softmax, qkv_heads};
-use crate::kernels::cpu::CpuLinear;
+use crate::kernels::attention::{MAX_SCALE_MUL, QkvParams, attention_softmax, qkv_heads};
+use crate::kernels::cpu::{CpuLinear, HeadParams};
 use crate::nn::{Dense, Loader, host_f32};
 
 /// `SelfAttention` of the reference: a fused `mat_qkv` with biases on q and v only, optional
@@ -57,6 +57,16 @@ impl SelfAttention {
         self.proj.forward_unbiased(out)
     }
 
+    /// What the scores are multiplied by before the softmax: 1 when the temperature is in
+    /// the l2-normalised queries, else the reference's `0.25 / sqrt(head_dim)`.
+    fn score_scale(&self, head_dim: usize) -> f32 {
+        if self.l2_norm {
+            1.0
+        } else {
+            0.25 / (head_dim as f32).sqrt()
+        }
+    }
+
     /// `mat_qkv` and `proj`, when both run on the CPU kernels.
     pub fn cpu_layers(&self) -> Option<CpuSelfAttention<'_>> {
         Some(CpuSelfAttention {
@@ -85,11 +95,7 @@ impl SelfAttention {
             l2_norm: self.l2_norm,
         };
         let (q, k, v) = qkv_heads(qkv, &params); // [B, H, l, hd]
-        let scale = if self.l2_norm {
-            1.0
-        } else {
-            0.25 / (hd as f32).sqrt()
-        };
+        let scale = self.score_scale(hd);
         let (k, v) = match cache {
             Some(cache) => cache.append(k, v),
             None => (k, v),
@@ -109,7 +115,9 @@ pub struct CpuSelfAttention<'a> {
 
 impl CpuSelfAttention<'_> {
     /// [`SelfAttention::forward`] from and to host data `[B, l, C]` (`dims`), `proj`'s bias
-    /// added: the two products on the CPU kernels, the heads between them on burn tensors.
+    /// added: the two products on the CPU kernels, and at inference (a cache, no mask) the
+    /// attention between them too ([`KvCache::attend_on_host`]); in training (a mask, no
+    /// cache) the heads between them run on burn tensors.
     pub fn forward(
         &self,
         x: &[f32],
@@ -118,10 +126,32 @@ impl CpuSelfAttention<'_> {
         cache: Option<&mut KvCache>,
     ) -> Vec<f32> {
         let [b, l, c] = dims;
-        let device = self.attention.q_bias.val().device();
         let qkv = self.mat_qkv.forward(x, b * l);
-        let qkv = Tensor::from_data(TensorData::new(qkv, [b, l, 3 * c]), &device);
-        let out = host_f32(self.attention.attend(qkv, attn_bias, cache));
+        let out = match cache {
+            // Inference: the heads, the cache and the scores on the CPU kernels too.
+            Some(cache) if attn_bias.is_none() => {
+                let a = self.attention;
+                let (q_bias, v_bias) = (host_f32(a.q_bias.val()), host_f32(a.v_bias.val()));
+                let temperature: Option<Vec<f32>> = a.l2_norm.then(|| {
+                    host_f32(a.scale_mul_1h11.val())
+                        .into_iter()
+                        .map(|s| s.min(MAX_SCALE_MUL as f32).exp())
+                        .collect()
+                });
+                let params = HeadParams {
+                    q_bias: &q_bias,
+                    v_bias: &v_bias,
+                    temperature: temperature.as_deref(),
+                    scale: a.score_scale(c / a.num_heads),
+                };
+                cache.attend_on_host(&qkv, l, &params)
+            }
+            cache => {
+                let device = self.attention.q_bias.val().device();
+                let qkv = Tensor::from_data(TensorData::new(qkv, [b, l, 3 * c]), &device);
+                host_f32(self.attention.attend(qkv, attn_bias, cache))
+            }
+        };
         self.proj.forward(&out, b * l)
     }
 }

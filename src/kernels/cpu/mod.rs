@@ -2,8 +2,9 @@
 //! packed once into column panels, f32 or int8) and [`CpuConv`] (a convolution as that Linear
 //! layer over im2col patches, or by Winograd's F(2x2, 3x3) for the 3x3 ones), and
 //! [`group_norm`] (GroupNorm + SiLU in place, which the VQ-VAE runs before its convolutions),
-//! and the steps of a transformer block's MLP half between its two products
-//! ([`modulated_layer_norm`], [`gelu_tanh`], [`gated_residual`]).
+//! the steps of a transformer block's MLP half between its two products
+//! ([`modulated_layer_norm`], [`gelu_tanh`], [`gated_residual`]), and inference attention
+//! over a host KV cache ([`HostKv`]).
 //! This file holds what both share: picking AVX-512 or AVX2+FMA
 //! at run time on x86-64 ([`x86`]), or WebAssembly SIMD in the browser ([`wasm`], compiled in
 //! by the build's `+simd128`), the one register-tile kernel they both call, the panel
@@ -14,6 +15,7 @@
 
 mod activation;
 mod adaln;
+mod attention;
 mod conv;
 mod linear;
 mod norm;
@@ -25,6 +27,7 @@ mod x86;
 
 pub use activation::gelu_tanh;
 pub use adaln::{gated_residual, modulated_layer_norm};
+pub use attention::{HeadParams, HostKv};
 pub use conv::CpuConv;
 pub use linear::CpuLinear;
 pub use norm::group_norm;

@@ -107,6 +107,7 @@ pub(super) fn sum(values: &[f32], f: impl Fn(f32) -> f32) -> f64 {
 /// the nearest integer (rounded by adding and removing 1.5·2²³), `eʳ` by its Taylor series
 /// to degree 7 (for |r| ≤ ln 2 / 2 the remainder is below 6e-9, under half an f32 ulp), and
 /// `2ⁿ` built in the exponent bits.
+#[inline]
 pub(super) fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     // ln 2 split so that n·LN2_HI is exact for |n| < 256.
