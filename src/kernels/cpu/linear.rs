@@ -225,11 +225,34 @@ impl CpuLinear {
             // SAFETY: rows r0..r0 + r of `x` and the whole panel are in bounds (checked by
             // the callers' shapes); the ISA was detected.
             unsafe { tile(isa, xp, r, k, x, panel, width, &mut tile_out) };
-            for i in 0..r {
+            if out_col_stride == 1 {
+                // Rows of the output (Linear layers): a contiguous run per tile row, which
+                // vectorises.
+                for i in 0..r {
+                    // SAFETY: the caller's contract: `width` elements from the row's start.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.add((r0 + i) * out_row_stride), width)
+                    };
+                    let src = &tile_out[i * PANEL..i * PANEL + width];
+                    match bias {
+                        Some(b) => {
+                            for ((d, &v), &b) in dst.iter_mut().zip(src).zip(b) {
+                                *d = v + b;
+                            }
+                        }
+                        None => dst.copy_from_slice(src),
+                    }
+                }
+            } else {
+                // Channels of an image (convolutions, `[c_out][pixels]`): column by column,
+                // so that each channel gets one run of the tile's rows.
                 for j in 0..width {
-                    let v = tile_out[i * PANEL + j] + bias.map_or(0.0, |b| b[j]);
-                    // SAFETY: the caller's contract.
-                    unsafe { *out.add((r0 + i) * out_row_stride + j * out_col_stride) = v };
+                    let b = bias.map_or(0.0, |b| b[j]);
+                    for i in 0..r {
+                        let v = tile_out[i * PANEL + j] + b;
+                        // SAFETY: the caller's contract.
+                        unsafe { *out.add((r0 + i) * out_row_stride + j * out_col_stride) = v };
+                    }
                 }
             }
             r0 += r;
