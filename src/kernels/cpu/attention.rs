@@ -158,8 +158,8 @@ impl HostKv {
 /// A (row, head) pair's working memory, kept across the pairs one thread runs.
 #[derive(Default)]
 struct Scratch {
-    /// The pair's new queries, then its new keys, `[l][head_dim]`.
-    heads: Vec<f32>,
+    /// The pair's new queries and keys, `[l][head_dim]` each.
+    queries: Vec<f32>,
     keys: Vec<f32>,
     /// `[l][total]`.
     scores: Vec<f32>,
@@ -201,7 +201,7 @@ impl Step<'_> {
         let p = self.params;
         let span = head * hd..(head + 1) * hd;
         let Scratch {
-            heads: queries,
+            queries,
             keys: new_keys,
             scores,
         } = scratch;
